@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The README's test command: a fresh venv with the CPU build of torch, the package and its test
+# extras, then the test suite. Benchmark data comes from ../shared/data when it is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q torch==2.13.0 -e '.[test]'
+if [ -z "${TRCE_AUDIT_DATA:-}" ] && [ -d ../shared/data ]; then
+  export TRCE_AUDIT_DATA="$(cd ../shared/data && pwd)"
+fi
+exec .venv/bin/python -m pytest -q "$@"

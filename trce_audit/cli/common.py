@@ -1,0 +1,115 @@
+"""What every command shares: the context object, common options and output rendering.
+
+Command modules import only this, typer and rich at import time, so `trce-audit --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional, Sequence
+
+import typer
+
+from ..workspace import Workspace
+
+if TYPE_CHECKING:
+    from ..store import Store
+
+
+@dataclass
+class AppState:
+    """Options given before the command; passed explicitly through typer's context (no globals)."""
+
+    workspace_dir: Optional[Path] = None
+    db_url: Optional[str] = None
+    _store: "Store | None" = field(default=None, repr=False)
+
+    def workspace(self, data_dir: Optional[Path] = None) -> Workspace:
+        return Workspace.from_options(self.workspace_dir, self.db_url, data_dir)
+
+    def store(self) -> "Store":
+        if self._store is None:
+            from ..store import Store
+
+            self._store = Store(self.workspace().ensure().db_url)
+        return self._store
+
+
+def state(ctx: typer.Context) -> AppState:
+    root = ctx.find_root()
+    if not isinstance(root.obj, AppState):
+        root.obj = AppState()
+    return root.obj
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+DataDirOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--data-dir",
+        envvar="TRCE_AUDIT_DATA",
+        help="Folder with local copies of the benchmark files (used instead of downloading).",
+        show_default=False,
+    ),
+]
+ModelOpt = Annotated[
+    str, typer.Option("--model", "-m", help="pocket | hub id | local diffusers folder | artefact:ID.")
+]
+AllowPickleOpt = Annotated[
+    bool, typer.Option("--allow-pickle", help="Allow .bin/.pt/.ckpt weights (pickle can run code on load).")
+]
+
+
+def emit_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, default=str, ensure_ascii=False) + "\n")
+
+
+def emit_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if value is None else str(value) for value in row))
+    Console().print(table)
+
+
+def emit(payload: Any, as_json: bool, render: Callable[[Any], None]) -> None:
+    if as_json:
+        emit_json(payload)
+    else:
+        render(payload)
+
+
+def progress():
+    """A Rich progress bar on stderr, so --json output on stdout stays parseable."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
+
+
+def parse_assignments(items: Sequence[str] | None, what: str = "--set") -> dict[str, str]:
+    """`key=value` pairs from repeated options, with a one-line error for a malformed one."""
+    from ..errors import ConfigError
+
+    found: dict[str, str] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{what} expects key=value, got {item!r}")
+        found[key.strip()] = value.strip()
+    return found

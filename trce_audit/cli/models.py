@@ -1,0 +1,17 @@
+"""`trce-audit models`."""
+
+from __future__ import annotations
+
+import typer
+
+from .common import JsonOpt, emit, emit_table, state
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("models")
+    def models(ctx: typer.Context, json_: JsonOpt = False) -> None:
+        """List built-in models, reference hub models and erased models (artefacts) in the store."""
+        from ..api.models import list_models
+
+        rows = list_models(state(ctx).store())
+        emit(rows, json_, lambda rows: emit_table("models", ["model", "kind", "description"], [[r["model"], r["kind"], r["description"]] for r in rows]))

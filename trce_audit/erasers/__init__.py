@@ -1,0 +1,3 @@
+"""Concept erasers. Each module holds one family; ``BUILTIN`` maps plugin ids to classes lazily."""
+
+BUILTIN: dict[str, str] = {}

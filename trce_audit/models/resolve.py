@@ -1,0 +1,209 @@
+"""Model specs to pipeline folders, with a content fingerprint and safe-loading rules.
+
+A spec is one of: ``pocket`` (the shipped pocket-world model), ``artefact:ID`` or a bare integer (an
+erased model in the store), a local diffusers folder, or a Hugging Face hub id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ModelError
+from ..hashing import hash_obj, sha256_file
+
+if TYPE_CHECKING:
+    from ..store import Store
+    from ..workspace import Workspace
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+WEIGHT_SUFFIXES = (".safetensors",) + PICKLE_SUFFIXES
+FINGERPRINT_SUFFIXES = WEIGHT_SUFFIXES + (".json", ".txt", ".model")
+
+# Built-in model ids, described for `trce-audit models`; resolved lazily (no torch import).
+BUILTIN_MODELS: dict[str, str] = {
+    "pocket": "the pocket-world model shipped inside trce-audit (SD architecture, offline, CPU-fast)",
+}
+REFERENCE_HUB_MODELS: dict[str, str] = {
+    "CompVis/stable-diffusion-v1-4": "the reference model of the TRCE paper (download needs hub access)",
+}
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    spec: str
+    kind: str  # "builtin", "folder", "hub", "artefact"
+    path: Path
+    fingerprint: str
+    world: str = "sd"  # "sd" or "pocket": which concept world the model lives in
+    artefact_id: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec,
+            "kind": self.kind,
+            "path": str(self.path),
+            "fingerprint": self.fingerprint,
+            "world": self.world,
+            "artefact_id": self.artefact_id,
+        }
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+
+
+def check_pickle(folder: Path, allow_pickle: bool) -> None:
+    """Refuse a folder whose weights exist only as pickle files, unless the user allows pickle."""
+    if allow_pickle:
+        return
+    by_dir: dict[Path, list[Path]] = {}
+    for path in _weight_files(folder):
+        by_dir.setdefault(path.parent, []).append(path)
+    for directory, files in by_dir.items():
+        if not any(f.suffix == ".safetensors" for f in files):
+            pickled = next(f for f in files if f.suffix in PICKLE_SUFFIXES)
+            raise ModelError(
+                f"{pickled} is a pickle checkpoint (it can run code when loaded); "
+                "convert it to safetensors or pass --allow-pickle"
+            )
+
+
+def fingerprint_folder(folder: Path, cache_dir: Path | None = None) -> str:
+    """sha256 over configs and weights. Cached by (path, size, mtime) since SD weights take seconds."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name.endswith(FINGERPRINT_SUFFIXES))
+    if not files:
+        raise ModelError(f"{folder} holds no model files")
+    stat_key = hash_obj([[p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns] for p in files])
+    cache_file = cache_dir / "fingerprints.json" if cache_dir else None
+    cache: dict[str, str] = {}
+    if cache_file and cache_file.exists():
+        try:
+            cache = json.loads(cache_file.read_text())
+        except (OSError, ValueError):
+            cache = {}
+    key = f"{folder.resolve()}|{stat_key}"
+    if key in cache:
+        return cache[key]
+    fingerprint = hash_obj([[p.relative_to(folder).as_posix(), sha256_file(p)] for p in files])
+    if cache_file:
+        cache[key] = fingerprint
+        tmp = cache_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(cache))
+        os.replace(tmp, cache_file)
+    return fingerprint
+
+
+def _is_pipeline_folder(path: Path) -> bool:
+    return (path / "model_index.json").is_file()
+
+
+def _world_of(folder: Path) -> str:
+    marker = folder / "trce_audit.json"
+    if marker.is_file():
+        try:
+            return json.loads(marker.read_text()).get("world", "sd")
+        except ValueError:
+            return "sd"
+    return "sd"
+
+
+def _download(spec: str, allow_pickle: bool) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as exc:  # pragma: no cover - a dependency of diffusers
+        raise ModelError("huggingface_hub is needed to download models") from exc
+    patterns = ["*.json", "*.txt", "*.model", "*.safetensors"]
+    if allow_pickle:
+        patterns.append("*.bin")
+    try:
+        return Path(snapshot_download(spec, allow_patterns=patterns, ignore_patterns=["*.fp16.*", "*non_ema*", "*.ema.*"]))
+    except Exception as exc:
+        raise ModelError(f"cannot download model {spec!r} from the hub: {type(exc).__name__}: {exc}") from exc
+
+
+def resolve_model(
+    spec: str,
+    *,
+    store: "Store | None" = None,
+    workspace: "Workspace | None" = None,
+    allow_pickle: bool = False,
+) -> ModelRef:
+    spec = spec.strip()
+    if not spec:
+        raise ModelError("empty model spec")
+    cache_dir = workspace.cache_dir if workspace else None
+    if spec == "pocket":
+        from ..pocket import pocket_model_dir
+
+        folder = pocket_model_dir()
+        if not _is_pipeline_folder(folder):
+            raise ModelError(f"the pocket model is missing from the installation ({folder})")
+        return ModelRef(spec, "builtin", folder, fingerprint_folder(folder, cache_dir), world="pocket")
+    artefact_id = None
+    if spec.startswith("artefact:"):
+        artefact_id = spec.split(":", 1)[1]
+    elif spec.isdigit():
+        artefact_id = spec
+    if artefact_id is not None:
+        if store is None:
+            raise ModelError(f"model {spec!r} names an artefact but no store is open")
+        if not artefact_id.isdigit():
+            raise ModelError(f"artefact id must be an integer, got {artefact_id!r}")
+        artefact = store.get_artefact(int(artefact_id))
+        folder = Path(artefact.path)
+        if not _is_pipeline_folder(folder):
+            raise ModelError(f"artefact {artefact_id} points at {folder}, which is no longer a pipeline folder")
+        return ModelRef(spec, "artefact", folder, artefact.sha256, world=_world_of(folder), artefact_id=artefact.id)
+    local = Path(spec).expanduser()
+    if local.exists():
+        if not local.is_dir() or not _is_pipeline_folder(local):
+            raise ModelError(f"{local} is not a diffusers pipeline folder (no model_index.json)")
+        check_pickle(local, allow_pickle)
+        return ModelRef(spec, "folder", local.resolve(), fingerprint_folder(local, cache_dir), world=_world_of(local))
+    if spec.count("/") != 1 or spec.startswith(("/", ".", "~")):
+        raise ModelError(f"model {spec!r} is neither a local folder, an artefact id, 'pocket', nor a hub id")
+    folder = _download(spec, allow_pickle)
+    check_pickle(folder, allow_pickle)
+    return ModelRef(spec, "hub", folder, fingerprint_folder(folder, cache_dir), world=_world_of(folder))
+
+
+def quiet_hub_loggers() -> None:
+    """Silence per-file loading bars of diffusers and transformers; our own progress is shown instead."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+
+
+def load_pipeline(ref: ModelRef, *, dtype: str = "fp32", device: str = "cpu", allow_pickle: bool = False):
+    """A StableDiffusionPipeline for ``ref`` with no safety checker (we measure, not filter)."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(dtype)
+    if torch_dtype is None:
+        raise ModelError(f"unknown dtype {dtype!r}; expected fp32, fp16 or bf16")
+    quiet_hub_loggers()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+            pipe = StableDiffusionPipeline.from_pretrained(
+                str(ref.path),
+                torch_dtype=torch_dtype,
+                safety_checker=None,
+                requires_safety_checker=False,
+                use_safetensors=not allow_pickle,
+                local_files_only=True,
+            )
+    except Exception as exc:
+        raise ModelError(f"cannot load pipeline from {ref.path}: {type(exc).__name__}: {exc}") from exc
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)

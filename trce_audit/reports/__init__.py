@@ -1,0 +1,1 @@
+"""HTML comparison reports rendered from the store."""

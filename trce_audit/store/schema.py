@@ -1,0 +1,150 @@
+"""ORM models of the result store. Every number trce-audit reports is a row here."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+RUN_STATUSES = ("started", "complete", "failed")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Run(Base):
+    """One execution of a component. ``identity`` leaves out runtime-only options (batch size, device)."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    identity: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    component: Mapped[str] = mapped_column(String(128))
+    component_version: Mapped[str] = mapped_column(String(32), default="")
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    runtime: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    model_ref: Mapped[Optional[str]] = mapped_column(String(512), nullable=True)
+    model_fingerprint: Mapped[Optional[str]] = mapped_column(String(64), nullable=True, index=True)
+    prompt_set_id: Mapped[Optional[int]] = mapped_column(ForeignKey("prompt_sets.id"), nullable=True)
+    parent_run_id: Mapped[Optional[int]] = mapped_column(ForeignKey("runs.id"), nullable=True)
+    versions: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="started", index=True)
+    error: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[Optional[datetime]] = mapped_column(nullable=True)
+
+    prompt_set: Mapped[Optional["PromptSet"]] = relationship(foreign_keys=[prompt_set_id])
+    metrics: Mapped[list["Metric"]] = relationship(back_populates="run", cascade="all, delete-orphan")
+
+
+class Artefact(Base):
+    """A model produced by a run (an erased pipeline as a diffusers folder)."""
+
+    __tablename__ = "artefacts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), default="model")
+    path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    parent_model: Mapped[Optional[str]] = mapped_column(String(512), nullable=True)
+    parent_fingerprint: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)
+    run_id: Mapped[Optional[int]] = mapped_column(ForeignKey("runs.id"), nullable=True)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PromptSet(Base):
+    """A named list of prompts; ``sha256`` is over its rows, so equal content is stored once."""
+
+    __tablename__ = "prompt_sets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), index=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    source: Mapped[str] = mapped_column(Text, default="")
+    parent_id: Mapped[Optional[int]] = mapped_column(ForeignKey("prompt_sets.id"), nullable=True)
+    run_id: Mapped[Optional[int]] = mapped_column(ForeignKey("runs.id", use_alter=True), nullable=True)
+    n_rows: Mapped[int] = mapped_column(Integer, default=0)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    prompts: Mapped[list["Prompt"]] = relationship(
+        back_populates="prompt_set", order_by="Prompt.idx", cascade="all, delete-orphan"
+    )
+
+
+class Prompt(Base):
+    __tablename__ = "prompts"
+    __table_args__ = (UniqueConstraint("prompt_set_id", "idx"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prompt_set_id: Mapped[int] = mapped_column(ForeignKey("prompt_sets.id"), index=True)
+    idx: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    seed: Mapped[int] = mapped_column(Integer)
+    guidance: Mapped[float] = mapped_column(Float)
+    row_hash: Mapped[str] = mapped_column(String(64), index=True)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    prompt_set: Mapped[PromptSet] = relationship(back_populates="prompts")
+
+
+class Generation(Base):
+    """One image. ``sample_hash`` covers prompt, seed, guidance, settings and model fingerprint."""
+
+    __tablename__ = "generations"
+    __table_args__ = (UniqueConstraint("run_id", "prompt_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id"), index=True)
+    sample_hash: Mapped[str] = mapped_column(String(64), index=True)
+    image_path: Mapped[str] = mapped_column(Text)
+    image_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    prompt: Mapped[Prompt] = relationship()
+
+
+class Detection(Base):
+    """A detector's score for one label on one image."""
+
+    __tablename__ = "detections"
+    __table_args__ = (Index("ix_detections_generation_detector", "generation_id", "detector"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    generation_id: Mapped[int] = mapped_column(ForeignKey("generations.id"))
+    run_id: Mapped[Optional[int]] = mapped_column(ForeignKey("runs.id"), nullable=True, index=True)
+    detector: Mapped[str] = mapped_column(String(64))
+    detector_version: Mapped[str] = mapped_column(String(64), default="")
+    weights_sha256: Mapped[str] = mapped_column(String(64), default="")
+    label: Mapped[str] = mapped_column(String(128))
+    score: Mapped[float] = mapped_column(Float)
+
+
+class Metric(Base):
+    """A reported number with its sample size, interval and the protocol that defines it."""
+
+    __tablename__ = "metrics"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float] = mapped_column(Float)
+    n: Mapped[int] = mapped_column(Integer, default=0)
+    ci_low: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    ci_high: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    protocol: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    run: Mapped[Run] = relationship(back_populates="metrics")
