@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q torch==2.13.0 -e '.[test]'
+# clean-fid's own metadata pulls torchvision, whose PyPI build does not load beside the CPU torch;
+# the FID runner needs only clean-fid's resizer, so install it without dependencies.
+.venv/bin/python -m pip install -q --no-deps 'clean-fid==0.1.35'
 if [ -z "${TRCE_AUDIT_DATA:-}" ] && [ -d ../shared/data ]; then
   export TRCE_AUDIT_DATA="$(cd ../shared/data && pwd)"
 fi
