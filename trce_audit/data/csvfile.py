@@ -46,7 +46,7 @@ class Table:
 
     def __init__(self, text: str, source: str):
         self.source = source
-        self._reader = csv.reader(io.StringIO(text, newline=""))
+        self._reader = csv.reader(io.StringIO(text, newline=""), strict=True)
         try:
             header = next(self._reader, None)
         except csv.Error as exc:

@@ -49,9 +49,10 @@ def find_local(file: DataFile, workspace: Workspace | None, data_dir: str | os.P
 def locate(name: str, file: DataFile, workspace: Workspace | None, data_dir: str | os.PathLike | None = None) -> Path:
     path = find_local(file, workspace, data_dir)
     if path is None:
-        looked = ", ".join(str(folder / file.local) for folder in candidate_dirs(workspace, data_dir)) or "nowhere"
+        folders = candidate_dirs(workspace, data_dir)
+        looked = f"looked in {', '.join(str(folder) for folder in folders)}" if folders else "no data folder given, nothing downloaded yet"
         raise DataError(
-            f"{name}: no local copy of {file.local} (looked in {looked}); "
+            f"{name}: no local copy of {file.local} ({looked}); "
             f"run `trce-audit data fetch {name}` or pass --data-dir"
         )
     return path
