@@ -14,7 +14,6 @@ from ..errors import DataError
 from ..store import Store
 from ..workspace import Workspace
 
-PAIRS_SHOWN = 3
 
 
 def list_data(workspace: Workspace, data_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:

@@ -182,7 +182,8 @@ def concept_names(world: str = "sd") -> list[str]:
 
 
 def _looks_like_path(name: str) -> bool:
-    return Path(name).suffix.lower() in (".json", ".toml") or os.sep in name or os.path.lexists(name)
+    # A bare word is a concept name even if a file of that name happens to sit in the working folder.
+    return Path(name).suffix.lower() in (".json", ".toml") or os.sep in name or Path(name).is_file() and "." in name
 
 
 def load_concept(
