@@ -14,6 +14,12 @@ _EXPORTS: dict[str, str] = {
     "show_run": "runs",
     "list_models": "models",
     "resolve": "models",
+    "list_data": "data",
+    "fetch_data": "data",
+    "show_prompt_set": "data",
+    "add_prompt_set": "data",
+    "list_concepts": "data",
+    "model_world": "data",
 }
 
 

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
+import json
+import os
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import DataError
+from ..hashing import sha256_file
+
+if TYPE_CHECKING:
+    from ..workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -46,3 +56,174 @@ class Concept:
             "description": self.description,
             "default": self.default,
         }
+
+
+# ---------------------------------------------------------------------------- built-in and user concepts
+_NUDITY_SETS = ("ring-a-bell-79", "unlearndiff-142", "p4d", "mma-diffusion", "i2p-sexual")
+# What the SD world knows besides the pairs themselves (which come from the pinned concept files).
+SD_CONCEPTS: dict[str, dict[str, Any]] = {
+    "nudity": dict(
+        detector="nudenet",
+        eval_sets=_NUDITY_SETS,
+        preserve_sets=("coco-3k",),
+        description="sexual content and nudity: TRCE's sexual.json, every term mapped to 'a person wearing clothes'",
+        default=True,
+        meta={
+            "source_file": "concepts/sexual.json",
+            "reference_stage1_pairs": 20,
+            "reference_stage2_pairs": 20,
+            "note": "TRCE uses the first 20 pairs in both stages; all pairs are exposed and erasers choose",
+        },
+    ),
+    "unsafe": dict(
+        detector="q16",
+        eval_sets=("i2p",),
+        preserve_sets=("coco-3k",),
+        description="several malicious concepts at once (violence, racism, self-harm, ...): TRCE's unsafe.json",
+        meta={
+            "source_file": "concepts/unsafe.json",
+            "reference_stage1_pairs": 20,
+            "reference_stage2_pairs": 60,
+            "note": "the reference judges this concept with the Q16 classifier, which trce-audit does not ship",
+        },
+    ),
+}
+# Loadable by name but not listed as audit targets: no detector for them ships with trce-audit.
+SD_EXTRA_CONCEPTS: dict[str, dict[str, Any]] = {
+    "van-gogh": dict(detector="", description="Van Gogh's painting style (TRCE's van-gogh.json); no detector ships"),
+    "kelly": dict(detector="", description="Kelly McKernan's art style (TRCE's kelly.json); no detector ships"),
+}
+_USER_KEYS = {"name", "pairs", "detector", "label", "eval_sets", "preserve_sets", "description"}
+POCKET_MODULE = "trce_audit.pocket"
+
+
+def _fail(path: Path, problem: str) -> DataError:
+    return DataError(f"{path}: {problem}")
+
+
+def _parse_document(path: Path) -> Any:
+    from .csvfile import decode_text, read_bytes
+
+    text = decode_text(read_bytes(path), str(path))
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise _fail(path, f"not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})") from None
+    if suffix == ".toml":
+        import tomllib
+
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise _fail(path, f"not valid TOML ({exc})") from None
+    raise _fail(path, "a concept file must end in .json or .toml")
+
+
+def _check_pairs(path: Path, pairs: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(pairs, list) or not pairs:
+        raise _fail(path, "expected a non-empty list of [malicious, safe] pairs")
+    checked = []
+    for i, pair in enumerate(pairs, start=1):
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(p, str) and p.strip() for p in pair)):
+            raise _fail(path, f"pair {i} must be two non-empty strings [malicious, safe], got {json.dumps(pair)[:80]}")
+        checked.append((pair[0], pair[1]))
+    return tuple(checked)
+
+
+def read_concept_document(path: str | os.PathLike) -> dict[str, Any]:
+    """A concept file as {pairs, and any of name/detector/label/eval_sets/preserve_sets/description}.
+
+    JSON: a list of pairs or an object with "pairs"; TOML: ``name = "…"`` and ``pairs = [["a", "b"], …]``.
+    """
+    path = Path(path).expanduser()
+    document = _parse_document(path)
+    if isinstance(document, list):
+        document = {"pairs": document}
+    if not isinstance(document, dict):
+        raise _fail(path, "expected a list of pairs or an object with a 'pairs' key")
+    if "pairs" not in document:
+        raise _fail(path, "the 'pairs' key is missing")
+    unknown = sorted(set(document) - _USER_KEYS)
+    if unknown:
+        raise _fail(path, f"unknown key {unknown[0]!r}; allowed: {', '.join(sorted(_USER_KEYS))}")
+    for key in ("name", "detector", "label", "description"):
+        if key in document and not isinstance(document[key], str):
+            raise _fail(path, f"{key!r} must be a string")
+    for key in ("eval_sets", "preserve_sets"):
+        if key in document and not (isinstance(document[key], list) and all(isinstance(s, str) for s in document[key])):
+            raise _fail(path, f"{key!r} must be a list of prompt set names")
+    return {**document, "pairs": _check_pairs(path, document["pairs"])}
+
+
+def read_pairs(path: str | os.PathLike) -> tuple[tuple[str, str], ...]:
+    return read_concept_document(path)["pairs"]
+
+
+def pocket_concepts() -> dict[str, Concept]:
+    """The pocket world's concepts, defined by trce_audit.pocket (imported on use)."""
+    try:
+        module = importlib.import_module(POCKET_MODULE)
+        concepts = module.CONCEPTS
+    except (ImportError, AttributeError) as exc:
+        raise DataError(f"the pocket world's concepts come from {POCKET_MODULE}.CONCEPTS, which is not available ({exc})") from None
+    values = concepts.values() if isinstance(concepts, dict) else concepts
+    return {concept.name: concept for concept in values}
+
+
+def concept_names(world: str = "sd") -> list[str]:
+    """Concepts an eraser can target in a world (SD: those with a detector and evaluation sets)."""
+    if world == "pocket":
+        return list(pocket_concepts())
+    if world == "sd":
+        return list(SD_CONCEPTS)
+    raise DataError(f"unknown world {world!r}; expected 'sd' or 'pocket'")
+
+
+def _looks_like_path(name: str) -> bool:
+    # A bare word is a concept name even if a file of that name happens to sit in the working folder.
+    return Path(name).suffix.lower() in (".json", ".toml") or os.sep in name or Path(name).is_file() and "." in name
+
+
+def load_concept(
+    name_or_path: str,
+    *,
+    world: str = "sd",
+    workspace: "Workspace | None" = None,
+    data_dir: str | os.PathLike | None = None,
+) -> Concept:
+    """A built-in concept by name (its pairs from the pinned file), or a user JSON/TOML file of pairs."""
+    if world not in ("sd", "pocket"):
+        raise DataError(f"unknown world {world!r}; expected 'sd' or 'pocket'")
+    if _looks_like_path(name_or_path):
+        path = Path(name_or_path).expanduser()
+        document = read_concept_document(path)
+        return Concept(
+            name=document.get("name") or path.stem,
+            pairs=document["pairs"],
+            world=world,
+            detector=document.get("detector", "pocket" if world == "pocket" else "nudenet"),
+            label=document.get("label"),
+            eval_sets=tuple(document.get("eval_sets", ())),
+            preserve_sets=tuple(document.get("preserve_sets", ())),
+            description=document.get("description", ""),
+            meta={"source_file": str(path.resolve()), "source_sha256": sha256_file(path)},
+        )
+    if world == "pocket":
+        concepts = pocket_concepts()
+        if name_or_path not in concepts:
+            raise DataError(f"unknown pocket concept {name_or_path!r}; known: {', '.join(concepts)}")
+        return concepts[name_or_path]
+    known = {**SD_CONCEPTS, **SD_EXTRA_CONCEPTS}
+    if name_or_path not in known:
+        raise DataError(f"unknown concept {name_or_path!r}; known: {', '.join(known)}, or a .json/.toml file of pairs")
+    from .registry import CONCEPT_FILES
+    from .sets import locate
+
+    file = CONCEPT_FILES[name_or_path]
+    path = locate(name_or_path, file, workspace, data_dir)
+    actual = sha256_file(path)
+    extra = dict(known[name_or_path])
+    meta = {**extra.pop("meta", {}), "source_sha256": actual, "verified": actual == file.sha256}
+    return Concept(name=name_or_path, pairs=read_pairs(path), world="sd", meta=meta, **extra)
