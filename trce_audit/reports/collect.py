@@ -373,7 +373,7 @@ def collect(store: Store, *, audit_id: int | None = None, run_ids: Iterable[int]
             raise StoreError(f"run {audit_id} does not exist")
         audit = loaded[0]
         if audit.kind != "audit":
-            raise StoreError(f"run {audit_id} is a {audit.kind} run, not an audit")
+            raise StoreError(f"run {audit_id} is not an audit (kind {audit.kind})")
         roots = [audit_id]
 
     # Expand audits into what they ran, and attacks into their eval runs.
