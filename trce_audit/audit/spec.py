@@ -18,6 +18,7 @@ Format (every table optional except where noted; see docs/audit-spec.md)::
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from dataclasses import asdict, dataclass, field
@@ -263,7 +264,7 @@ class AuditSpec:
         """Plain JSON-able values, for an audit run's config (the gate reads its "gate" table back)."""
         data = asdict(self)
         data["gate"] = self.gate.as_dict()
-        return data
+        return _without_none(json.loads(json.dumps(data)))  # as TOML would give it: lists, no nulls
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> "AuditSpec":
@@ -322,6 +323,14 @@ class AuditSpec:
             unknown = [t for t in attack.targets if t not in labels and t != self.model]
             if unknown:
                 raise SpecError(f"attacks[{i}].targets", f"{unknown[0]!r} is neither an eraser label nor the base model")
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _without_none(sub) for key, sub in value.items() if sub is not None}
+    if isinstance(value, list):
+        return [_without_none(sub) for sub in value]
+    return value
 
 
 def _list(value: Any, where: str) -> list[Any]:
