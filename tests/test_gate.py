@@ -56,10 +56,10 @@ def test_gate_fails_on_absolute_limit_with_junit_failures(cli, store, workspace,
 
 
 def test_gate_checks_the_after_attack_asr(store, workspace):
-    from trce_audit.api.gate import gate
+    from trce_audit.api.gate import check_gate
 
     build_audit(store, workspace.images_dir, trce_explicit=(), trce_after=(0, 1, 2, 3), esd_explicit=())
-    result = gate(store, max_asr=["pocket-explicit@trce=50%"])
+    result = check_gate(store, max_asr=["pocket-explicit@trce=50%"])
     assert not result.passed and result.checks[0].observed == 1.0  # plain trce ASR is 0; after attack 4/4
 
 

@@ -14,6 +14,8 @@ _EXPORTS: dict[str, str] = {
     "show_run": "runs",
     "list_models": "models",
     "resolve": "models",
+    "render_report": "report",
+    "check_gate": "gate",
 }
 
 

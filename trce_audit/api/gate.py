@@ -34,7 +34,7 @@ def _stored_gate_spec(config: dict[str, Any]) -> "GateSpec":
     return GateSpec.from_mapping(table, "audit run config gate") if isinstance(table, dict) else GateSpec()
 
 
-def gate(
+def check_gate(
     store: Store,
     *,
     audit_id: int | None = None,

@@ -43,11 +43,11 @@ def register(app: typer.Typer) -> None:
         The ASR checked for a row is the after-attack ASR where the row is an attack (seeded from the set),
         else the plain ASR; a limit passes when the worst such ASR over the erased models is within it.
         """
-        from ..api.gate import gate
+        from ..api.gate import check_gate
         from ..gating.junit import write_junit
         from ..gating.limits import format_percent
 
-        result = gate(
+        result = check_gate(
             state(ctx).store(),
             audit_id=audit,
             max_asr=max_asr or (),
