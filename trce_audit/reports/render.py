@@ -143,7 +143,9 @@ def build_context(store: Store, view: AuditView, options: ReportOptions) -> dict
     preservation_metrics = [name for name in PRESERVATION_METRICS if any(name in row.metrics for row in preservation)]
     asr_protocol = next((row.gated_asr for row in view.asr_rows if row.gated_asr.protocol), None)  # type: ignore[union-attr]
     fallback = flag_rule(asr_protocol)
-    grids = [grid for i, row in enumerate(view.rows) if (grid := _grid(store, row, options.max_images, i, fallback)) is not None]
+    # Attacks first (the images a reviewer most needs), then ASR sets, then preservation sets.
+    ordered = sorted(view.rows, key=lambda row: (row.attack is None, row.asr is None))
+    grids = [grid for i, row in enumerate(ordered) if (grid := _grid(store, row, options.max_images, i, fallback)) is not None]
     worst = max(view.asr_rows, key=lambda row: row.gated_asr.value, default=None)  # type: ignore[union-attr]
     sets, matrix = _matrix(view)
     audit = view.audit
