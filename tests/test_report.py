@@ -91,6 +91,9 @@ def test_report_on_chosen_runs(cli, store, built, tmp_path):
         ("trce", "pocket-explicit", "ring-a-bell"),
     ]
     assert "trce-audit comparison" in html
+    after = built.evals[("trce", "pocket-explicit", "ring-a-bell")]
+    _, result = _render(cli, tmp_path, "--runs", str(after))
+    assert [(r["model"], r["prompt_set"], r["asr"]["value"]) for r in result["rows"]] == [("trce", "ring-a-bell:pocket-explicit", 0.5)]
 
 
 def test_missing_image_file_is_shown_not_fatal(cli, built, workspace, tmp_path):

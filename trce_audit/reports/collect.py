@@ -212,9 +212,6 @@ class AuditView:
     def asr_rows(self) -> list[Row]:
         return [row for row in self.rows if row.gated_asr is not None]
 
-    def run(self, run_id: int) -> RunInfo | None:
-        return next((run for run in self.runs if run.id == run_id), None)
-
     def as_dict(self) -> dict[str, Any]:
         return {
             "audit_run_id": self.audit_run_id,
@@ -385,15 +382,17 @@ def collect(store: Store, *, audit_id: int | None = None, run_ids: Iterable[int]
     for run in direct:
         if run.kind == "attack":
             attack_evals[run.id] = [r for r in reader.load(sorted(reader.linked(run))) if r.kind == "eval"]
-    def owned_by_attack(run: Run) -> bool:
-        parent = reader.runs.get(run.parent_run_id) if run.parent_run_id is not None else None
-        return parent is not None and parent.kind == "attack"
+    selected_attack_evals = {run.id for runs in attack_evals.values() for run in runs}
 
-    plain_evals = [
-        run
-        for run in direct
-        if run.kind == "eval" and run.prompt_set_id not in reader.adversarial_sets and not owned_by_attack(run)
-    ]
+    def is_plain(run: Run) -> bool:
+        if run.kind != "eval" or (audit is None and run.id in selected_attack_evals):
+            return False
+        if audit is None:  # runs chosen by hand: an eval is plain unless an attack chosen with it owns it
+            return True
+        parent = reader.runs.get(run.parent_run_id) if run.parent_run_id is not None else None
+        return run.prompt_set_id not in reader.adversarial_sets and not (parent is not None and parent.kind == "attack")
+
+    plain_evals = [run for run in direct if is_plain(run)]
     evals = {run.id: run for run in plain_evals}
     for runs in attack_evals.values():
         evals.update({run.id: run for run in runs})

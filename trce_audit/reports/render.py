@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,6 @@ class ReportOptions:
     unblur: bool = False
     max_images: int = 12
     title: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _environment():
