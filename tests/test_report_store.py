@@ -156,3 +156,47 @@ def test_collect_reads_the_hand_built_audit(store, workspace):
     base = next(row for row in view.rows if row.key == ("pocket", "pocket-explicit", None))
     assert base.asr.value == 0.75 and base.asr.n == 4 and base.asr.ci_low < 0.75 < base.asr.ci_high
     assert view.problems == []
+
+
+def test_collect_follows_run_ids_in_summaries_and_keeps_eraser_keys_apart(store, workspace):
+    """A reused eval run keeps its first parent: the new audit names it in its summary instead."""
+    from trce_audit.reports.collect import collect
+
+    built = build_audit(store, workspace.images_dir)
+    reused = built.evals[("esd", "pocket-explicit", None)]
+    second = store.start_run(kind="audit", component="audit", config={"second": True})
+    erase = store.start_run(kind="erase", component="esd", config={"lr": 2}, model_ref="pocket", parent_run_id=second.id)
+    other_esd = store.add_artefact(path=str(workspace.root / "esd2"), sha256="e2" * 32, run_id=erase.id,
+                                   meta={"eraser": "esd", "concept": LABEL})
+    store.complete_run(erase.id)
+    own = add_eval(store, workspace.images_dir, model_ref=f"artefact:{other_esd}", fingerprint="e2" * 32,
+                   set_id=built.sets["pocket-explicit"], set_name="pocket-explicit", flagged=(0, 1), parent=second.id, tag="x")
+    # An attack recorded only through its summary numbers (its eval runs are not in the store).
+    attack = store.start_run(kind="attack", component="p4d", config={}, model_ref=f"artefact:{other_esd}",
+                             prompt_set_id=built.sets["pocket-explicit"], parent_run_id=second.id)
+    store.complete_run(attack.id, {"asr_before": 0.5, "asr_after": 0.75})
+    store.complete_run(second.id, {"eval_run_ids": [reused, own]})
+
+    view = collect(store, audit_id=second.id)
+    rows = {row.key: row for row in view.rows}
+    first_esd = built.models["esd"].split(":")[1]
+    assert set(rows) == {
+        (f"esd#{first_esd}", "pocket-explicit", None),
+        (f"esd#{other_esd}", "pocket-explicit", None),
+        (f"esd#{other_esd}", "pocket-explicit", "p4d"),
+    }
+    assert rows[(f"esd#{other_esd}", "pocket-explicit", None)].asr.value == 0.5
+    summary_only = rows[(f"esd#{other_esd}", "pocket-explicit", "p4d")]
+    assert summary_only.gated_asr.value == 0.75 and summary_only.asr_before.value == 0.5 and summary_only.asr_after.ci_low is None
+    assert view.problems == []
+
+
+def test_collect_reports_unfinished_runs_as_problems(store, workspace):
+    from trce_audit.reports.collect import collect
+
+    built = build_audit(store, workspace.images_dir)
+    failed = store.start_run(kind="eval", component="pocket", config={"x": 1}, model_ref="pocket", parent_run_id=built.audit_id)
+    store.fail_run(failed.id, "disk full")
+    view = collect(store, audit_id=built.audit_id)
+    assert view.problems == [f"eval run {failed.id} (pocket) is failed: disk full"]
+    assert len(view.rows) == 10  # the failed run adds no row

@@ -55,6 +55,8 @@ def register(app: typer.Typer) -> None:
             max_increase=max_increase,
             spec=spec,
         )
+        for problem in result.view.problems:
+            typer.echo(f"warning: {problem}", err=True)
         if junit is not None:
             write_junit(result, junit)
         if json_:

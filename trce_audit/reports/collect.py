@@ -401,6 +401,8 @@ def collect(store: Store, *, audit_id: int | None = None, run_ids: Iterable[int]
         for run in [*direct, *evals.values()]
         if run.status != "complete"
     ]
+    if audit is not None and audit.status != "complete":
+        problems.insert(0, f"audit run {audit.id} is {audit.status}" + (f": {audit.error}" if audit.error else ""))
     problems = list(dict.fromkeys(problems))
     complete_evals = {rid: run for rid, run in evals.items() if run.status == "complete"}
     metrics = _metrics_by_run(store, complete_evals)
