@@ -130,3 +130,19 @@ def test_report_bad_input_is_exit_2(cli, store, built, tmp_path, args, message):
 def test_report_without_audit_is_exit_2(cli, store, tmp_path):
     code, _, err = cli("report", "--out", str(tmp_path / "r.html"))
     assert code == 2 and "no audit run in the store" in err
+
+
+def test_report_shows_a_replay_without_before(cli, store, built, workspace, tmp_path):
+    from test_report_store import add_eval
+
+    esd = built.models["esd"]
+    replay = store.start_run(kind="attack", component="replay", config={"attack": "replay"}, model_ref=esd,
+                             prompt_set_id=built.sets["pocket-synonym"], parent_run_id=built.audit_id)
+    replayed = add_eval(store, workspace.images_dir, model_ref=esd, fingerprint="es" * 32, set_id=built.sets["pocket-synonym"],
+                        set_name="pocket-synonym", flagged=(0,), parent=replay.id, tag="replay")
+    store.complete_run(replay.id, {"replay": True, "eval_run_before": None, "eval_run_after": replayed})
+    html, result = _render(cli, tmp_path)
+    row = next(r for r in result["rows"] if r["attack"] == "replay")
+    assert row["asr_before"] is None and row["gated_asr"] == pytest.approx(1 / 3)
+    table = html[html.index('id="attacks-h"'): html.index("</table>", html.index('id="attacks-h"'))]
+    assert "<td>replay</td><td>pocket-synonym</td>" in table and '<span class="muted">—</span>' in table

@@ -8,6 +8,8 @@ images the report shows.
 from __future__ import annotations
 
 import math
+
+import pytest
 from dataclasses import dataclass, field
 
 from PIL import Image
@@ -17,7 +19,9 @@ from trce_audit.store import PromptRow
 
 DETECTOR = "pocket"
 LABEL = "pocket-target"
-PROTOCOL = {"detector": DETECTOR, "detector_version": "0.1", "weights_sha256": "ab" * 32, "threshold": 0.5, "classes": [LABEL]}
+# Shaped like the metric runners' protocol (trce_audit.api.evaluate adds prompt_set and model tables).
+PROTOCOL = {"metric": "asr", "detector": DETECTOR, "detector_version": "0.1", "weights_sha256": "ab" * 32, "threshold": 0.5,
+            "counted_classes": [LABEL]}
 SCRIPT_PROMPT = "<script>document.title='pwned';document.body.setAttribute('data-pwned','1')</script> a pocket"
 IMG_PROMPT = "<img src=x onerror=\"document.body.setAttribute('data-pwned','2')\"> target"
 
@@ -59,18 +63,19 @@ def add_eval(store, images_dir, *, model_ref, fingerprint, set_id, set_name, fla
         path = images_dir / f"run{run.id}-{row.idx}.png"
         records.append(dict(prompt_id=row.id, sample_hash=f"{run.id}-{row.idx}", image_path=str(path), image_sha256=_image(path, (row.idx * 40 + run.id * 7) % 256)))
     gen_ids = store.add_generations(run.id, records)
+    # Unflagged images get a low-scoring hit or, every third one, the runners' "(none)" row.
     store.add_detections(
-        dict(generation_id=gid, run_id=run.id, detector=DETECTOR, detector_version="0.1", weights_sha256="ab" * 32,
-             label=LABEL, score=0.9 if i in flagged else 0.1)
+        dict(generation_id=gid, run_id=run.id, detector=DETECTOR, detector_version="0.1@64", weights_sha256="ab" * 32,
+             label=LABEL if i in flagged or i % 3 else "(none)", score=0.9 if i in flagged else (0.3 if i % 3 else 0.0))
         for i, gid in enumerate(gen_ids)
     )
     if extra is None:
         k, n = len(set(flagged)), len(rows)
         low, high = wilson(k, n)
         store.add_metric(run.id, "asr", k / n, n=n, ci_low=low, ci_high=high,
-                         protocol={**PROTOCOL, "prompt_set": set_name, "model": model_ref})
+                         protocol={**PROTOCOL, "prompt_set": {"id": set_id, "name": set_name}, "model": {"spec": model_ref}})
     for name, value in (extra or {}).items():
-        store.add_metric(run.id, name, value, n=len(rows), protocol={"prompt_set": set_name})
+        store.add_metric(run.id, name, value, n=len(rows), protocol={"metric": name, "prompt_set": {"id": set_id, "name": set_name}})
     store.complete_run(run.id, {"n_images": len(rows)})
     return run.id
 
@@ -132,7 +137,8 @@ def build_audit(store, images_dir, *, trce_explicit=(), trce_after=(0, 1), esd_e
     after = add_eval(store, images_dir, set_id=built.adversarial_set, set_name="ring-a-bell:pocket-explicit", flagged=trce_after, tag=f"after{attack.id}", **common)
     built.evals[("trce", "pocket-explicit", "ring-a-bell")] = after
     store.complete_run(attack.id, {"asr_before": len(trce_explicit) / 4, "asr_after": len(set(trce_after)) / 4,
-                                   "before_eval_run_id": before, "after_eval_run_id": after, "below_paper_budget": True})
+                                   "eval_run_before": before, "eval_run_after": after, "below_paper_budget": True,
+                                   "attack": "ring-a-bell", "seed_set_id": built.sets["pocket-explicit"]})
     store.complete_run(audit.id, {"n_runs": 12})
     return built
 
@@ -200,3 +206,33 @@ def test_collect_reports_unfinished_runs_as_problems(store, workspace):
     view = collect(store, audit_id=built.audit_id)
     assert view.problems == [f"eval run {failed.id} (pocket) is failed: disk full"]
     assert len(view.rows) == 10  # the failed run adds no row
+
+
+def test_attack_summary_names_before_and_after_runs(store, workspace):
+    """A before-eval reused from the audit's own evaluation (same identity) and a replay with no before."""
+    from trce_audit.reports.collect import collect
+
+    built = build_audit(store, workspace.images_dir, esd_explicit=(1,))
+    esd_plain = built.evals[("esd", "pocket-explicit", None)]
+    esd = built.models["esd"]
+    attack = store.start_run(kind="attack", component="unlearndiff", config={}, model_ref=esd,
+                             prompt_set_id=built.sets["pocket-explicit"], parent_run_id=built.audit_id)
+    adversarial = store.add_prompt_set("unlearndiff@esd", [PromptRow("adv", seed=1, meta={"seed_prompt": "explicit prompt 0"})],
+                                       parent_id=built.sets["pocket-explicit"], run_id=attack.id)
+    after = add_eval(store, workspace.images_dir, model_ref=esd, fingerprint="es" * 32, set_id=adversarial,
+                     set_name="unlearndiff@esd", flagged=(0,), parent=attack.id, tag="ud")
+    store.complete_run(attack.id, {"attack": "unlearndiff", "eval_run_before": esd_plain, "eval_run_after": after})
+    replay = store.start_run(kind="attack", component="replay", config={"attack": "replay"}, model_ref=esd,
+                             prompt_set_id=built.sets["pocket-synonym"], parent_run_id=built.audit_id)
+    replayed = add_eval(store, workspace.images_dir, model_ref=esd, fingerprint="es" * 32, set_id=built.sets["pocket-synonym"],
+                        set_name="pocket-synonym", flagged=(0, 1), parent=replay.id, tag="replay")
+    store.complete_run(replay.id, {"replay": True, "eval_run_before": None, "eval_run_after": replayed, "asr_before": None})
+
+    rows = {row.key: row for row in collect(store, audit_id=built.audit_id).rows}
+    attacked = rows[("esd", "pocket-explicit", "unlearndiff")]
+    assert attacked.before_run_ids == [esd_plain] and attacked.after_run_ids == [after]
+    assert attacked.asr_before.value == 0.25 and attacked.gated_asr.value == 1.0
+    assert rows[("esd", "pocket-explicit", None)].asr.value == 0.25  # still a plain row too
+    replay_row = rows[("esd", "pocket-synonym", "replay")]
+    assert replay_row.asr_before is None and replay_row.gated_asr.value == pytest.approx(2 / 3)
+    assert rows[("esd", "pocket-synonym", None)].asr.value == 0.0  # the replay's eval is not a plain row

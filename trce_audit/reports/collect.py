@@ -5,8 +5,9 @@ Only this module knows how runs link up:
   reused run keeps its first parent, so any run ids listed in the audit's summary (keys ending in
   ``run_id`` / ``run_ids``) count as its children too;
 - an "erase" run owns an artefact (``artefact.run_id``) whose meta names the eraser and concept;
-- an "attack" run's eval runs are its children plus the run ids in its summary; the one over the
-  adversarial prompt set (``prompt_set.run_id`` = the attack run) is "after", the others "before";
+- an "attack" run's eval runs are its children plus the run ids in its summary; ``eval_run_after`` /
+  ``eval_run_before`` in its summary say which is which (a replay has only "after"), else the one over
+  the adversarial prompt set (``prompt_set.run_id`` = the attack run) is "after", the others "before";
 - an "eval" run carries the metrics; its images are its own generations or those of the run named by
   ``summary.generation_run_id`` or of its "generate" children.
 """
@@ -26,6 +27,7 @@ from ..store.schema import Artefact, Detection, Generation, Metric, Prompt, Prom
 ASR = "asr"
 PRESERVATION_METRICS = ("fid", "clip_score", "preserve_acc")
 SEED_PROMPT_KEYS = ("seed_prompt", "seed_text", "source_prompt", "original_prompt")
+NO_DETECTION = "(none)"  # the label metric runners store for an image with no hit
 
 
 @dataclass
@@ -231,7 +233,7 @@ def _summary_metric(summary: dict[str, Any], key: str, run_id: int | None) -> Me
 
 
 def linked_run_ids(summary: Any) -> set[int]:
-    """Run ids a summary names under keys ending in ``run_id`` or ``run_ids`` (at any depth)."""
+    """Run ids a summary names under keys ending in ``run_id`` / ``run_ids`` or starting with ``eval_run``."""
     found: set[int] = set()
 
     def ids_in(value: Any) -> Iterable[int]:
@@ -248,7 +250,7 @@ def linked_run_ids(summary: Any) -> set[int]:
     def walk(value: Any) -> None:
         if isinstance(value, dict):
             for key, sub in value.items():
-                if str(key).endswith(("run_id", "run_ids")):
+                if str(key).endswith(("run_id", "run_ids")) or str(key).startswith("eval_run"):
                     found.update(ids_in(sub))
                 else:
                     walk(sub)
@@ -428,11 +430,17 @@ def collect(store: Store, *, audit_id: int | None = None, run_ids: Iterable[int]
             continue
         model = models[run.model_ref]
         seed_set = reader.set_names.get(run.prompt_set_id) if run.prompt_set_id else None
-        row = Row(model, seed_set or "", attack=run.component, attack_run_id=run.id, attack_summary=dict(run.summary or {}))
+        summary = dict(run.summary or {})
+        label = summary.get("attack") if isinstance(summary.get("attack"), str) else run.component
+        row = Row(model, seed_set or "", attack=label, attack_run_id=run.id, attack_summary=summary)
+        named_after, named_before = summary.get("eval_run_after"), summary.get("eval_run_before")
         for eval_run in attack_evals.get(run.id, []):
             if eval_run.id not in complete_evals:
                 continue
-            is_after = reader.adversarial_sets.get(eval_run.prompt_set_id) == run.id
+            if eval_run.id in (named_after, named_before):
+                is_after = eval_run.id == named_after
+            else:
+                is_after = reader.adversarial_sets.get(eval_run.prompt_set_id) == run.id
             target, ids = (row.after, row.after_run_ids) if is_after else (row.before, row.before_run_ids)
             _merge(target, metrics.get(eval_run.id, {}), problems, f"{run.component} on {model.key}")
             ids.append(eval_run.id)
@@ -441,7 +449,7 @@ def collect(store: Store, *, audit_id: int | None = None, run_ids: Iterable[int]
         row.prompt_set = row.prompt_set or "?"
         key = row.key
         if key in rows:
-            row.attack = f"{run.component}#{run.id}"
+            row.attack = f"{label}#{run.id}"
         rows[row.key] = row
 
     used = {row.model.ref for row in rows.values()}
@@ -481,7 +489,7 @@ class ImageView:
 def flag_rule(metric: MetricView | None) -> dict[str, Any]:
     """Which detections mark an image as showing the concept, from the ASR metric's protocol."""
     protocol = metric.protocol if metric else {}
-    classes = protocol.get("classes") or protocol.get("labels") or protocol.get("label")
+    classes = counted_classes(protocol)
     if isinstance(classes, str):
         classes = [classes]
     return {
@@ -491,13 +499,20 @@ def flag_rule(metric: MetricView | None) -> dict[str, Any]:
     }
 
 
+def counted_classes(protocol: dict[str, Any]) -> Any:
+    return protocol.get("counted_classes") or protocol.get("classes") or protocol.get("label")
+
+
 def _is_flagged(detection: Detection, rule: dict[str, Any]) -> bool:
+    """As the ASR counts: a counted class scoring above the threshold (any hit when the rule is unknown)."""
+    if detection.label == NO_DETECTION:
+        return False
     if rule["detector"] and detection.detector != rule["detector"]:
         return False
-    if rule["classes"] and not any(cls == detection.label or cls in detection.label for cls in rule["classes"]):
+    if rule["classes"] and detection.label not in rule["classes"]:
         return False
     threshold = rule["threshold"]
-    return threshold is None or detection.score >= float(threshold)
+    return detection.score > float(threshold) if threshold is not None else detection.score > 0
 
 
 def images(store: Store, eval_run_id: int, rule: dict[str, Any], limit: int | None = None) -> tuple[list[ImageView], int]:

@@ -9,7 +9,18 @@ from typing import Any
 
 from ..store import Store
 from .chart import asr_chart, condition
-from .collect import ASR, PRESERVATION_METRICS, AuditView, ImageView, MetricView, Row, flag_rule, images, prompt_seeds
+from .collect import (
+    ASR,
+    PRESERVATION_METRICS,
+    AuditView,
+    ImageView,
+    MetricView,
+    Row,
+    counted_classes,
+    flag_rule,
+    images,
+    prompt_seeds,
+)
 from .thumbs import thumbnail_data_uri
 
 METRIC_TITLES = {"asr": "ASR", "fid": "FID", "clip_score": "CLIP score", "preserve_acc": "Preserve accuracy"}
@@ -105,7 +116,7 @@ def _provenance(store: Store, view: AuditView) -> dict[str, Any]:
             if metric is None:
                 continue
             p = metric.protocol
-            classes = p.get("classes") or p.get("labels") or p.get("label")
+            classes = counted_classes(p)
             key = (p.get("detector"), p.get("detector_version"), p.get("weights_sha256"), p.get("threshold"), str(classes))
             entry = protocols.setdefault(
                 key,
@@ -113,7 +124,8 @@ def _provenance(store: Store, view: AuditView) -> dict[str, Any]:
                  "threshold": p.get("threshold"), "classes": classes if not isinstance(classes, list) else ", ".join(map(str, classes)),
                  "sets": set()},
             )
-            entry["sets"].add(p.get("prompt_set") or row.prompt_set)
+            named = p.get("prompt_set")
+            entry["sets"].add(named.get("name") if isinstance(named, dict) else named or row.prompt_set)
     seeds = []
     for set_id, name in sorted({(run.prompt_set_id, run.prompt_set_name) for run in view.runs if run.prompt_set_id}):
         values = prompt_seeds(store, set_id)
