@@ -20,6 +20,8 @@ _EXPORTS: dict[str, str] = {
     "add_prompt_set": "data",
     "list_concepts": "data",
     "model_world": "data",
+    "render_report": "report",
+    "check_gate": "gate",
 }
 
 

@@ -1,0 +1,78 @@
+"""Gate CI on an audit's attack-success rates (reads the store only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from ..errors import ConfigError, StoreError
+from ..gating.check import GateDataError, GateResult, check_limit, check_regression, load_baseline_file
+from ..gating.limits import AsrLimit, parse_asr_limit, parse_points
+from ..reports.collect import collect
+from ..store import Store
+
+if TYPE_CHECKING:
+    from ..audit.spec import GateSpec
+
+
+def _baseline_rows(store: Store, baseline: str) -> list[dict[str, Any]]:
+    text = baseline.strip()
+    if text.isdigit():
+        try:
+            store.get_run(int(text))
+        except StoreError:
+            raise GateDataError(f"baseline audit run {text} does not exist in the store") from None
+        return [row.as_dict() for row in collect(store, audit_id=int(text)).rows]
+    return load_baseline_file(Path(text).expanduser())
+
+
+def _stored_gate_spec(config: dict[str, Any]) -> "GateSpec":
+    """The [gate] table of the audit spec an audit ran with (its run config holds AuditSpec.as_dict())."""
+    from ..audit.spec import GateSpec
+
+    table = config.get("gate") if isinstance(config, dict) else None
+    return GateSpec.from_mapping(table, "audit run config gate") if isinstance(table, dict) else GateSpec()
+
+
+def check_gate(
+    store: Store,
+    *,
+    audit_id: int | None = None,
+    max_asr: Sequence[str | AsrLimit] = (),
+    baseline: str | None = None,
+    max_increase: str | float | None = None,
+    spec: str | Path | None = None,
+) -> GateResult:
+    """Check an audit (default: the latest) against ASR limits and/or a baseline.
+
+    Options given here win; what they leave unset comes from the ``[gate]`` table of ``spec`` (an audit
+    spec file or text) or, without a spec, of the spec stored in the audit run's config.
+    """
+    limits = [item if isinstance(item, AsrLimit) else parse_asr_limit(item) for item in max_asr]
+    increase = None if max_increase is None else parse_points(max_increase)
+    if increase is not None and baseline is None and spec is None:
+        raise ConfigError("--max-increase needs --baseline (an audit run id or a JSON file from gate/report --json)")
+    if spec is not None:
+        from ..audit.spec import load_spec
+
+        gate_spec = load_spec(spec).gate
+    view = collect(store, audit_id=audit_id)
+    assert view.audit is not None
+    if view.audit.status != "complete":
+        raise GateDataError(f"audit {view.audit.id} is {view.audit.status}; the gate needs a complete audit")
+    if spec is None:
+        gate_spec = _stored_gate_spec(view.audit.config)
+    limits = limits or list(gate_spec.max_asr)
+    baseline = baseline or gate_spec.baseline
+    increase = increase if increase is not None else gate_spec.max_increase
+    if baseline is not None and increase is None:
+        raise ConfigError("--baseline needs --max-increase POINTS (how far ASR may rise, in percentage points)")
+    if not limits and baseline is None:
+        raise ConfigError("no limits to check: give --max-asr SET=VALUE, --baseline with --max-increase, or --spec with a [gate] table")
+    if not view.asr_rows:
+        raise GateDataError(f"audit {view.audit.id} has no ASR measurements to gate on")
+
+    checks = [check_limit(view, limit) for limit in limits]
+    if baseline is not None and increase is not None:
+        checks += check_regression(view, _baseline_rows(store, baseline), increase, baseline)
+    return GateResult(view, checks, baseline)

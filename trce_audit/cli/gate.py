@@ -1,0 +1,81 @@
+"""`trce-audit gate`: exit 0 when an audit meets its ASR limits, 1 when one is exceeded, 2 on bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import JsonOpt, emit_json, emit_table, state
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("gate")
+    def gate_(
+        ctx: typer.Context,
+        audit: Annotated[Optional[int], typer.Option("--audit", help="Audit run id [default: the latest audit].")] = None,
+        max_asr: Annotated[
+            Optional[list[str]],
+            typer.Option(
+                "--max-asr",
+                metavar="SET=VALUE",
+                help="Limit the worst ASR on a prompt set: SET, SET@MODEL (model key, eraser or spec) or * "
+                "(every set); VALUE a fraction (0.05) or a percentage (5%). Repeatable.",
+            ),
+        ] = None,
+        baseline: Annotated[
+            Optional[str],
+            typer.Option("--baseline", help="Audit run id in this store, or a JSON file from `gate --json` / `report --json`."),
+        ] = None,
+        max_increase: Annotated[
+            Optional[str],
+            typer.Option("--max-increase", metavar="POINTS", help="Largest allowed ASR rise over the baseline, in percentage points (2 or 2pp)."),
+        ] = None,
+        spec: Annotated[
+            Optional[Path], typer.Option("--spec", help="Audit spec TOML whose [gate] table supplies limits not given here.")
+        ] = None,
+        junit: Annotated[Optional[Path], typer.Option("--junit", help="Write JUnit XML here (one test case per limit).")] = None,
+        json_: JsonOpt = False,
+    ) -> None:
+        """Check an audit's attack-success rates against limits (exit 0 pass, 1 exceeded, 2 bad input).
+
+        The ASR checked for a row is the after-attack ASR where the row is an attack (seeded from the set),
+        else the plain ASR; a limit passes when the worst such ASR over the erased models is within it.
+        """
+        from ..api.gate import check_gate
+        from ..gating.junit import write_junit
+        from ..gating.limits import format_percent
+
+        result = check_gate(
+            state(ctx).store(),
+            audit_id=audit,
+            max_asr=max_asr or (),
+            baseline=baseline,
+            max_increase=max_increase,
+            spec=spec,
+        )
+        for problem in result.view.problems:
+            typer.echo(f"warning: {problem}", err=True)
+        if junit is not None:
+            write_junit(result, junit)
+        if json_:
+            emit_json(result.as_dict())
+        else:
+            from rich.markup import escape  # check names hold [brackets] that Rich would read as markup
+
+            emit_table(
+                f"gate: audit {result.view.audit_run_id} {'PASSED' if result.passed else 'FAILED'}",
+                ["check", "result", "observed", "detail"],
+                [
+                    [
+                        escape(check.name),
+                        "pass" if check.passed else "FAIL",
+                        format_percent(check.observed) if check.kind == "max_asr" else f"{check.observed * 100:+.1f} pp",
+                        escape(check.message),
+                    ]
+                    for check in result.checks
+                ],
+            )
+        if not result.passed:
+            raise typer.Exit(1)

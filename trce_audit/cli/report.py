@@ -1,0 +1,45 @@
+"""`trce-audit report`: one self-contained HTML file comparing models, attacks and metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import JsonOpt, emit_json, state
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("report")
+    def report(
+        ctx: typer.Context,
+        out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path("report.html"),
+        audit: Annotated[Optional[int], typer.Option("--audit", help="Audit run id [default: the latest audit].")] = None,
+        runs: Annotated[
+            Optional[str], typer.Option("--runs", metavar="ID,ID…", help="Report exactly these runs (eval, attack or audit runs).")
+        ] = None,
+        unblur: Annotated[bool, typer.Option("--unblur", help="Show detector-flagged images unblurred.")] = False,
+        max_images: Annotated[int, typer.Option("--max-images", help="At most this many images per comparison (0: none).")] = 12,
+        json_: JsonOpt = False,
+    ) -> None:
+        """Write an offline HTML report: ASR tables and chart, preservation metrics, image grids, provenance."""
+        from ..api.report import parse_run_ids, render_report
+
+        result = render_report(
+            state(ctx).store(),
+            out,
+            audit_id=audit,
+            run_ids=parse_run_ids(runs) if runs is not None else None,
+            unblur=unblur,
+            max_images=max_images,
+        )
+        if json_:
+            emit_json(result)
+        else:
+            stats = result["report"]
+            typer.echo(
+                f"wrote {stats['out']} ({stats['bytes'] / 1024:.0f} KiB, {len(result['rows'])} comparisons, "
+                f"{stats['n_images']} images, {stats['n_flagged_shown']} flagged"
+                + (" shown unblurred)" if unblur else " blurred)")
+            )

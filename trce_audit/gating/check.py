@@ -1,0 +1,190 @@
+"""Check an AuditView against limits.
+
+The number checked for a row is its *gated ASR*: the after-attack ASR for an attack row, the plain ASR
+otherwise. A limit covers the audited models (the erased ones when the audit erased any: the unerased base
+model is the reference and is only checked when a limit names it with ``SET@MODEL``), and the rows of its
+prompt set (``*``: every prompt set with an ASR; an attack row belongs to its seed prompt set). It passes
+when the worst (largest) gated ASR it covers is at most its value.
+
+A regression check compares rows matched by (model key, prompt set, attack) with a baseline, one check
+per prompt set: it passes when no matched row's gated ASR rose by more than the allowed points.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import DataError
+from ..reports.collect import AuditView, Row
+from .limits import ALL_SETS, AsrLimit, format_percent
+
+_TOLERANCE = 1e-9  # ASR values are ratios of counts; don't fail 1/20 against 5% on float rounding
+
+
+class GateDataError(DataError):
+    """The limits or the baseline do not fit the audit (exit 2, not a failed gate)."""
+
+
+@dataclass
+class CheckResult:
+    name: str
+    kind: str  # "max_asr" or "max_increase"
+    passed: bool
+    limit: float
+    observed: float
+    message: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "passed": self.passed,
+            "limit": self.limit,
+            "observed": self.observed,
+            "message": self.message,
+            "rows": self.rows,
+        }
+
+
+@dataclass
+class GateResult:
+    view: AuditView
+    checks: list[CheckResult]
+    baseline_source: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else 1
+
+    def as_dict(self) -> dict[str, Any]:
+        # The view's rows are included so that this JSON can serve as the next run's --baseline.
+        return {
+            **self.view.as_dict(),
+            "passed": self.passed,
+            "exit_code": self.exit_code,
+            "baseline": self.baseline_source,
+            "checks": [check.as_dict() for check in self.checks],
+        }
+
+
+def _row_record(row: Row, value: float, **extra: Any) -> dict[str, Any]:
+    return {"model": row.model.key, "prompt_set": row.prompt_set, "attack": row.attack, "asr": value, **extra}
+
+
+def _describe(row: Row) -> str:
+    where = f"{row.model.key} on {row.prompt_set}"
+    return f"{where} after {row.attack}" if row.attack else where
+
+
+def rows_for(view: AuditView, limit: AsrLimit) -> list[Row]:
+    """The rows a limit covers; a limit naming a set or model the audit lacks is a data error."""
+    rows = view.asr_rows
+    sets = sorted({row.prompt_set for row in rows})
+    if limit.prompt_set != ALL_SETS and limit.prompt_set not in sets:
+        raise GateDataError(
+            f"limit {limit.target} names prompt set {limit.prompt_set!r}, which has no ASR in audit "
+            f"{view.audit_run_id} (sets: {', '.join(sets) or 'none'})"
+        )
+    if limit.model is not None:
+        models = [model for model in view.models if model.matches(limit.model)]
+        if not models:
+            raise GateDataError(
+                f"limit {limit.target} names model {limit.model!r}, which audit {view.audit_run_id} lacks "
+                f"(models: {', '.join(m.key for m in view.models) or 'none'})"
+            )
+    else:
+        models = view.audited_models
+    keys = {model.key for model in models}
+    covered = [row for row in rows if row.model.key in keys and limit.prompt_set in (ALL_SETS, row.prompt_set)]
+    if not covered:
+        raise GateDataError(f"limit {limit.target}: audit {view.audit_run_id} has no ASR for it")
+    return covered
+
+
+def check_limit(view: AuditView, limit: AsrLimit) -> CheckResult:
+    covered = rows_for(view, limit)
+    values = [(row, row.gated_asr.value) for row in covered]  # type: ignore[union-attr]
+    worst_row, worst = max(values, key=lambda item: item[1])
+    over = [(row, value) for row, value in values if value > limit.max_asr + _TOLERANCE]
+    if over:
+        message = f"{limit.target}: ASR {format_percent(worst)} exceeds {format_percent(limit.max_asr)} (" + "; ".join(
+            f"{_describe(row)} {format_percent(value)}" for row, value in sorted(over, key=lambda item: -item[1])
+        ) + ")"
+    else:
+        message = f"{limit.target}: worst ASR {format_percent(worst)} ({_describe(worst_row)}) within {format_percent(limit.max_asr)}"
+    return CheckResult(
+        name=limit.name,
+        kind="max_asr",
+        passed=not over,
+        limit=limit.max_asr,
+        observed=worst,
+        message=message,
+        rows=[_row_record(row, value, over=value > limit.max_asr + _TOLERANCE) for row, value in values],
+    )
+
+
+def check_regression(view: AuditView, baseline_rows: Sequence[dict[str, Any]], max_increase: float, source: str) -> list[CheckResult]:
+    """One check per prompt set that both the audit and the baseline have gated rows for."""
+    baseline = {}
+    for record in baseline_rows:
+        if record.get("gated_asr") is not None:
+            baseline[(record.get("model"), record.get("prompt_set"), record.get("attack"))] = float(record["gated_asr"])
+    audited = {model.key for model in view.audited_models}
+    by_set: dict[str, list[tuple[Row, float, float]]] = {}
+    for row in view.asr_rows:
+        if row.model.key in audited and row.key in baseline:
+            by_set.setdefault(row.prompt_set, []).append((row, row.gated_asr.value, baseline[row.key]))  # type: ignore[union-attr]
+    if not by_set:
+        raise GateDataError(f"baseline {source} shares no (model, prompt set, attack) row with audit {view.audit_run_id}")
+    checks = []
+    points = max_increase * 100
+    for prompt_set in sorted(by_set):
+        matched = by_set[prompt_set]
+        worst_row, worst_now, worst_then = max(matched, key=lambda item: item[1] - item[2])
+        increase = worst_now - worst_then
+        over = [item for item in matched if item[1] - item[2] > max_increase + _TOLERANCE]
+        if over:
+            message = f"{prompt_set}: ASR rose more than {points:g} points vs baseline (" + "; ".join(
+                f"{_describe(row)} {format_percent(then)} -> {format_percent(now)}" for row, now, then in over
+            ) + ")"
+        else:
+            message = (
+                f"{prompt_set}: largest change {increase * 100:+.1f} points ({_describe(worst_row)}) "
+                f"within +{points:g} points of baseline"
+            )
+        checks.append(
+            CheckResult(
+                name=f"max_increase[{prompt_set}] <= {points:g} points",
+                kind="max_increase",
+                passed=not over,
+                limit=max_increase,
+                observed=increase,
+                message=message,
+                rows=[_row_record(row, now, baseline=then, increase=now - then) for row, now, then in matched],
+            )
+        )
+    return checks
+
+
+def load_baseline_file(path: Path) -> list[dict[str, Any]]:
+    """Rows from a JSON file written by `gate --json` or `report --json`."""
+    if not path.is_file():
+        raise GateDataError(f"baseline file {path} does not exist")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise GateDataError(f"baseline file {path} is not JSON: {exc}") from None
+    rows = data.get("rows") if isinstance(data, dict) else None
+    if rows is None and isinstance(data, dict) and isinstance(data.get("audit"), dict):
+        rows = data["audit"].get("rows")
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise GateDataError(f"baseline file {path} has no 'rows' list (write it with `gate --json` or `report --json`)")
+    return rows
