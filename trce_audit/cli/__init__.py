@@ -18,6 +18,8 @@ from .. import __version__
 from ..errors import TrceAuditError, one_line
 from .common import AppState
 
+INTERNAL_ERROR = 3
+
 app = typer.Typer(
     name="trce-audit",
     help="Erase concepts from text-to-image models, attack the result, measure it, report and gate on it.",
@@ -78,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, click.ClickException):
             exc.show()
             return exc.exit_code
+        # 1 is reserved for "a gate limit was exceeded"; an unexpected failure must not look like one.
         typer.echo(f"error: {type(exc).__name__}: {one_line(exc)}", err=True)
-        return 1
+        return INTERNAL_ERROR
     return result if isinstance(result, int) else 0
 
 

@@ -62,17 +62,15 @@ def register(app: typer.Typer) -> None:
         if json_:
             emit_json(result.as_dict())
         else:
-            from rich.markup import escape  # check names hold [brackets] that Rich would read as markup
-
             emit_table(
                 f"gate: audit {result.view.audit_run_id} {'PASSED' if result.passed else 'FAILED'}",
                 ["check", "result", "observed", "detail"],
                 [
                     [
-                        escape(check.name),
+                        check.name,
                         "pass" if check.passed else "FAIL",
                         format_percent(check.observed) if check.kind == "max_asr" else f"{check.observed * 100:+.1f} pp",
-                        escape(check.message),
+                        check.message,
                     ]
                     for check in result.checks
                 ],
