@@ -14,6 +14,11 @@ _EXPORTS: dict[str, str] = {
     "show_run": "runs",
     "list_models": "models",
     "resolve": "models",
+    # `attack` itself is reached as trce_audit.api.attack.attack: once the submodule is imported the
+    # package attribute `attack` is the module, so the function is re-exported as `run_attack`.
+    "run_attack": "attack",
+    "attack_config": "attack",
+    "list_attacks": "attack",
 }
 
 

@@ -43,6 +43,8 @@ class AttackConfig:
 
     # World -> field overrides (budget keys included) applied by ``for_world``.
     world_presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    # Fields that change speed or memory but never a result: kept out of the run identity.
+    runtime_fields: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def for_world(cls, world: str) -> "AttackConfig":
@@ -71,6 +73,9 @@ class AttackConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def identity_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.as_dict().items() if k not in self.runtime_fields}
 
 
 _TRUE = {"1", "true", "yes", "on"}

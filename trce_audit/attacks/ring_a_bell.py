@@ -39,6 +39,7 @@ class RingABellConfig(AttackConfig):
         # plateau there (see docs/attacks.md) and stay above one tenth of the paper's 3000.
         "pocket": {"generations": 500},
     }
+    runtime_fields: ClassVar[tuple[str, ...]] = ("encode_batch",)
 
 
 def concept_vector(text_encoder: Any, tokenizer: Any, pairs: list[tuple[str, str]], device: str) -> Any:

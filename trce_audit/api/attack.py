@@ -1,0 +1,286 @@
+"""Run a red-team attack (or replay a published set) against a model and measure ASR before and after.
+
+One "attack" run per (attack, config + budget, concept, target model, seed set): the adversarial
+prompts become a prompt set (parent = seed set, run = the attack run) and two eval runs (children of
+the attack run) measure the concept detector's ASR on the seed set and on the adversarial set.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import warnings
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..errors import ConfigError, TrceAuditError, one_line
+
+if TYPE_CHECKING:
+    from ..data.concepts import Concept
+    from ..models.resolve import ModelRef
+    from ..store import Store
+    from ..workspace import Workspace
+
+# The concept an attack targets when none is named, per model world.
+DEFAULT_CONCEPT = {"sd": "nudity"}
+_SET_ID = re.compile(r"^(?:set:)?(\d+)$")
+
+
+def attack_config(name: str, *, world: str = "sd", budget: dict[str, Any] | None = None):
+    """The attack class and its validated config (world preset + overrides); raises one-line errors."""
+    from .. import registry
+
+    cls = registry.load("attack", name)
+    return cls, cls.Config.for_world(world).with_overrides(budget or {})
+
+
+def _concept(concept: "str | Concept | None", world: str, workspace: "Workspace") -> "Concept":
+    from ..data.concepts import Concept
+
+    if isinstance(concept, Concept):
+        return concept
+    name = concept or DEFAULT_CONCEPT.get(world)
+    if name is None:
+        raise ConfigError(f"name the concept to attack with --concept (no default concept for the {world} world)")
+    from .. import data
+
+    return data.load_concept(name, world=world, workspace=workspace)
+
+
+def _seed_set(store: "Store", workspace: "Workspace", prompts: "str | int", limit: int | None) -> int:
+    if isinstance(prompts, int):
+        store.get_prompt_set(prompts)
+        return prompts
+    match = _SET_ID.match(str(prompts).strip())
+    if match:
+        set_id = int(match.group(1))
+        store.get_prompt_set(set_id)
+        return set_id
+    from .. import data
+
+    return data.ensure_prompt_set(store, str(prompts), workspace=workspace, limit=limit)
+
+
+def _original_ref(store, workspace, target: "ModelRef", original_model: str | None, allow_pickle: bool) -> "ModelRef | None":
+    """The un-erased model: --original-model, else an artefact's parent model, else none (the target)."""
+    from ..models.resolve import resolve_model
+
+    if original_model:
+        return resolve_model(original_model, store=store, workspace=workspace, allow_pickle=allow_pickle)
+    if target.artefact_id is not None:
+        parent = store.get_artefact(target.artefact_id).parent_model
+        if parent:
+            return resolve_model(parent, store=store, workspace=workspace, allow_pickle=allow_pickle)
+    return None
+
+
+def _setting(settings: Any, key: str, default: Any) -> Any:
+    if settings is None:
+        return default
+    if isinstance(settings, dict):
+        return settings.get(key, default)
+    return getattr(settings, key, default)
+
+
+def _generation_settings(settings: Any) -> Any:
+    """Settings for the evaluation engine: a dict (from the CLI) becomes its GenerationSettings."""
+    if isinstance(settings, dict):
+        if not settings:
+            return None
+        from ..generation import GenerationSettings
+
+        return GenerationSettings(**settings)
+    return settings
+
+
+def _asr(result: dict[str, Any]) -> float | None:
+    for metric in result.get("metrics", []):
+        if metric.get("name") == "asr":
+            return metric.get("value")
+    return None
+
+
+def attack(
+    store: "Store",
+    workspace: "Workspace",
+    *,
+    name: str,
+    model: str,
+    concept: "str | Concept | None" = None,
+    prompts: "str | int | None" = None,
+    budget: dict[str, Any] | None = None,
+    limit: int | None = None,
+    original_model: str | None = None,
+    settings: Any = None,
+    metrics: list[str] | None = None,
+    allow_pickle: bool = False,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> dict[str, Any]:
+    """Attack ``model`` with ``name`` (or replay a published set) and store prompts, runs and ASR.
+
+    Returns the attack run's summary with ``run_id``: asr_before / asr_after, eval run ids, the
+    adversarial prompt set id, budget ratios and ``below_paper_budget``, and ``warnings``.
+    """
+    from ..attacks.base import BelowPaperBudgetWarning
+    from ..models.resolve import resolve_model
+
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be at least 1, got {limit}")
+    target = resolve_model(model, store=store, workspace=workspace, allow_pickle=allow_pickle)
+    cls, config = attack_config(name, world=target.world, budget=budget)
+    attack_obj = cls(config)
+    concept_obj = _concept(concept, target.world, workspace)
+    if prompts is None:
+        if cls.is_replay:
+            raise ConfigError("replay needs --prompts: one of the published sets (e.g. mma-diffusion, p4d, ring-a-bell-79)")
+        if not concept_obj.eval_sets:
+            raise ConfigError(f"concept {concept_obj.name!r} names no evaluation set; pass --prompts")
+        prompts = concept_obj.eval_sets[0]
+    seed_set_id = _seed_set(store, workspace, prompts, limit)
+    original = _original_ref(store, workspace, target, original_model, allow_pickle) if cls.needs_original else None
+    detectors = list(metrics or [concept_obj.detector])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", BelowPaperBudgetWarning)
+        budget_info = attack_obj.budget_report()
+    warning_texts = [str(w.message) for w in caught if issubclass(w.category, BelowPaperBudgetWarning)]
+    for text in warning_texts:  # re-emit so that callers' own warning filters see them
+        warnings.warn(text, BelowPaperBudgetWarning, stacklevel=2)
+    component = "replay" if cls.is_replay else cls.name
+    device = _setting(settings, "device", "cpu")
+    run = store.start_run(
+        kind="attack",
+        component=component,
+        component_version=cls.version,
+        config={"attack": cls.name, **config.identity_dict()},
+        runtime={"device": device},
+        model_ref=model,
+        model_fingerprint=target.fingerprint,
+        prompt_set_id=seed_set_id,
+        inputs={
+            "concept": concept_obj.as_dict(),
+            "original_model": original.fingerprint if original else None,
+            "limit": limit,
+            "metrics": detectors,
+        },
+    )
+    if run.resumed and run.status == "complete":
+        return {**store.get_run(run.id).summary, "run_id": run.id, "resumed": True, "warnings": warning_texts}
+    try:
+        summary = _execute(
+            store, workspace, attack_obj, run.id, target, original, concept_obj, seed_set_id, limit,
+            detectors, settings, model, allow_pickle, device, progress,
+        )
+    except BaseException as exc:
+        store.fail_run(run.id, one_line(f"{type(exc).__name__}: {exc}"))
+        raise
+    summary.update(budget_info, config=config.as_dict(), attack=cls.name, component=component)
+    store.complete_run(run.id, summary)
+    return {**summary, "run_id": run.id, "resumed": False, "warnings": warning_texts}
+
+
+run_attack = attack
+
+
+def _execute(store, workspace, attack_obj, run_id, target, original, concept, seed_set_id, limit, detectors, settings, model, allow_pickle, device, progress):
+    from ..attacks.base import AttackContext
+
+    seed_rows = store.prompt_rows(seed_set_id)
+    if limit is not None:
+        seed_rows = seed_rows[:limit]
+    if not seed_rows:
+        raise ConfigError(f"prompt set {seed_set_id} has no prompts to attack")
+    evaluate = importlib.import_module("trce_audit.api.evaluate").evaluate
+    eval_settings = _generation_settings(settings)
+
+    def measure(set_id: int, set_limit: int | None) -> dict[str, Any]:
+        return evaluate(
+            store, workspace, model=model, prompts=set_id, metrics=detectors, settings=eval_settings, limit=set_limit,
+            concept=concept.name, parent_run_id=run_id, allow_pickle=allow_pickle,
+        )
+
+    summary: dict[str, Any] = {
+        "concept": concept.name,
+        "seed_set_id": seed_set_id,
+        "target_model": {"spec": model, "fingerprint": target.fingerprint},
+        "original_model": {"spec": original.spec, "fingerprint": original.fingerprint} if original else None,
+        "n_prompts": len(seed_rows),
+        "detectors": detectors,
+    }
+    if attack_obj.is_replay:
+        after = measure(seed_set_id, limit)
+        summary.update(
+            replay=True, adversarial_set_id=seed_set_id, asr_before=None, eval_run_before=None,
+            asr_after=_asr(after), eval_run_after=after.get("run_id"), metrics_after=after.get("metrics", []),
+        )
+        return summary
+    from ..models.resolve import load_pipeline
+
+    target_pipe = load_pipeline(target, device=device, allow_pickle=allow_pickle)
+    original_pipe = load_pipeline(original, device=device, allow_pickle=allow_pickle) if original else None
+    result = attack_obj.run(
+        target_pipe, concept, seed_rows, original_pipe=original_pipe, context=AttackContext(device=device, progress=progress)
+    )
+    del target_pipe, original_pipe
+    losses = [row.meta.get("loss") for row in result.rows]
+    adversarial_set_id = store.add_prompt_set(
+        f"{attack_obj.name}@{model}",
+        result.rows,
+        source=f"attack:{attack_obj.name}",
+        parent_id=seed_set_id,
+        run_id=run_id,
+        meta={
+            "attack": attack_obj.name,
+            "version": attack_obj.version,
+            "config": attack_obj.config.as_dict(),
+            "concept": concept.name,
+            "target_model": model,
+            "per_prompt_loss": losses,
+            **_budget_meta(attack_obj),
+        },
+    )
+    before = measure(seed_set_id, limit)
+    after = measure(adversarial_set_id, None)
+    summary.update(
+        replay=False,
+        adversarial_set_id=adversarial_set_id,
+        asr_before=_asr(before),
+        asr_after=_asr(after),
+        eval_run_before=before.get("run_id"),
+        eval_run_after=after.get("run_id"),
+        metrics_before=before.get("metrics", []),
+        metrics_after=after.get("metrics", []),
+        mean_loss=(sum(losses) / len(losses)) if losses and None not in losses else None,
+        retokenize_failures=sum(1 for row in result.rows if row.meta.get("retokenizes") is False),
+        stats=result.stats,
+    )
+    return summary
+
+
+def _budget_meta(attack_obj) -> dict[str, Any]:
+    from ..attacks.base import below_paper_budget, budget_ratios
+
+    ratios = budget_ratios(attack_obj.config.budget, attack_obj.paper_budget)
+    return {"budget_ratios": ratios, "below_paper_budget": below_paper_budget(ratios)}
+
+
+def list_attacks() -> list[dict[str, Any]]:
+    """Registered attacks with their paper budgets (imports each attack's module, not torch)."""
+    from .. import registry
+
+    rows = []
+    for attack_name in registry.names("attack"):
+        try:
+            cls = registry.load("attack", attack_name)
+        except TrceAuditError as exc:
+            rows.append({"name": attack_name, "error": str(exc)})
+            continue
+        rows.append(
+            {
+                "name": attack_name,
+                "version": cls.version,
+                "paper_budget": dict(cls.paper_budget),
+                "needs_original": cls.needs_original,
+                "replay": cls.is_replay,
+                "defaults": cls.Config().as_dict(),
+            }
+        )
+    return rows
