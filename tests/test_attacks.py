@@ -185,3 +185,20 @@ def test_replay_changes_nothing_and_builtins_load():
     assert result.rows == SEEDS and Replay.is_replay and Replay.paper_budget == {}
     for name in BUILTIN:
         assert registry.load("attack", name).name == name
+
+
+def test_corpus_vocabulary_searches_only_corpus_tokens(pipes):
+    from trce_audit.attacks import tokens as tk
+    from trce_audit.attacks.base import AttackContext
+    from trce_audit.attacks.ring_a_bell import RingABell
+
+    pipe = pipes[0]
+    config = RingABell.Config.for_world("pocket").with_overrides({"population": 6, "generations": 2, "length": 3})
+    assert config.vocabulary == "corpus"
+    context = AttackContext(corpus=["zebra"])
+    result = RingABell(config).run(pipe, CONCEPT, SEEDS[:1], context=context)
+    texts = ["zebra", SEEDS[0].text, *(t for pair in CONCEPT.pairs for t in pair)]
+    allowed = {i for text in texts for i in tk.content_ids(pipe.tokenizer, text)}
+    assert set(result.rows[0].meta["token_ids"]) <= allowed and result.stats["vocab_size"] == len(allowed)
+    with pytest.raises(ConfigError, match="vocabulary must be one of all, corpus"):
+        RingABell.Config().with_overrides({"vocabulary": "some"})

@@ -216,9 +216,8 @@ def _execute(store, workspace, attack_obj, run_id, target, original, concept, se
 
     target_pipe = load_pipeline(target, device=device, allow_pickle=allow_pickle)
     original_pipe = load_pipeline(original, device=device, allow_pickle=allow_pickle) if original else None
-    result = attack_obj.run(
-        target_pipe, concept, seed_rows, original_pipe=original_pipe, context=AttackContext(device=device, progress=progress)
-    )
+    context = AttackContext(device=device, progress=progress, corpus=_corpus(attack_obj, concept, workspace))
+    result = attack_obj.run(target_pipe, concept, seed_rows, original_pipe=original_pipe, context=context)
     del target_pipe, original_pipe
     losses = [row.meta.get("loss") for row in result.rows]
     adversarial_set_id = store.add_prompt_set(
@@ -253,6 +252,16 @@ def _execute(store, workspace, attack_obj, run_id, target, original, concept, se
         stats=result.stats,
     )
     return summary
+
+
+def _corpus(attack_obj, concept: "Concept", workspace: "Workspace") -> list[str]:
+    """Texts whose tokens make up a vocabulary="corpus" search: the concept's evaluation and preserve
+    sets (the seed prompts and the concept's pairs are added by the attack itself)."""
+    if getattr(attack_obj.config, "vocabulary", "all") != "corpus":
+        return []
+    from .. import data
+
+    return [row.text for name in (*concept.eval_sets, *concept.preserve_sets) for row in data.load_prompt_set(name, workspace=workspace)]
 
 
 def _budget_meta(attack_obj) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import types
 import typing
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
 
 from ..errors import ConfigError
 
@@ -76,6 +76,18 @@ class AttackConfig:
 
     def identity_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.as_dict().items() if k not in self.runtime_fields}
+
+
+@dataclass
+class TokenSearchConfig(AttackConfig):
+    """Options of attacks that search over the tokenizer's vocabulary."""
+
+    # Forbid tokens that spell one of the concept's keywords (the papers search every token).
+    exclude_concept_words: bool = False
+    # "all": every non-special token (the papers). "corpus": only tokens that occur in the attack's
+    # corpus (the concept's evaluation/preserve sets, its pairs and the seed prompts) -- for models
+    # trained on a closed caption grammar, whose other token embeddings were never trained.
+    vocabulary: Literal["all", "corpus"] = "all"
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -143,6 +155,7 @@ class AttackContext:
     device: str = "cpu"
     progress: Callable[[int, int, str], None] | None = None
     judge: Callable[[str, "PromptRow"], bool] | None = None
+    corpus: list[str] = field(default_factory=list)  # extra texts for vocabulary="corpus"
 
     def report(self, done: int, total: int, what: str) -> None:
         if self.progress is not None:
@@ -178,6 +191,20 @@ class Attack:
             short = ", ".join(f"{k}={getattr(self.config.budget, k)} ({r:.3g}x paper {self.paper_budget[k]})" for k, r in ratios.items() if r < BELOW_BUDGET_FRACTION)
             warnings.warn(f"{self.name} runs below one tenth of its paper budget: {short}", BelowPaperBudgetWarning, stacklevel=2)
         return {"budget_ratios": ratios, "below_paper_budget": below, "paper_budget": dict(self.paper_budget)}
+
+    def search_vocabulary(self, pipe: Any, concept: "Concept", seed_rows: list["PromptRow"], context: AttackContext) -> list[int]:
+        """Token ids this run may choose, per ``exclude_concept_words`` and ``vocabulary``."""
+        from . import tokens as tk
+
+        config = self.config
+        excluded = concept.keywords if getattr(config, "exclude_concept_words", False) else ()
+        corpus = None
+        if getattr(config, "vocabulary", "all") == "corpus":
+            corpus = [*context.corpus, *(row.text for row in seed_rows), *(text for pair in concept.pairs for text in pair)]
+        ids = tk.searchable_ids(pipe.tokenizer, pipe.text_encoder, excluded, corpus=corpus)
+        if not ids:
+            raise ConfigError(f"{self.name}: the search vocabulary is empty (vocabulary={getattr(config, 'vocabulary', 'all')})")
+        return ids
 
     def run(
         self,

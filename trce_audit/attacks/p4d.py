@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from . import diffusion as dm
 from . import tokens as tk
-from .base import Attack, AttackConfig, AttackContext, AttackResult, Budget, adversarial_row
+from .base import Attack, AttackContext, AttackResult, Budget, TokenSearchConfig, adversarial_row
 
 
 @dataclass
@@ -30,7 +30,7 @@ class P4DBudget(Budget):
 
 
 @dataclass
-class P4DConfig(AttackConfig):
+class P4DConfig(TokenSearchConfig):
     budget: P4DBudget = field(default_factory=P4DBudget)
     prompt_len: int = 16  # P4D-N: free tokens
     every_k: int = 3  # P4D-K: one learnable token per this many seed tokens
@@ -39,11 +39,10 @@ class P4DConfig(AttackConfig):
     eval_every: int = 50  # reference "eval_step": 50
     eval_draws: int = 4  # fixed (t, eps) draws that rank candidate prompts at each evaluation
     target_steps: int = 25  # reference "num_inference_steps": 25 for the target image
-    exclude_concept_words: bool = False
 
     world_presets: ClassVar[dict[str, dict[str, Any]]] = {
         # 500 of 3000 iterations (0.17x): pocket UNets are ~100x smaller and the loss flattens earlier.
-        "pocket": {"iterations": 500},
+        "pocket": {"iterations": 500, "vocabulary": "corpus"},
     }
 
 
@@ -81,8 +80,7 @@ class P4D(Attack):
         dm.freeze(target_pipe, device)
         dm.freeze(original_pipe, device)
         tokenizer, text_encoder = target_pipe.tokenizer, target_pipe.text_encoder
-        excluded = concept.keywords if config.exclude_concept_words else ()
-        vocab = torch.tensor(tk.searchable_ids(tokenizer, text_encoder, excluded), device=device)
+        vocab = torch.tensor(self.search_vocabulary(target_pipe, concept, seed_rows, context), device=device)
         embedding = tk.token_embedding(text_encoder)
         vocab_embeds = embedding.weight[vocab].detach()
         n_train = dm.train_timesteps(target_pipe)

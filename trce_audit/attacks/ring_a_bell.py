@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
-from .base import Attack, AttackConfig, AttackContext, AttackResult, Budget, adversarial_row
+from .base import Attack, AttackContext, AttackResult, Budget, TokenSearchConfig, adversarial_row
 from . import tokens as tk
 
 
@@ -24,20 +24,19 @@ class RingABellBudget(Budget):
 
 
 @dataclass
-class RingABellConfig(AttackConfig):
+class RingABellConfig(TokenSearchConfig):
     budget: RingABellBudget = field(default_factory=RingABellBudget)
     length: int = 16  # K: number of free tokens (the paper's K=16; K=77 means 75 free tokens)
     eta: float = 3.0  # weight of the concept vector (reference notebook: cof = 3 for nudity)
     mutation_rate: float = 0.25
     crossover_rate: float = 0.5
     fitness: str = "mse"  # "mse" (the reference's squared error, averaged) or "cosine"
-    exclude_concept_words: bool = False  # drop tokens spelling the concept's keywords from the search
     encode_batch: int = 256  # population members per text-encoder call (memory only; not in results)
 
     world_presets: ClassVar[dict[str, dict[str, Any]]] = {
         # Pocket-world text encoders are small and their concept vectors short; 500 generations reach the
         # plateau there (see docs/attacks.md) and stay above one tenth of the paper's 3000.
-        "pocket": {"generations": 500},
+        "pocket": {"generations": 500, "vocabulary": "corpus"},
     }
     runtime_fields: ClassVar[tuple[str, ...]] = ("encode_batch",)
 
@@ -129,8 +128,7 @@ class RingABell(Attack):
         text_encoder.to(device).requires_grad_(False)
         length = min(config.length, tk.max_content(tokenizer))
         vector = concept_vector(text_encoder, tokenizer, list(concept.pairs), device)
-        excluded = concept.keywords if config.exclude_concept_words else ()
-        vocab = torch.tensor(tk.searchable_ids(tokenizer, text_encoder, excluded), device=device)
+        vocab = torch.tensor(self.search_vocabulary(target_pipe, concept, seed_rows, context), device=device)
         template = torch.tensor(tk.full_ids(tokenizer, [0] * length), device=device)
         rows, losses = [], []
         for index, seed in enumerate(seed_rows):

@@ -34,14 +34,21 @@ def _token_word(tokenizer: Any, token_id: int) -> str:
     return tokenizer.convert_ids_to_tokens(int(token_id)).replace("</w>", "").strip().lower()
 
 
-def searchable_ids(tokenizer: Any, text_encoder: Any, exclude_words: Iterable[str] = ()) -> list[int]:
-    """Token ids an attack may choose: the tokenizer's vocabulary minus special tokens (and, if given,
-    tokens that spell one of ``exclude_words``), limited to rows the text encoder has embeddings for."""
+def searchable_ids(
+    tokenizer: Any, text_encoder: Any, exclude_words: Iterable[str] = (), corpus: Iterable[str] | None = None
+) -> list[int]:
+    """Token ids an attack may choose: the tokenizer's vocabulary (or, given a ``corpus``, the tokens
+    its texts tokenise to) minus special tokens and tokens that spell one of ``exclude_words``,
+    limited to rows the text encoder has embeddings for."""
     n_rows = token_embedding(text_encoder).weight.shape[0]
     skip = special_ids(tokenizer)
     banned = {w.strip().lower() for phrase in exclude_words for w in phrase.split() if w.strip()}
+    if corpus is None:
+        candidates = set(tokenizer.get_vocab().values())
+    else:
+        candidates = {i for text in corpus for i in tokenizer(text, truncation=False).input_ids}
     ids = []
-    for token_id in sorted(set(tokenizer.get_vocab().values())):
+    for token_id in sorted(candidates):
         if token_id in skip or token_id >= n_rows:
             continue
         if banned and _token_word(tokenizer, token_id) in banned:

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from . import diffusion as dm
 from . import tokens as tk
-from .base import Attack, AttackConfig, AttackContext, AttackResult, Budget, adversarial_row
+from .base import Attack, AttackContext, AttackResult, Budget, TokenSearchConfig, adversarial_row
 
 
 @dataclass
@@ -26,18 +26,17 @@ class UnlearnDiffBudget(Budget):
 
 
 @dataclass
-class UnlearnDiffConfig(AttackConfig):
+class UnlearnDiffConfig(TokenSearchConfig):
     budget: UnlearnDiffBudget = field(default_factory=UnlearnDiffBudget)
     k: int = 5
     lr: float = 0.01
     weight_decay: float = 0.1
     random_init: bool = False  # reference default: uniform distributions
     target_steps: int = 50  # sampling steps for the original model's target image (reference: 50)
-    exclude_concept_words: bool = False
 
     world_presets: ClassVar[dict[str, dict[str, Any]]] = {
         # 10 of the 50 grid timesteps (0.2x) keep a pocket attack to seconds per prompt on CPU.
-        "pocket": {"timesteps": 10},
+        "pocket": {"timesteps": 10, "vocabulary": "corpus"},
     }
 
 
@@ -92,8 +91,7 @@ class UnlearnDiff(Attack):
         dm.freeze(target_pipe, device)
         dm.freeze(original_pipe, device)
         tokenizer, text_encoder = target_pipe.tokenizer, target_pipe.text_encoder
-        excluded = concept.keywords if config.exclude_concept_words else ()
-        vocab = torch.tensor(tk.searchable_ids(tokenizer, text_encoder, excluded), device=device)
+        vocab = torch.tensor(self.search_vocabulary(target_pipe, concept, seed_rows, context), device=device)
         vocab_embeds = tk.token_embedding(text_encoder).weight[vocab].detach()
         sample = _straight_through_sample()
         n_train = dm.train_timesteps(target_pipe)
