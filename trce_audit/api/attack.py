@@ -34,16 +34,22 @@ def attack_config(name: str, *, world: str = "sd", budget: dict[str, Any] | None
 
 
 def _concept(concept: "str | Concept | None", world: str, workspace: "Workspace") -> "Concept":
+    """The named concept, or the world's default (SD: nudity; else the concept flagged default, or the
+    only one)."""
     from ..data.concepts import Concept
 
     if isinstance(concept, Concept):
         return concept
-    name = concept or DEFAULT_CONCEPT.get(world)
-    if name is None:
-        raise ConfigError(f"name the concept to attack with --concept (no default concept for the {world} world)")
     from .. import data
 
-    return data.load_concept(name, world=world, workspace=workspace)
+    name = concept or DEFAULT_CONCEPT.get(world)
+    if name is not None:
+        return data.load_concept(name, world=world, workspace=workspace)
+    known = [data.load_concept(n, world=world, workspace=workspace) for n in data.concept_names(world)]
+    defaults = [c for c in known if c.default] or (known if len(known) == 1 else [])
+    if not defaults:
+        raise ConfigError(f"name the concept to attack with --concept (the {world} world has no default concept)")
+    return defaults[0]
 
 
 def _seed_set(store: "Store", workspace: "Workspace", prompts: "str | int", limit: int | None) -> int:
