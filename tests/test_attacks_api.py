@@ -160,3 +160,24 @@ def test_cli_attack_json_warns_below_budget(cli, store, tiny_sd_dir, evaluations
     code, out, _ = cli("attacks", "--json")
     listed = {row["name"]: row for row in json.loads(out)}
     assert listed["p4d-n"]["paper_budget"] == {"iterations": 3000} and listed["replay"]["replay"] is True
+
+
+def test_default_concept_and_corpus_vocabulary_come_from_the_data_layer(store, workspace, tiny_sd_dir, evaluations, monkeypatch):
+    import trce_audit.data as data
+    from trce_audit.api.attack import attack
+    from trce_audit.attacks import tokens as tk
+    from transformers import CLIPTokenizer
+
+    flagged = Concept("shape", pairs=(("xyz", "qrs"),), world="sd", detector="pocket", eval_sets=("shapes",), default=True)
+    other = Concept("other", pairs=(("a", "b"),))
+    monkeypatch.setattr("trce_audit.api.attack.DEFAULT_CONCEPT", {}, raising=True)
+    monkeypatch.setattr(data, "concept_names", lambda world="sd": ["other", "shape"], raising=False)
+    monkeypatch.setattr(data, "load_concept", lambda name, world="sd", workspace=None: {"shape": flagged, "other": other}[name], raising=False)
+    monkeypatch.setattr(data, "load_prompt_set", lambda name, workspace=None, **kw: [PromptRow("zebra", 0)] if name == "shapes" else [], raising=False)
+    budget = {**TINY_RING, "vocabulary": "corpus"}
+    summary = attack(store, workspace, name="ring-a-bell", model=str(tiny_sd_dir), prompts=_seed_set(store), budget=budget, limit=1)
+    assert summary["concept"] == "shape" and summary["detectors"] == ["pocket"]
+    tokenizer = CLIPTokenizer.from_pretrained(str(tiny_sd_dir / "tokenizer"))
+    allowed = {i for text in ("zebra", SEEDS[0].text, "xyz", "qrs") for i in tk.content_ids(tokenizer, text)}
+    (row,) = store.prompt_rows(summary["adversarial_set_id"])
+    assert set(row.meta["token_ids"]) <= allowed and summary["stats"]["vocab_size"] == len(allowed)
