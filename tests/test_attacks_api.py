@@ -99,7 +99,7 @@ def test_replay_is_labelled_replay_and_optimises_nothing(store, workspace, tiny_
     n_sets = len(store.list_prompt_sets())
     summary = attack(store, workspace, name="replay", model=str(tiny_sd_dir), concept=CONCEPT, prompts=published)
     run = store.get_run(summary["run_id"])
-    assert run.component == "replay" and summary["replay"] is True
+    assert run.component == "replay" and summary["replay"] is True and summary["published_set"] == "p4d"
     assert summary["asr_before"] is None and summary["asr_after"] == 1.0 and summary["adversarial_set_id"] == published
     assert len(store.list_prompt_sets()) == n_sets and [c["prompts"] for c in evaluations] == [published]
     with pytest.raises(ConfigError, match="replay needs --prompts"):

@@ -213,8 +213,11 @@ def _execute(store, workspace, attack_obj, run_id, target, original, concept, se
     }
     if attack_obj.is_replay:
         after = measure(seed_set_id, limit)
+        from ..attacks.replay import PUBLISHED_SETS
+
+        name = store.get_prompt_set(seed_set_id).name
         summary.update(
-            replay=True, adversarial_set_id=seed_set_id, asr_before=None, eval_run_before=None,
+            replay=True, published_set=name if name in PUBLISHED_SETS else None, adversarial_set_id=seed_set_id, asr_before=None, eval_run_before=None,
             asr_after=_asr(after), eval_run_after=after.get("run_id"), metrics_after=after.get("metrics", []),
         )
         return summary

@@ -82,7 +82,7 @@ class P4D(Attack):
         tokenizer, text_encoder = target_pipe.tokenizer, target_pipe.text_encoder
         vocab = torch.tensor(self.search_vocabulary(target_pipe, concept, seed_rows, context), device=device)
         embedding = tk.token_embedding(text_encoder)
-        vocab_embeds = embedding.weight[vocab].detach()
+        vocab_unit = torch.nn.functional.normalize(embedding.weight[vocab].detach(), dim=-1)
         n_train = dm.train_timesteps(target_pipe)
         total = len(seed_rows) * config.budget.iterations
         rows = []
@@ -117,7 +117,7 @@ class P4D(Attack):
             best_loss, best_ids, history = float("inf"), None, []
             for step in range(config.budget.iterations):
                 with torch.no_grad():
-                    hard_ids = tk.nearest_tokens(soft.detach(), vocab_embeds, vocab)
+                    hard_ids = tk.nearest_tokens(soft.detach(), vocab_unit, vocab)
                 hard_embeds = embedding(hard_ids).detach().requires_grad_(True)
                 hidden = adversarial_hidden(hard_ids, hard_embeds)
                 t = torch.randint(n_train, (1,), generator=generator).to(device)

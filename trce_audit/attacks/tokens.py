@@ -138,9 +138,9 @@ def encode_ids(text_encoder: Any, ids: Any) -> Any:
     return text_encoder(ids)[0]
 
 
-def nearest_tokens(embeds: Any, vocab_embeds: Any, vocab_ids: Any) -> Any:
-    """Nearest vocabulary token of each row of ``embeds`` by cosine similarity (P4D's projection)."""
+def nearest_tokens(embeds: Any, vocab_unit: Any, vocab_ids: Any) -> Any:
+    """Nearest vocabulary token of each row of ``embeds`` by cosine similarity (P4D's projection);
+    ``vocab_unit`` holds the vocabulary's embeddings normalised to unit length."""
     import torch.nn.functional as F
 
-    sims = F.normalize(embeds, dim=-1) @ F.normalize(vocab_embeds, dim=-1).T
-    return vocab_ids[sims.argmax(dim=-1)]
+    return vocab_ids[(F.normalize(embeds, dim=-1) @ vocab_unit.T).argmax(dim=-1)]
