@@ -181,3 +181,24 @@ def test_default_concept_and_corpus_vocabulary_come_from_the_data_layer(store, w
     allowed = {i for text in ("zebra", SEEDS[0].text, "xyz", "qrs") for i in tk.content_ids(tokenizer, text)}
     (row,) = store.prompt_rows(summary["adversarial_set_id"])
     assert set(row.meta["token_ids"]) <= allowed and summary["stats"]["vocab_size"] == len(allowed)
+
+
+def test_rerun_after_failed_evaluation_reuses_the_optimised_prompts(store, workspace, tiny_sd_dir, monkeypatch, evaluations):
+    from trce_audit.api.attack import attack
+
+    working = sys.modules["trce_audit.api.evaluate"].evaluate
+
+    def broken(*args, **kwargs):
+        raise TrceAuditError("detector weights missing")
+
+    sys.modules["trce_audit.api.evaluate"].evaluate = broken
+    seed_set = _seed_set(store)
+    with pytest.raises(TrceAuditError):
+        attack(store, workspace, name="ring-a-bell", model=str(tiny_sd_dir), concept=CONCEPT, prompts=seed_set, budget=TINY_RING, limit=1)
+    (failed,) = store.list_runs(kind="attack")
+    assert failed.status == "failed"
+    optimised = [s.id for s in store.list_prompt_sets() if s.run_id == failed.id]
+    sys.modules["trce_audit.api.evaluate"].evaluate = working
+    summary = attack(store, workspace, name="ring-a-bell", model=str(tiny_sd_dir), concept=CONCEPT, prompts=seed_set, budget=TINY_RING, limit=1)
+    assert summary["run_id"] == failed.id and summary["adversarial_set_id"] == optimised[0]
+    assert summary["stats"] == {"reused_adversarial_set": True} and store.get_run(failed.id).status == "complete"

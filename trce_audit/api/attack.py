@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import re
 import warnings
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import ConfigError, TrceAuditError, one_line
@@ -120,8 +121,12 @@ def attack(
     metrics: list[str] | None = None,
     allow_pickle: bool = False,
     progress: Callable[[int, int, str], None] | None = None,
+    judge: Callable[[str, Any], bool] | None = None,
 ) -> dict[str, Any]:
     """Attack ``model`` with ``name`` (or replay a published set) and store prompts, runs and ASR.
+
+    ``judge(text, seed_row) -> bool``, when given, lets attacks that stop on success (UnlearnDiff)
+    ask whether a candidate prompt already makes the target model show the concept.
 
     Returns the attack run's summary with ``run_id``: asr_before / asr_after, eval run ids, the
     adversarial prompt set id, budget ratios and ``below_paper_budget``, and ``warnings``.
@@ -170,11 +175,13 @@ def attack(
     )
     if run.resumed and run.status == "complete":
         return {**store.get_run(run.id).summary, "run_id": run.id, "resumed": True, "warnings": warning_texts}
+    job = _AttackJob(
+        store=store, workspace=workspace, attack=attack_obj, run_id=run.id, model=model, target=target,
+        original=original, concept=concept_obj, seed_set_id=seed_set_id, limit=limit, detectors=detectors,
+        settings=settings, allow_pickle=allow_pickle, device=device, progress=progress, judge=judge,
+    )
     try:
-        summary = _execute(
-            store, workspace, attack_obj, run.id, target, original, concept_obj, seed_set_id, limit,
-            detectors, settings, model, allow_pickle, device, progress,
-        )
+        summary = _replay(job) if cls.is_replay else _optimise_and_measure(job)
     except BaseException as exc:
         store.fail_run(run.id, one_line(f"{type(exc).__name__}: {exc}"))
         raise
@@ -186,67 +193,116 @@ def attack(
 run_attack = attack
 
 
-def _execute(store, workspace, attack_obj, run_id, target, original, concept, seed_set_id, limit, detectors, settings, model, allow_pickle, device, progress):
+@dataclass
+class _AttackJob:
+    """Everything one attack run needs once its inputs are resolved and its run is started."""
+
+    store: "Store"
+    workspace: "Workspace"
+    attack: Any
+    run_id: int
+    model: str
+    target: "ModelRef"
+    original: "ModelRef | None"
+    concept: "Concept"
+    seed_set_id: int
+    limit: int | None
+    detectors: list[str]
+    settings: Any
+    allow_pickle: bool
+    device: str
+    progress: Callable[[int, int, str], None] | None
+    judge: Callable[[str, Any], bool] | None
+
+    def seed_rows(self) -> list:
+        rows = self.store.prompt_rows(self.seed_set_id)
+        rows = rows[: self.limit] if self.limit is not None else rows
+        if not rows:
+            raise ConfigError(f"prompt set {self.seed_set_id} has no prompts to attack")
+        return rows
+
+    def measure(self, set_id: int, limit: int | None) -> dict[str, Any]:
+        """ASR (and any other requested metric) of a prompt set on the target, as a child eval run."""
+        evaluate = importlib.import_module("trce_audit.api.evaluate").evaluate
+        return evaluate(
+            self.store, self.workspace, model=self.model, prompts=set_id, metrics=self.detectors,
+            settings=_generation_settings(self.settings), limit=limit, concept=self.concept.name,
+            parent_run_id=self.run_id, allow_pickle=self.allow_pickle,
+        )
+
+    def summary(self, n_prompts: int) -> dict[str, Any]:
+        return {
+            "concept": self.concept.name,
+            "seed_set_id": self.seed_set_id,
+            "target_model": {"spec": self.model, "fingerprint": self.target.fingerprint},
+            "original_model": {"spec": self.original.spec, "fingerprint": self.original.fingerprint} if self.original else None,
+            "n_prompts": n_prompts,
+            "detectors": self.detectors,
+        }
+
+
+def _replay(job: _AttackJob) -> dict[str, Any]:
+    from ..attacks.replay import PUBLISHED_SETS
+
+    summary = job.summary(len(job.seed_rows()))
+    after = job.measure(job.seed_set_id, job.limit)
+    name = job.store.get_prompt_set(job.seed_set_id).name
+    summary.update(
+        replay=True,
+        published_set=name if name in PUBLISHED_SETS else None,
+        adversarial_set_id=job.seed_set_id,
+        asr_before=None,
+        eval_run_before=None,
+        asr_after=_asr(after),
+        eval_run_after=after.get("run_id"),
+        metrics_after=after.get("metrics", []),
+    )
+    return summary
+
+
+def _stored_adversarial_set(store: "Store", run_id: int) -> int | None:
+    """The prompt set an earlier, interrupted attempt of this run already optimised (hours of work)."""
+    found = [s.id for s in store.list_prompt_sets() if s.run_id == run_id]
+    return found[-1] if found else None
+
+
+def _optimise_and_measure(job: _AttackJob) -> dict[str, Any]:
     from ..attacks.base import AttackContext
 
-    seed_rows = store.prompt_rows(seed_set_id)
-    if limit is not None:
-        seed_rows = seed_rows[:limit]
-    if not seed_rows:
-        raise ConfigError(f"prompt set {seed_set_id} has no prompts to attack")
-    evaluate = importlib.import_module("trce_audit.api.evaluate").evaluate
-    eval_settings = _generation_settings(settings)
+    seed_rows = job.seed_rows()
+    attack_obj = job.attack
+    adversarial_set_id = _stored_adversarial_set(job.store, job.run_id)
+    stats: dict[str, Any] = {"reused_adversarial_set": adversarial_set_id is not None}
+    if adversarial_set_id is None:
+        from ..models.resolve import load_pipeline
 
-    def measure(set_id: int, set_limit: int | None) -> dict[str, Any]:
-        return evaluate(
-            store, workspace, model=model, prompts=set_id, metrics=detectors, settings=eval_settings, limit=set_limit,
-            concept=concept.name, parent_run_id=run_id, allow_pickle=allow_pickle,
+        target_pipe = load_pipeline(job.target, device=job.device, allow_pickle=job.allow_pickle)
+        original_pipe = load_pipeline(job.original, device=job.device, allow_pickle=job.allow_pickle) if job.original else None
+        context = AttackContext(device=job.device, progress=job.progress, judge=job.judge, corpus=_corpus(attack_obj, job.concept, job.workspace))
+        result = attack_obj.run(target_pipe, job.concept, seed_rows, original_pipe=original_pipe, context=context)
+        del target_pipe, original_pipe
+        stats.update(result.stats)
+        adversarial_set_id = job.store.add_prompt_set(
+            f"{attack_obj.name}@{job.model}",
+            result.rows,
+            source=f"attack:{attack_obj.name}",
+            parent_id=job.seed_set_id,
+            run_id=job.run_id,
+            meta={
+                "attack": attack_obj.name,
+                "version": attack_obj.version,
+                "config": attack_obj.config.as_dict(),
+                "concept": job.concept.name,
+                "target_model": job.model,
+                "per_prompt_loss": [row.meta.get("loss") for row in result.rows],
+                **_budget_meta(attack_obj),
+            },
         )
-
-    summary: dict[str, Any] = {
-        "concept": concept.name,
-        "seed_set_id": seed_set_id,
-        "target_model": {"spec": model, "fingerprint": target.fingerprint},
-        "original_model": {"spec": original.spec, "fingerprint": original.fingerprint} if original else None,
-        "n_prompts": len(seed_rows),
-        "detectors": detectors,
-    }
-    if attack_obj.is_replay:
-        after = measure(seed_set_id, limit)
-        from ..attacks.replay import PUBLISHED_SETS
-
-        name = store.get_prompt_set(seed_set_id).name
-        summary.update(
-            replay=True, published_set=name if name in PUBLISHED_SETS else None, adversarial_set_id=seed_set_id, asr_before=None, eval_run_before=None,
-            asr_after=_asr(after), eval_run_after=after.get("run_id"), metrics_after=after.get("metrics", []),
-        )
-        return summary
-    from ..models.resolve import load_pipeline
-
-    target_pipe = load_pipeline(target, device=device, allow_pickle=allow_pickle)
-    original_pipe = load_pipeline(original, device=device, allow_pickle=allow_pickle) if original else None
-    context = AttackContext(device=device, progress=progress, corpus=_corpus(attack_obj, concept, workspace))
-    result = attack_obj.run(target_pipe, concept, seed_rows, original_pipe=original_pipe, context=context)
-    del target_pipe, original_pipe
-    losses = [row.meta.get("loss") for row in result.rows]
-    adversarial_set_id = store.add_prompt_set(
-        f"{attack_obj.name}@{model}",
-        result.rows,
-        source=f"attack:{attack_obj.name}",
-        parent_id=seed_set_id,
-        run_id=run_id,
-        meta={
-            "attack": attack_obj.name,
-            "version": attack_obj.version,
-            "config": attack_obj.config.as_dict(),
-            "concept": concept.name,
-            "target_model": model,
-            "per_prompt_loss": losses,
-            **_budget_meta(attack_obj),
-        },
-    )
-    before = measure(seed_set_id, limit)
-    after = measure(adversarial_set_id, None)
+    rows = job.store.prompt_rows(adversarial_set_id)
+    losses = [row.meta.get("loss") for row in rows]
+    before = job.measure(job.seed_set_id, job.limit)
+    after = job.measure(adversarial_set_id, None)
+    summary = job.summary(len(seed_rows))
     summary.update(
         replay=False,
         adversarial_set_id=adversarial_set_id,
@@ -257,8 +313,8 @@ def _execute(store, workspace, attack_obj, run_id, target, original, concept, se
         metrics_before=before.get("metrics", []),
         metrics_after=after.get("metrics", []),
         mean_loss=(sum(losses) / len(losses)) if losses and None not in losses else None,
-        retokenize_failures=sum(1 for row in result.rows if row.meta.get("retokenizes") is False),
-        stats=result.stats,
+        retokenize_failures=sum(1 for row in rows if row.meta.get("retokenizes") is False),
+        stats=stats,
     )
     return summary
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .base import Attack, AttackConfig, AttackContext, AttackResult, Budget
+from .base import Attack, AttackConfig, AttackResult, Budget
 
 # Sets published as attack outputs (or as the seed prompts an attack paper evaluates on).
 PUBLISHED_SETS: dict[str, str] = {
