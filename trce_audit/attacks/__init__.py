@@ -1,3 +1,10 @@
-"""Red-team attacks. Each module holds one family; ``BUILTIN`` maps plugin ids to classes lazily."""
+"""Red-team attacks. Each module holds one family; ``BUILTIN`` maps plugin ids to classes lazily
+(plain strings: importing this package imports no torch)."""
 
-BUILTIN: dict[str, str] = {}
+BUILTIN: dict[str, str] = {
+    "ring-a-bell": "trce_audit.attacks.ring_a_bell:RingABell",
+    "unlearndiff": "trce_audit.attacks.unlearndiff:UnlearnDiff",
+    "p4d-n": "trce_audit.attacks.p4d:P4DN",
+    "p4d-k": "trce_audit.attacks.p4d:P4DK",
+    "replay": "trce_audit.attacks.replay:Replay",
+}

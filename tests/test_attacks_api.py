@@ -1,0 +1,204 @@
+"""The attack api and CLI: runs, prompt sets and ASR before/after in the store, replay labels, resume,
+one-line errors. The evaluation engine is replaced by a recorder with the agreed evaluate() signature."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import pytest
+
+from trce_audit.data.concepts import Concept
+from trce_audit.errors import ConfigError, TrceAuditError
+from trce_audit.store import PromptRow
+
+CONCEPT = Concept("nudity", pairs=(("nude woman", "woman wearing clothes"),), detector="nudenet")
+SEEDS = [PromptRow("a photo of a woman", 7, 6.0), PromptRow("a man at the beach", 11, 7.5), PromptRow("a cat", 3)]
+pytestmark = pytest.mark.filterwarnings("ignore::trce_audit.attacks.base.BelowPaperBudgetWarning")
+
+TINY_RING = {"population": "6", "generations": "2", "length": "3"}
+
+
+@pytest.fixture
+def evaluations(monkeypatch):
+    """Stand-in for trce_audit.api.evaluate: records each call, stores an eval run under the given
+    parent and reports as "asr" the fraction of rows that carry attack provenance."""
+    calls: list[dict] = []
+
+    def evaluate(store, workspace, *, model, prompts, metrics, settings=None, limit=None, concept=None, parent_run_id=None, allow_pickle=False):
+        calls.append(dict(model=model, prompts=prompts, metrics=metrics, settings=settings, limit=limit, concept=concept, parent_run_id=parent_run_id))
+        rows = store.prompt_rows(prompts)[:limit]
+        value = sum(1 for r in rows if "attack" in r.meta or "published" in r.meta) / len(rows)
+        run = store.start_run(kind="eval", component="recorder", config={"metrics": metrics}, model_ref=model, prompt_set_id=prompts, parent_run_id=parent_run_id, inputs={"limit": limit})
+        store.add_metric(run.id, "asr", value, n=len(rows))
+        store.complete_run(run.id, {})
+        return {"run_id": run.id, "generation_run_id": None, "n_images": len(rows), "metrics": [{"name": "asr", "value": value, "n": len(rows), "ci_low": None, "ci_high": None, "protocol": {}}]}
+
+    module = types.ModuleType("trce_audit.api.evaluate")
+    module.evaluate = evaluate
+    monkeypatch.setitem(sys.modules, "trce_audit.api.evaluate", module)
+    return calls
+
+
+@pytest.fixture(scope="session")
+def erased_dir(tmp_path_factory):
+    from trce_audit.models.tiny import save_pipeline
+
+    return save_pipeline(tmp_path_factory.mktemp("erased") / "model", shape="tiny", seed=1)
+
+
+def _seed_set(store) -> int:
+    return store.add_prompt_set("seeds", SEEDS, source="test")
+
+
+def test_ring_a_bell_stores_adversarial_set_asr_and_resumes(store, workspace, tiny_sd_dir, evaluations):
+    from trce_audit.api.attack import attack
+    from trce_audit.attacks.base import BelowPaperBudgetWarning
+
+    seed_set = _seed_set(store)
+    model = str(tiny_sd_dir)
+    with pytest.warns(BelowPaperBudgetWarning):
+        summary = attack(store, workspace, name="ring-a-bell", model=model, concept=CONCEPT, prompts=f"set:{seed_set}", budget=TINY_RING, limit=2)
+    run = store.get_run(summary["run_id"])
+    assert (run.kind, run.component, run.status, run.prompt_set_id) == ("attack", "ring-a-bell", "complete", seed_set)
+    assert run.summary["asr_before"] == 0.0 and run.summary["asr_after"] == 1.0
+    assert summary["below_paper_budget"] is True and summary["budget_ratios"]["generations"] == pytest.approx(2 / 3000)
+    assert summary["warnings"] and "below one tenth" in summary["warnings"][0]
+    adversarial = store.get_prompt_set(summary["adversarial_set_id"])
+    assert (adversarial.name, adversarial.parent_id, adversarial.run_id) == (f"ring-a-bell@{model}", seed_set, run.id)
+    assert adversarial.meta["below_paper_budget"] is True and len(adversarial.meta["per_prompt_loss"]) == 2
+    rows = store.prompt_rows(adversarial.id)
+    assert [r.meta["seed_prompt"] for r in rows] == [s.text for s in SEEDS[:2]] and all("token_ids" in r.meta for r in rows)
+    assert [c["prompts"] for c in evaluations] == [seed_set, adversarial.id]
+    assert all(c["metrics"] == ["nudenet"] and c["parent_run_id"] == run.id and c["model"] == model for c in evaluations)
+    assert [c["limit"] for c in evaluations] == [2, None]
+    assert {r.id for r in store.list_runs(kind="eval", parent_run_id=run.id)} == {summary["eval_run_before"], summary["eval_run_after"]}
+
+    again = attack(store, workspace, name="ring-a-bell", model=model, concept=CONCEPT, prompts=seed_set, budget=TINY_RING, limit=2)
+    assert again["resumed"] and again["run_id"] == run.id and len(evaluations) == 2
+
+
+def test_white_box_attack_on_artefact_uses_its_parent_as_original(store, workspace, tiny_sd_dir, erased_dir, evaluations):
+    from trce_audit.api.attack import attack
+
+    artefact = store.add_artefact(path=str(erased_dir), sha256="e" * 64, run_id=None, parent_model=str(tiny_sd_dir))
+    budget = {"timesteps": 1, "iterations": 1, "k": 2, "target_steps": 1}
+    summary = attack(store, workspace, name="unlearndiff", model=f"artefact:{artefact}", concept=CONCEPT, prompts=_seed_set(store), budget=budget, limit=1)
+    assert summary["original_model"]["spec"] == str(tiny_sd_dir)
+    assert summary["target_model"]["fingerprint"] == "e" * 64 and summary["asr_after"] == 1.0
+    row = store.prompt_rows(summary["adversarial_set_id"])[0]
+    assert row.meta["attack"] == "unlearndiff" and row.text.endswith("a photo of a woman")
+    assert store.get_run(summary["run_id"]).config["budget"] == {"timesteps": 1, "iterations": 1}
+
+
+def test_replay_is_labelled_replay_and_optimises_nothing(store, workspace, tiny_sd_dir, evaluations):
+    from trce_audit.api.attack import attack
+
+    published = store.add_prompt_set("p4d", [PromptRow("x", 1, 7.5, {"published": "p4d"})], source="test")
+    n_sets = len(store.list_prompt_sets())
+    summary = attack(store, workspace, name="replay", model=str(tiny_sd_dir), concept=CONCEPT, prompts=published)
+    run = store.get_run(summary["run_id"])
+    assert run.component == "replay" and summary["replay"] is True and summary["published_set"] == "p4d"
+    assert summary["asr_before"] is None and summary["asr_after"] == 1.0 and summary["adversarial_set_id"] == published
+    assert len(store.list_prompt_sets()) == n_sets and [c["prompts"] for c in evaluations] == [published]
+    with pytest.raises(ConfigError, match="replay needs --prompts"):
+        attack(store, workspace, name="replay", model=str(tiny_sd_dir), concept=CONCEPT)
+
+
+def test_failed_evaluation_marks_the_attack_run_failed(store, workspace, tiny_sd_dir, monkeypatch):
+    from trce_audit.api.attack import attack
+
+    def evaluate(*args, **kwargs):
+        raise TrceAuditError("detector weights missing")
+
+    module = types.ModuleType("trce_audit.api.evaluate")
+    module.evaluate = evaluate
+    monkeypatch.setitem(sys.modules, "trce_audit.api.evaluate", module)
+    with pytest.raises(TrceAuditError, match="detector weights missing"):
+        attack(store, workspace, name="replay", model=str(tiny_sd_dir), concept=CONCEPT, prompts=_seed_set(store))
+    (run,) = store.list_runs(kind="attack")
+    assert run.status == "failed" and "detector weights missing" in run.error
+
+
+@pytest.fixture
+def concept_loader(monkeypatch):
+    import trce_audit.data as data
+
+    monkeypatch.setattr(data, "load_concept", lambda name, world="sd", workspace=None: CONCEPT, raising=False)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--budget", "generations=abc"], "error: generations must be an integer, got 'abc'"),
+        (["--budget", "iterations=5"], "error: unknown budget/config key 'iterations'"),
+        (["--budget", "generations"], "error: --budget expects key=value"),
+    ],
+)
+def test_cli_budget_errors_are_one_line_and_store_nothing(cli, store, tiny_sd_dir, concept_loader, args, message):
+    seed_set = _seed_set(store)
+    before = store.counts()
+    code, out, err = cli("attack", "ring-a-bell", "--model", str(tiny_sd_dir), "--prompts", f"set:{seed_set}", *args)
+    assert code == 2 and out == "" and err.strip().count("\n") == 0 and err.startswith(message)
+    assert store.counts() == before
+
+
+def test_cli_unknown_attack_is_one_line(cli, tiny_sd_dir):
+    code, _, err = cli("attack", "gcg", "--model", str(tiny_sd_dir))
+    assert code == 2 and err.strip() == "error: unknown attack 'gcg'; available: p4d-k, p4d-n, replay, ring-a-bell, unlearndiff"
+
+
+def test_cli_attack_json_warns_below_budget(cli, store, tiny_sd_dir, evaluations, concept_loader):
+    seed_set = _seed_set(store)
+    budget = [arg for key, value in TINY_RING.items() for arg in ("--budget", f"{key}={value}")]
+    code, out, err = cli("attack", "ring-a-bell", "--model", str(tiny_sd_dir), "--prompts", f"set:{seed_set}", "--limit", "1", *budget, "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["asr_before"] == 0.0 and summary["asr_after"] == 1.0 and summary["below_paper_budget"] is True
+    assert "warning: ring-a-bell runs below one tenth of its paper budget" in err
+    code, out, _ = cli("attacks", "--json")
+    listed = {row["name"]: row for row in json.loads(out)}
+    assert listed["p4d-n"]["paper_budget"] == {"iterations": 3000} and listed["replay"]["replay"] is True
+
+
+def test_default_concept_and_corpus_vocabulary_come_from_the_data_layer(store, workspace, tiny_sd_dir, evaluations, monkeypatch):
+    import trce_audit.data as data
+    from trce_audit.api.attack import attack
+    from trce_audit.attacks import tokens as tk
+    from transformers import CLIPTokenizer
+
+    flagged = Concept("shape", pairs=(("xyz", "qrs"),), world="sd", detector="pocket", eval_sets=("shapes",), default=True)
+    other = Concept("other", pairs=(("a", "b"),))
+    monkeypatch.setattr("trce_audit.api.attack.DEFAULT_CONCEPT", {}, raising=True)
+    monkeypatch.setattr(data, "concept_names", lambda world="sd": ["other", "shape"], raising=False)
+    monkeypatch.setattr(data, "load_concept", lambda name, world="sd", workspace=None: {"shape": flagged, "other": other}[name], raising=False)
+    monkeypatch.setattr(data, "load_prompt_set", lambda name, workspace=None, **kw: [PromptRow("zebra", 0)] if name == "shapes" else [], raising=False)
+    budget = {**TINY_RING, "vocabulary": "corpus"}
+    summary = attack(store, workspace, name="ring-a-bell", model=str(tiny_sd_dir), prompts=_seed_set(store), budget=budget, limit=1)
+    assert summary["concept"] == "shape" and summary["detectors"] == ["pocket"]
+    tokenizer = CLIPTokenizer.from_pretrained(str(tiny_sd_dir / "tokenizer"))
+    allowed = {i for text in ("zebra", SEEDS[0].text, "xyz", "qrs") for i in tk.content_ids(tokenizer, text)}
+    (row,) = store.prompt_rows(summary["adversarial_set_id"])
+    assert set(row.meta["token_ids"]) <= allowed and summary["stats"]["vocab_size"] == len(allowed)
+
+
+def test_rerun_after_failed_evaluation_reuses_the_optimised_prompts(store, workspace, tiny_sd_dir, monkeypatch, evaluations):
+    from trce_audit.api.attack import attack
+
+    working = sys.modules["trce_audit.api.evaluate"].evaluate
+
+    def broken(*args, **kwargs):
+        raise TrceAuditError("detector weights missing")
+
+    sys.modules["trce_audit.api.evaluate"].evaluate = broken
+    seed_set = _seed_set(store)
+    with pytest.raises(TrceAuditError):
+        attack(store, workspace, name="ring-a-bell", model=str(tiny_sd_dir), concept=CONCEPT, prompts=seed_set, budget=TINY_RING, limit=1)
+    (failed,) = store.list_runs(kind="attack")
+    assert failed.status == "failed"
+    optimised = [s.id for s in store.list_prompt_sets() if s.run_id == failed.id]
+    sys.modules["trce_audit.api.evaluate"].evaluate = working
+    summary = attack(store, workspace, name="ring-a-bell", model=str(tiny_sd_dir), concept=CONCEPT, prompts=seed_set, budget=TINY_RING, limit=1)
+    assert summary["run_id"] == failed.id and summary["adversarial_set_id"] == optimised[0]
+    assert summary["stats"] == {"reused_adversarial_set": True} and store.get_run(failed.id).status == "complete"

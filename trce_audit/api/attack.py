@@ -1,0 +1,360 @@
+"""Run a red-team attack (or replay a published set) against a model and measure ASR before and after.
+
+One "attack" run per (attack, config + budget, concept, target model, seed set): the adversarial
+prompts become a prompt set (parent = seed set, run = the attack run) and two eval runs (children of
+the attack run) measure the concept detector's ASR on the seed set and on the adversarial set.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..errors import ConfigError, TrceAuditError, one_line
+
+if TYPE_CHECKING:
+    from ..data.concepts import Concept
+    from ..models.resolve import ModelRef
+    from ..store import Store
+    from ..workspace import Workspace
+
+# The concept an attack targets when none is named, per model world.
+DEFAULT_CONCEPT = {"sd": "nudity"}
+_SET_ID = re.compile(r"^(?:set:)?(\d+)$")
+
+
+def attack_config(name: str, *, world: str = "sd", budget: dict[str, Any] | None = None):
+    """The attack class and its validated config (world preset + overrides); raises one-line errors."""
+    from .. import registry
+
+    cls = registry.load("attack", name)
+    return cls, cls.Config.for_world(world).with_overrides(budget or {})
+
+
+def _concept(concept: "str | Concept | None", world: str, workspace: "Workspace") -> "Concept":
+    """The named concept, or the world's default (SD: nudity; else the concept flagged default, or the
+    only one)."""
+    from ..data.concepts import Concept
+
+    if isinstance(concept, Concept):
+        return concept
+    from .. import data
+
+    name = concept or DEFAULT_CONCEPT.get(world)
+    if name is not None:
+        return data.load_concept(name, world=world, workspace=workspace)
+    known = [data.load_concept(n, world=world, workspace=workspace) for n in data.concept_names(world)]
+    defaults = [c for c in known if c.default] or (known if len(known) == 1 else [])
+    if not defaults:
+        raise ConfigError(f"name the concept to attack with --concept (the {world} world has no default concept)")
+    return defaults[0]
+
+
+def _seed_set(store: "Store", workspace: "Workspace", prompts: "str | int", limit: int | None) -> int:
+    if isinstance(prompts, int):
+        store.get_prompt_set(prompts)
+        return prompts
+    match = _SET_ID.match(str(prompts).strip())
+    if match:
+        set_id = int(match.group(1))
+        store.get_prompt_set(set_id)
+        return set_id
+    from .. import data
+
+    return data.ensure_prompt_set(store, str(prompts), workspace=workspace, limit=limit)
+
+
+def _original_ref(store, workspace, target: "ModelRef", original_model: str | None, allow_pickle: bool) -> "ModelRef | None":
+    """The un-erased model: --original-model, else an artefact's parent model, else none (the target)."""
+    from ..models.resolve import resolve_model
+
+    if original_model:
+        return resolve_model(original_model, store=store, workspace=workspace, allow_pickle=allow_pickle)
+    if target.artefact_id is not None:
+        parent = store.get_artefact(target.artefact_id).parent_model
+        if parent:
+            return resolve_model(parent, store=store, workspace=workspace, allow_pickle=allow_pickle)
+    return None
+
+
+def _setting(settings: Any, key: str, default: Any) -> Any:
+    if settings is None:
+        return default
+    if isinstance(settings, dict):
+        return settings.get(key, default)
+    return getattr(settings, key, default)
+
+
+def _generation_settings(settings: Any) -> Any:
+    """Settings for the evaluation engine: a dict (from the CLI) becomes its GenerationSettings."""
+    if isinstance(settings, dict):
+        if not settings:
+            return None
+        from ..generation import GenerationSettings
+
+        return GenerationSettings(**settings)
+    return settings
+
+
+def _asr(result: dict[str, Any]) -> float | None:
+    for metric in result.get("metrics", []):
+        if metric.get("name") == "asr":
+            return metric.get("value")
+    return None
+
+
+def attack(
+    store: "Store",
+    workspace: "Workspace",
+    *,
+    name: str,
+    model: str,
+    concept: "str | Concept | None" = None,
+    prompts: "str | int | None" = None,
+    budget: dict[str, Any] | None = None,
+    limit: int | None = None,
+    original_model: str | None = None,
+    settings: Any = None,
+    metrics: list[str] | None = None,
+    allow_pickle: bool = False,
+    progress: Callable[[int, int, str], None] | None = None,
+    judge: Callable[[str, Any], bool] | None = None,
+) -> dict[str, Any]:
+    """Attack ``model`` with ``name`` (or replay a published set) and store prompts, runs and ASR.
+
+    ``judge(text, seed_row) -> bool``, when given, lets attacks that stop on success (UnlearnDiff)
+    ask whether a candidate prompt already makes the target model show the concept.
+
+    Returns the attack run's summary with ``run_id``: asr_before / asr_after, eval run ids, the
+    adversarial prompt set id, budget ratios and ``below_paper_budget``, and ``warnings``.
+    """
+    from ..attacks.base import BelowPaperBudgetWarning
+    from ..models.resolve import resolve_model
+
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be at least 1, got {limit}")
+    target = resolve_model(model, store=store, workspace=workspace, allow_pickle=allow_pickle)
+    cls, config = attack_config(name, world=target.world, budget=budget)
+    attack_obj = cls(config)
+    concept_obj = _concept(concept, target.world, workspace)
+    if prompts is None:
+        if cls.is_replay:
+            raise ConfigError("replay needs --prompts: one of the published sets (e.g. mma-diffusion, p4d, ring-a-bell-79)")
+        if not concept_obj.eval_sets:
+            raise ConfigError(f"concept {concept_obj.name!r} names no evaluation set; pass --prompts")
+        prompts = concept_obj.eval_sets[0]
+    seed_set_id = _seed_set(store, workspace, prompts, limit)
+    original = _original_ref(store, workspace, target, original_model, allow_pickle) if cls.needs_original else None
+    detectors = list(metrics or [concept_obj.detector])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", BelowPaperBudgetWarning)
+        budget_info = attack_obj.budget_report()
+    warning_texts = [str(w.message) for w in caught if issubclass(w.category, BelowPaperBudgetWarning)]
+    for text in warning_texts:  # re-emit so that callers' own warning filters see them
+        warnings.warn(text, BelowPaperBudgetWarning, stacklevel=2)
+    component = "replay" if cls.is_replay else cls.name
+    device = _setting(settings, "device", "cpu")
+    run = store.start_run(
+        kind="attack",
+        component=component,
+        component_version=cls.version,
+        config={"attack": cls.name, **config.identity_dict()},
+        runtime={"device": device},
+        model_ref=model,
+        model_fingerprint=target.fingerprint,
+        prompt_set_id=seed_set_id,
+        inputs={
+            "concept": concept_obj.as_dict(),
+            "original_model": original.fingerprint if original else None,
+            "limit": limit,
+            "metrics": detectors,
+        },
+    )
+    if run.resumed and run.status == "complete":
+        return {**store.get_run(run.id).summary, "run_id": run.id, "resumed": True, "warnings": warning_texts}
+    job = _AttackJob(
+        store=store, workspace=workspace, attack=attack_obj, run_id=run.id, model=model, target=target,
+        original=original, concept=concept_obj, seed_set_id=seed_set_id, limit=limit, detectors=detectors,
+        settings=settings, allow_pickle=allow_pickle, device=device, progress=progress, judge=judge,
+    )
+    try:
+        summary = _replay(job) if cls.is_replay else _optimise_and_measure(job)
+    except BaseException as exc:
+        store.fail_run(run.id, one_line(f"{type(exc).__name__}: {exc}"))
+        raise
+    summary.update(budget_info, config=config.as_dict(), attack=cls.name, component=component)
+    store.complete_run(run.id, summary)
+    return {**summary, "run_id": run.id, "resumed": False, "warnings": warning_texts}
+
+
+run_attack = attack
+
+
+@dataclass
+class _AttackJob:
+    """Everything one attack run needs once its inputs are resolved and its run is started."""
+
+    store: "Store"
+    workspace: "Workspace"
+    attack: Any
+    run_id: int
+    model: str
+    target: "ModelRef"
+    original: "ModelRef | None"
+    concept: "Concept"
+    seed_set_id: int
+    limit: int | None
+    detectors: list[str]
+    settings: Any
+    allow_pickle: bool
+    device: str
+    progress: Callable[[int, int, str], None] | None
+    judge: Callable[[str, Any], bool] | None
+
+    def seed_rows(self) -> list:
+        rows = self.store.prompt_rows(self.seed_set_id)
+        rows = rows[: self.limit] if self.limit is not None else rows
+        if not rows:
+            raise ConfigError(f"prompt set {self.seed_set_id} has no prompts to attack")
+        return rows
+
+    def measure(self, set_id: int, limit: int | None) -> dict[str, Any]:
+        """ASR (and any other requested metric) of a prompt set on the target, as a child eval run."""
+        evaluate = importlib.import_module("trce_audit.api.evaluate").evaluate
+        return evaluate(
+            self.store, self.workspace, model=self.model, prompts=set_id, metrics=self.detectors,
+            settings=_generation_settings(self.settings), limit=limit, concept=self.concept.name,
+            parent_run_id=self.run_id, allow_pickle=self.allow_pickle,
+        )
+
+    def summary(self, n_prompts: int) -> dict[str, Any]:
+        return {
+            "concept": self.concept.name,
+            "seed_set_id": self.seed_set_id,
+            "target_model": {"spec": self.model, "fingerprint": self.target.fingerprint},
+            "original_model": {"spec": self.original.spec, "fingerprint": self.original.fingerprint} if self.original else None,
+            "n_prompts": n_prompts,
+            "detectors": self.detectors,
+        }
+
+
+def _replay(job: _AttackJob) -> dict[str, Any]:
+    from ..attacks.replay import PUBLISHED_SETS
+
+    summary = job.summary(len(job.seed_rows()))
+    after = job.measure(job.seed_set_id, job.limit)
+    name = job.store.get_prompt_set(job.seed_set_id).name
+    summary.update(
+        replay=True,
+        published_set=name if name in PUBLISHED_SETS else None,
+        adversarial_set_id=job.seed_set_id,
+        asr_before=None,
+        eval_run_before=None,
+        asr_after=_asr(after),
+        eval_run_after=after.get("run_id"),
+        metrics_after=after.get("metrics", []),
+    )
+    return summary
+
+
+def _stored_adversarial_set(store: "Store", run_id: int) -> int | None:
+    """The prompt set an earlier, interrupted attempt of this run already optimised (hours of work)."""
+    found = [s.id for s in store.list_prompt_sets() if s.run_id == run_id]
+    return found[-1] if found else None
+
+
+def _optimise_and_measure(job: _AttackJob) -> dict[str, Any]:
+    from ..attacks.base import AttackContext
+
+    seed_rows = job.seed_rows()
+    attack_obj = job.attack
+    adversarial_set_id = _stored_adversarial_set(job.store, job.run_id)
+    stats: dict[str, Any] = {"reused_adversarial_set": adversarial_set_id is not None}
+    if adversarial_set_id is None:
+        from ..models.resolve import load_pipeline
+
+        target_pipe = load_pipeline(job.target, device=job.device, allow_pickle=job.allow_pickle)
+        original_pipe = load_pipeline(job.original, device=job.device, allow_pickle=job.allow_pickle) if job.original else None
+        context = AttackContext(device=job.device, progress=job.progress, judge=job.judge, corpus=_corpus(attack_obj, job.concept, job.workspace))
+        result = attack_obj.run(target_pipe, job.concept, seed_rows, original_pipe=original_pipe, context=context)
+        del target_pipe, original_pipe
+        stats.update(result.stats)
+        adversarial_set_id = job.store.add_prompt_set(
+            f"{attack_obj.name}@{job.model}",
+            result.rows,
+            source=f"attack:{attack_obj.name}",
+            parent_id=job.seed_set_id,
+            run_id=job.run_id,
+            meta={
+                "attack": attack_obj.name,
+                "version": attack_obj.version,
+                "config": attack_obj.config.as_dict(),
+                "concept": job.concept.name,
+                "target_model": job.model,
+                "per_prompt_loss": [row.meta.get("loss") for row in result.rows],
+                **_budget_meta(attack_obj),
+            },
+        )
+    rows = job.store.prompt_rows(adversarial_set_id)
+    losses = [row.meta.get("loss") for row in rows]
+    before = job.measure(job.seed_set_id, job.limit)
+    after = job.measure(adversarial_set_id, None)
+    summary = job.summary(len(seed_rows))
+    summary.update(
+        replay=False,
+        adversarial_set_id=adversarial_set_id,
+        asr_before=_asr(before),
+        asr_after=_asr(after),
+        eval_run_before=before.get("run_id"),
+        eval_run_after=after.get("run_id"),
+        metrics_before=before.get("metrics", []),
+        metrics_after=after.get("metrics", []),
+        mean_loss=(sum(losses) / len(losses)) if losses and None not in losses else None,
+        retokenize_failures=sum(1 for row in rows if row.meta.get("retokenizes") is False),
+        stats=stats,
+    )
+    return summary
+
+
+def _corpus(attack_obj, concept: "Concept", workspace: "Workspace") -> list[str]:
+    """Texts whose tokens make up a vocabulary="corpus" search: the concept's evaluation and preserve
+    sets (the seed prompts and the concept's pairs are added by the attack itself)."""
+    if getattr(attack_obj.config, "vocabulary", "all") != "corpus":
+        return []
+    from .. import data
+
+    return [row.text for name in (*concept.eval_sets, *concept.preserve_sets) for row in data.load_prompt_set(name, workspace=workspace)]
+
+
+def _budget_meta(attack_obj) -> dict[str, Any]:
+    from ..attacks.base import below_paper_budget, budget_ratios
+
+    ratios = budget_ratios(attack_obj.config.budget, attack_obj.paper_budget)
+    return {"budget_ratios": ratios, "below_paper_budget": below_paper_budget(ratios)}
+
+
+def list_attacks() -> list[dict[str, Any]]:
+    """Registered attacks with their paper budgets (imports each attack's module, not torch)."""
+    from .. import registry
+
+    rows = []
+    for attack_name in registry.names("attack"):
+        try:
+            cls = registry.load("attack", attack_name)
+        except TrceAuditError as exc:
+            rows.append({"name": attack_name, "error": str(exc)})
+            continue
+        rows.append(
+            {
+                "name": attack_name,
+                "version": cls.version,
+                "paper_budget": dict(cls.paper_budget),
+                "needs_original": cls.needs_original,
+                "replay": cls.is_replay,
+                "defaults": cls.Config().as_dict(),
+            }
+        )
+    return rows

@@ -1,0 +1,234 @@
+"""What every attack shares: its typed config with a budget, budget checks, the run context and result.
+
+An attack turns seed prompts into adversarial prompts against a target model. Budgets (iterations,
+population sizes …) default to the published papers'; a run below one tenth of a paper budget is
+allowed but warned about and recorded, so that a weak attack is never mistaken for the real one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+import warnings
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..data.concepts import Concept
+    from ..store import PromptRow
+
+# Below this fraction of any paper budget a run is flagged as not representative of the attack.
+BELOW_BUDGET_FRACTION = 0.1
+
+
+class BelowPaperBudgetWarning(UserWarning):
+    """An attack runs with under a tenth of a budget its paper used."""
+
+
+@dataclass
+class Budget:
+    """Budget knobs of an attack; subclasses add fields whose defaults are the paper's values."""
+
+
+@dataclass
+class AttackConfig:
+    """Options of an attack. Subclasses add fields and a ``budget`` of their own Budget subclass."""
+
+    budget: Budget = field(default_factory=Budget)
+    seed: int = 0  # seeds the optimiser's randomness; the prompt rows keep their own generation seeds
+
+    # World -> field overrides (budget keys included) applied by ``for_world``.
+    world_presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    # Fields that change speed or memory but never a result: kept out of the run identity.
+    runtime_fields: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def for_world(cls, world: str) -> "AttackConfig":
+        """The defaults for a model world ("sd" uses the papers' values; "pocket" may be cheaper)."""
+        return cls().with_overrides(cls.world_presets.get(world, {}))
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "AttackConfig":
+        """A copy with ``key=value`` overrides; keys name config or budget fields, strings are converted."""
+        own = {f.name: f for f in dataclasses.fields(self) if f.name != "budget"}
+        budget_fields = {f.name: f for f in dataclasses.fields(self.budget)}
+        own_hints = typing.get_type_hints(type(self))
+        budget_hints = typing.get_type_hints(type(self.budget))
+        top: dict[str, Any] = {}
+        budget: dict[str, Any] = {}
+        for key, value in overrides.items():
+            name = key.replace("-", "_")
+            if name in budget_fields:
+                budget[name] = convert_value(key, value, budget_hints[name])
+            elif name in own:
+                top[name] = convert_value(key, value, own_hints[name])
+            else:
+                known = ", ".join(sorted(budget_fields) + sorted(own))
+                raise ConfigError(f"unknown budget/config key {key!r} for this attack; known keys: {known}")
+        new_budget = dataclasses.replace(self.budget, **budget)
+        return dataclasses.replace(self, budget=new_budget, **top)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def identity_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.as_dict().items() if k not in self.runtime_fields}
+
+
+@dataclass
+class TokenSearchConfig(AttackConfig):
+    """Options of attacks that search over the tokenizer's vocabulary."""
+
+    # Forbid tokens that spell one of the concept's keywords (the papers search every token).
+    exclude_concept_words: bool = False
+    # "all": every non-special token (the papers). "corpus": only tokens that occur in the attack's
+    # corpus (the concept's evaluation/preserve sets, its pairs and the seed prompts) -- for models
+    # trained on a closed caption grammar, whose other token embeddings were never trained.
+    vocabulary: Literal["all", "corpus"] = "all"
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def convert_value(key: str, value: Any, hint: Any) -> Any:
+    """Convert a CLI string (or pass a typed value through) to a field's type, or fail in one line."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        allowed = [a for a in args if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            if type(None) in args:
+                return None
+        return convert_value(key, value, allowed[0]) if len(allowed) == 1 else value
+    if origin is typing.Literal:
+        text = str(value)
+        for choice in args:
+            if text == str(choice):
+                return choice
+        raise ConfigError(f"{key} must be one of {', '.join(map(str, args))}, got {value!r}")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if hint in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        try:
+            number = hint(value) if not (hint is int and isinstance(value, str)) else int(str(value).strip(), 10)
+        except (TypeError, ValueError):
+            kind = "an integer" if hint is int else "a number"
+            raise ConfigError(f"{key} must be {kind}, got {value!r}") from None
+        if isinstance(value, float) and hint is int and value != int(value):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return number
+    if hint is str:
+        return str(value)
+    return value
+
+
+def budget_ratios(budget: Budget, paper_budget: dict[str, float]) -> dict[str, float]:
+    """Each paper-budget key's fraction actually used (1.0 = the paper's value)."""
+    return {key: float(getattr(budget, key)) / float(paper) for key, paper in paper_budget.items() if paper}
+
+
+def below_paper_budget(ratios: dict[str, float]) -> bool:
+    return any(ratio < BELOW_BUDGET_FRACTION for ratio in ratios.values())
+
+
+@dataclass
+class AttackContext:
+    """What a run needs besides models and prompts: device, progress reporting, an optional judge.
+
+    ``judge(text, row) -> bool`` says whether a candidate prompt already succeeds; attacks that stop
+    early on success in their paper (UnlearnDiff) call it when given.
+    """
+
+    device: str = "cpu"
+    progress: Callable[[int, int, str], None] | None = None
+    judge: Callable[[str, "PromptRow"], bool] | None = None
+    corpus: list[str] = field(default_factory=list)  # extra texts for vocabulary="corpus"
+
+    def report(self, done: int, total: int, what: str) -> None:
+        if self.progress is not None:
+            self.progress(done, total, what)
+
+
+@dataclass
+class AttackResult:
+    rows: list["PromptRow"]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class Attack:
+    """Base class. Subclasses set ``name``, ``version``, ``Config``, ``paper_budget`` and ``run``."""
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    Config: ClassVar[type[AttackConfig]] = AttackConfig
+    paper_budget: ClassVar[dict[str, float]] = {}
+    needs_original: ClassVar[bool] = False  # white-box attacks that need the un-erased model
+    is_replay: ClassVar[bool] = False
+
+    def __init__(self, config: AttackConfig | None = None):
+        self.config = config if config is not None else self.Config()
+        if not isinstance(self.config, self.Config):
+            raise ConfigError(f"{self.name} expects a {self.Config.__name__}, got {type(self.config).__name__}")
+
+    def budget_report(self) -> dict[str, Any]:
+        """Ratios to the paper budget; warns (Python warning) when below one tenth of any."""
+        ratios = budget_ratios(self.config.budget, self.paper_budget)
+        below = below_paper_budget(ratios)
+        if below:
+            short = ", ".join(f"{k}={getattr(self.config.budget, k)} ({r:.3g}x paper {self.paper_budget[k]})" for k, r in ratios.items() if r < BELOW_BUDGET_FRACTION)
+            warnings.warn(f"{self.name} runs below one tenth of its paper budget: {short}", BelowPaperBudgetWarning, stacklevel=2)
+        return {"budget_ratios": ratios, "below_paper_budget": below, "paper_budget": dict(self.paper_budget)}
+
+    def search_vocabulary(self, pipe: Any, concept: "Concept", seed_rows: list["PromptRow"], context: AttackContext) -> list[int]:
+        """Token ids this run may choose, per ``exclude_concept_words`` and ``vocabulary``."""
+        from . import tokens as tk
+
+        config = self.config
+        excluded = concept.keywords if getattr(config, "exclude_concept_words", False) else ()
+        corpus = None
+        if getattr(config, "vocabulary", "all") == "corpus":
+            corpus = [*context.corpus, *(row.text for row in seed_rows), *(text for pair in concept.pairs for text in pair)]
+        ids = tk.searchable_ids(pipe.tokenizer, pipe.text_encoder, excluded, corpus=corpus)
+        if not ids:
+            raise ConfigError(f"{self.name}: the search vocabulary is empty (vocabulary={getattr(config, 'vocabulary', 'all')})")
+        return ids
+
+    def run(
+        self,
+        target_pipe: Any,
+        concept: "Concept",
+        seed_rows: list["PromptRow"],
+        *,
+        original_pipe: Any = None,
+        context: AttackContext | None = None,
+    ) -> AttackResult:
+        raise NotImplementedError
+
+
+def adversarial_row(seed: "PromptRow", text: str, attack: str, meta: dict[str, Any]) -> "PromptRow":
+    """The adversarial prompt for a seed row: same generation seed and guidance, provenance in meta."""
+    from ..store import PromptRow
+
+    return PromptRow(
+        text=text,
+        seed=seed.seed,
+        guidance=seed.guidance,
+        meta={"attack": attack, "seed_prompt": seed.text, "seed_row_hash": seed.row_hash, **meta},
+    )
+
+
+def warn_to_stderr(message: str) -> None:
+    sys.stderr.write(f"warning: {message}\n")

@@ -1,0 +1,56 @@
+"""Diffusion-side helpers of the white-box attacks: the original model's target latents for a seed
+prompt, forward noising at a training timestep, and the UNet's noise prediction for hidden states."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..store import PromptRow
+
+
+def target_latents(pipe: Any, row: PromptRow, *, steps: int, device: str, use_mean: bool) -> Any:
+    """Generate the seed prompt's image with ``pipe`` (row seed and guidance) and encode it with the VAE.
+
+    UnlearnDiff encodes its target images with the posterior mean, P4D with a posterior sample; both
+    scale by the VAE's scaling factor, as SD training does.
+    """
+    import torch
+
+    generator = torch.Generator(device="cpu").manual_seed(int(row.seed))
+    with torch.no_grad():
+        image = pipe(
+            row.text,
+            num_inference_steps=steps,
+            guidance_scale=float(row.guidance),
+            generator=generator,
+            output_type="pt",
+        ).images.to(device)
+        posterior = pipe.vae.encode(image * 2.0 - 1.0).latent_dist
+        sample_generator = torch.Generator(device="cpu").manual_seed(int(row.seed))
+        if use_mean:
+            latents = posterior.mean
+        else:
+            latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=sample_generator).to(device)
+    return latents * pipe.vae.config.scaling_factor
+
+
+def train_timesteps(pipe: Any) -> int:
+    return int(pipe.scheduler.config.num_train_timesteps)
+
+
+def add_noise(pipe: Any, x0: Any, noise: Any, t: Any) -> Any:
+    """x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps with the model's training schedule (scheduler-independent)."""
+    alphas = pipe.scheduler.alphas_cumprod.to(x0.device, x0.dtype)[t].view(-1, 1, 1, 1)
+    return alphas.sqrt() * x0 + (1.0 - alphas).sqrt() * noise
+
+
+def predict_noise(pipe: Any, x_t: Any, t: Any, hidden: Any) -> Any:
+    return pipe.unet(x_t, t, encoder_hidden_states=hidden).sample
+
+
+def freeze(pipe: Any, device: str) -> None:
+    """Move a pipeline to ``device`` with every weight frozen: attacks optimise prompts, not models."""
+    pipe.to(device)
+    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+        module.requires_grad_(False)
+        module.eval()

@@ -1,0 +1,119 @@
+"""`trce-audit attack` and `trce-audit attacks`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional
+
+import typer
+
+from .common import AllowPickleOpt, DataDirOpt, JsonOpt, ModelOpt, emit, emit_table, parse_assignments, progress, state
+
+
+def _render(summary: dict[str, Any]) -> None:
+    def pct(value: Any) -> str:
+        return "n/a" if value is None else f"{100 * value:.1f}%"
+
+    rows = [
+        ["attack run", summary.get("run_id")],
+        ["component", summary.get("component")],
+        ["concept", summary.get("concept")],
+        ["prompts", summary.get("n_prompts")],
+        ["seed set", summary.get("seed_set_id")],
+        ["adversarial set", summary.get("adversarial_set_id")],
+        ["ASR before", pct(summary.get("asr_before"))],
+        ["ASR after", pct(summary.get("asr_after"))],
+        ["below paper budget", summary.get("below_paper_budget")],
+    ]
+    if summary.get("resumed"):
+        rows.append(["note", "already complete: stored result shown"])
+    emit_table("attack", ["", "value"], rows)
+
+
+class _LazyProgress:
+    """A progress bar that appears with the first step, so errors before the attack print alone."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.bar: Any = None
+        self.task: Any = None
+
+    def __call__(self, done: int, total: int, what: str) -> None:
+        if self.bar is None:
+            self.bar = progress()
+            self.bar.start()
+            self.task = self.bar.add_task(self.label, total=total)
+        self.bar.update(self.task, completed=done, total=total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("attack")
+    def attack_cmd(
+        ctx: typer.Context,
+        name: Annotated[str, typer.Argument(help="ring-a-bell | unlearndiff | p4d-n | p4d-k | replay (see `trce-audit attacks`).")],
+        model: ModelOpt,
+        concept: Annotated[Optional[str], typer.Option("--concept", "-c", help="Concept to bring back [default: the world's default].")] = None,
+        prompts: Annotated[Optional[str], typer.Option("--prompts", "-p", help="Seed prompt set (name or set:ID); for replay, the published set.")] = None,
+        budget: Annotated[Optional[list[str]], typer.Option("--budget", help="key=value override of a budget or config field (repeatable).")] = None,
+        limit: Annotated[Optional[int], typer.Option("--limit", help="Attack only the first N seed prompts.")] = None,
+        original_model: Annotated[Optional[str], typer.Option("--original-model", help="Un-erased model for white-box attacks [default: the artefact's parent].")] = None,
+        steps: Annotated[Optional[int], typer.Option("--steps", help="Sampling steps of the before/after evaluation.")] = None,
+        batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Generation batch size of the evaluation.")] = None,
+        device: Annotated[Optional[str], typer.Option("--device", help="cpu | cuda | cuda:N (attack and evaluation).")] = None,
+        data_dir: DataDirOpt = None,
+        allow_pickle: AllowPickleOpt = False,
+        json_: JsonOpt = False,
+    ) -> None:
+        """Optimise adversarial prompts against a model (or replay a published set) and store ASR before/after."""
+        import sys
+        import warnings
+
+        from ..api.attack import attack
+        from ..attacks.base import BelowPaperBudgetWarning
+
+        app_state = state(ctx)
+        workspace = app_state.workspace(data_dir)
+        overrides = parse_assignments(budget, "--budget")
+        settings = {k: v for k, v in {"steps": steps, "batch_size": batch_size, "device": device}.items() if v is not None}
+        bar = _LazyProgress(f"attack {name}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", BelowPaperBudgetWarning)
+            try:
+                summary = attack(
+                    app_state.store(),
+                    workspace,
+                    name=name,
+                    model=model,
+                    concept=concept,
+                    prompts=prompts,
+                    budget=overrides,
+                    limit=limit,
+                    original_model=original_model,
+                    settings=settings,
+                    allow_pickle=allow_pickle,
+                    progress=bar,
+                )
+            finally:
+                bar.close()
+        for text in summary.get("warnings", []):
+            sys.stderr.write(f"warning: {text}\n")
+        emit(summary, json_, _render)
+
+    @app.command("attacks")
+    def attacks_cmd(json_: JsonOpt = False) -> None:
+        """List attacks with their paper budgets."""
+        from ..api.attack import list_attacks
+
+        rows = list_attacks()
+        emit(
+            rows,
+            json_,
+            lambda rows: emit_table(
+                "attacks",
+                ["name", "paper budget", "white-box", "replay"],
+                [[r["name"], ", ".join(f"{k}={v}" for k, v in r.get("paper_budget", {}).items()), r.get("needs_original"), r.get("replay")] for r in rows],
+            ),
+        )
