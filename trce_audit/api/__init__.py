@@ -14,6 +14,9 @@ _EXPORTS: dict[str, str] = {
     "show_run": "runs",
     "list_models": "models",
     "resolve": "models",
+    "generate": "generate",
+    "resolve_prompt_set": "generate",
+    "evaluate": "evaluate",
 }
 
 
