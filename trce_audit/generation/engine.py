@@ -57,13 +57,27 @@ class BatchSampler:
             self._uncond = self.encode([""])
         return self._uncond
 
-    @torch.no_grad()
     def sample(self, rows: Sequence[PromptRow]) -> np.ndarray:
         """(B, H, W, 3) uint8 images for ``rows``."""
+        return self.decode(self.denoise(rows))
+
+    def generators(self, rows: Sequence[PromptRow]) -> list[torch.Generator]:
+        return [torch.Generator("cpu").manual_seed(int(row.seed)) for row in rows]
+
+    def initial_latents(self, rows: Sequence[PromptRow], generators: list[torch.Generator], sigma: float) -> torch.Tensor:
         from diffusers.utils.torch_utils import randn_tensor
 
+        scale = self.pipe.vae_scale_factor
+        shape = (len(rows), self.pipe.unet.config.in_channels, self.settings.height // scale, self.settings.width // scale)
+        # Drawn on the CPU from each row's generator, then moved: the same noise on every device.
+        latents = randn_tensor(shape, generator=generators, device=torch.device("cpu"), dtype=torch.float32)
+        return (latents * sigma).to(self.device, self.dtype)
+
+    @torch.no_grad()
+    def denoise(self, rows: Sequence[PromptRow]) -> torch.Tensor:
+        """Final latents for ``rows``."""
         pipe, settings, n = self.pipe, self.settings, len(rows)
-        generators = [torch.Generator("cpu").manual_seed(int(row.seed)) for row in rows]
+        generators = self.generators(rows)
         guidance = torch.tensor([float(row.guidance) for row in rows], device=self.device, dtype=self.dtype)
         # Rows at guidance <= 1 use the conditional prediction alone, as the diffusers pipeline does.
         use_cfg = guidance > 1.0
@@ -74,11 +88,7 @@ class BatchSampler:
 
         scheduler = make_scheduler(pipe, settings.scheduler)
         scheduler.set_timesteps(settings.steps, device=self.device)
-        scale = pipe.vae_scale_factor
-        shape = (n, pipe.unet.config.in_channels, settings.height // scale, settings.width // scale)
-        # Drawn on the CPU from each row's generator, then moved: the same noise on every device.
-        latents = randn_tensor(shape, generator=generators, device=torch.device("cpu"), dtype=torch.float32)
-        latents = (latents * scheduler.init_noise_sigma).to(self.device, self.dtype)
+        latents = self.initial_latents(rows, generators, scheduler.init_noise_sigma)
         step_kwargs = {"generator": generators} if "generator" in inspect.signature(scheduler.step).parameters else {}
 
         for t in scheduler.timesteps:
@@ -91,7 +101,7 @@ class BatchSampler:
                 guided = uncond_noise + g * (cond_noise - uncond_noise)
                 noise = torch.where(use_cfg.view(-1, 1, 1, 1), guided, cond_noise)
             latents = scheduler.step(noise, t, latents, **step_kwargs).prev_sample
-        return self.decode(latents)
+        return latents
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> np.ndarray:
