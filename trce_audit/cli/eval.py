@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .common import AllowPickleOpt, DataDirOpt, JsonOpt, ModelOpt, emit, emit_table, progress, state
+from .common import AllowPickleOpt, DataDirOpt, JsonOpt, ModelOpt, emit, emit_table, state
 from .generate import (
     BatchOpt, DeviceOpt, DtypeOpt, HeightOpt, LimitOpt, ProgressReporter, PromptsOpt, SchedulerOpt, StepsOpt, WidthOpt,
     make_settings,
@@ -90,10 +90,10 @@ def register(app: typer.Typer) -> None:
         app_state = state(ctx)
         settings = make_settings(steps, height, width, batch_size, dtype, scheduler, device)
         options = metric_options(metric, threshold, classes, nudenet_weights, fid_ref, inception, clip_model)
-        with progress() as bar:
+        with ProgressReporter() as report:
             result = evaluate(
                 app_state.store(), app_state.workspace(data_dir), model=model, prompts=prompts, metrics=metric,
                 settings=settings, limit=limit, concept=concept, allow_pickle=allow_pickle, metric_options=options,
-                progress=ProgressReporter(bar),
+                progress=report,
             )
         emit(result, json_, _render)

@@ -30,13 +30,25 @@ def make_settings(steps: int, height, width, batch_size: int, dtype: str, schedu
 
 
 class ProgressReporter:
-    """Adapts the api's (stage, done, total) callbacks to one Rich bar per stage."""
+    """Adapts the api's (stage, done, total) callbacks to one Rich bar per stage.
 
-    def __init__(self, bar):
-        self.bar = bar
+    The bar starts on the first callback, so input errors raised before any work print as one line."""
+
+    def __init__(self):
+        self.bar = None
         self.tasks: dict[str, Any] = {}
 
+    def __enter__(self) -> "ProgressReporter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
     def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = progress()
+            self.bar.start()
         if stage not in self.tasks:
             self.tasks[stage] = self.bar.add_task(stage, total=total)
         self.bar.update(self.tasks[stage], completed=done, total=total)
@@ -65,8 +77,7 @@ def register(app: typer.Typer) -> None:
 
         app_state = state(ctx)
         settings = make_settings(steps, height, width, batch_size, dtype, scheduler, device)
-        with progress() as bar:
-            report = ProgressReporter(bar)
+        with ProgressReporter() as report:
             result = generate(
                 app_state.store(), app_state.workspace(data_dir), model=model, prompts=prompts, settings=settings,
                 limit=limit, allow_pickle=allow_pickle, progress=lambda done, total: report("generate", done, total),
