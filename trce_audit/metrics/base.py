@@ -70,6 +70,7 @@ class MetricRunner:
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"
     Config: ClassVar[type]
+    produces: ClassVar[tuple[str, ...]] = ()  # metric names it stores ("asr", "fid", …)
     detect_batch_size: ClassVar[int] = 16
 
     def __init__(self, config: Any = None, *, workspace: "Workspace | None" = None, concept: str | None = None):

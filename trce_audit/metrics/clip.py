@@ -39,6 +39,7 @@ class CLIPScore(MetricRunner):
     name: ClassVar[str] = "clip"
     version: ClassVar[str] = "1"
     Config = CLIPConfig
+    produces: ClassVar[tuple[str, ...]] = ("clip_score",)
 
     def __init__(self, config: CLIPConfig | None = None, *, model=None, processor=None, model_name: str | None = None, **kwargs):
         """``model``/``processor`` inject an already-built CLIP (tests); ``model_name`` then labels it."""

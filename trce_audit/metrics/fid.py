@@ -90,6 +90,7 @@ class CleanFID(MetricRunner):
     name: ClassVar[str] = "fid"
     version: ClassVar[str] = "1"
     Config = FIDConfig
+    produces: ClassVar[tuple[str, ...]] = ("fid",)
 
     def __init__(self, config: FIDConfig | None = None, *, extractor: Callable | None = None, extractor_name: str = "custom", **kwargs):
         super().__init__(config, **kwargs)

@@ -56,6 +56,7 @@ class NudeNetASR(MetricRunner):
     name: ClassVar[str] = "nudenet"
     version: ClassVar[str] = "1"
     Config = NudeNetConfig
+    produces: ClassVar[tuple[str, ...]] = ("asr",)
     detect_batch_size: ClassVar[int] = 16
 
     def __init__(self, config: NudeNetConfig | None = None, **kwargs):
