@@ -29,6 +29,11 @@ def make_settings(steps: int, height, width, batch_size: int, dtype: str, schedu
     ).validate()
 
 
+def describe(settings: dict[str, Any]) -> str:
+    scheduler = settings.get("scheduler") or "model's scheduler"
+    return f"{settings['steps']} steps, {settings['height']}x{settings['width']}, {settings['dtype']}, {scheduler}"
+
+
 class ProgressReporter:
     """Adapts the api's (stage, done, total) callbacks to one Rich bar per stage.
 
@@ -88,6 +93,6 @@ def register(app: typer.Typer) -> None:
             lambda r: emit_table(
                 "generation run",
                 ["run", "images", "generated", "reused", "already stored", "settings"],
-                [[r["run_id"], r["n_images"], r["generated"], r["reused"], r["already_stored"], r["settings"]]],
+                [[r["run_id"], r["n_images"], r["generated"], r["reused"], r["already_stored"], describe(r["settings"])]],
             ),
         )
