@@ -27,6 +27,9 @@ _EXPORTS: dict[str, str] = {
     "run_attack": "attack",
     "attack_config": "attack",
     "list_attacks": "attack",
+    "generate": "generate",
+    "resolve_prompt_set": "generate",
+    "evaluate": "evaluate",
 }
 
 

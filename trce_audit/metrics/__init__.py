@@ -1,3 +1,7 @@
 """Metric runners. Each module holds one runner; ``BUILTIN`` maps plugin ids to classes lazily."""
 
-BUILTIN: dict[str, str] = {}
+BUILTIN: dict[str, str] = {
+    "nudenet": "trce_audit.metrics.nudenet:NudeNetASR",
+    "fid": "trce_audit.metrics.fid:CleanFID",
+    "clip": "trce_audit.metrics.clip:CLIPScore",
+}

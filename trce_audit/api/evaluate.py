@@ -1,0 +1,141 @@
+"""Evaluate a model on a prompt set: generate (or reuse) its images, then run metric runners on them.
+
+An "eval" run is one model x prompt set x metric list; its metrics are attached to it and its summary
+names the generation run it scored. Rerunning the same evaluation reuses the stored images and
+per-image detections and returns the stored numbers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..errors import ConfigError, one_line
+
+if TYPE_CHECKING:
+    from ..generation import GenerationSettings
+    from ..metrics.base import MetricRunner
+    from ..store import Store
+    from ..workspace import Workspace
+
+
+def build_runners(
+    metrics: list[str], metric_options: dict[str, dict[str, Any]] | None, workspace: "Workspace", concept: str | None
+) -> list["MetricRunner"]:
+    """Runner objects for the metric names, checked before anything is generated."""
+    from .. import registry
+
+    if not metrics:
+        raise ConfigError("no metric given; pass at least one (e.g. --metric nudenet)")
+    if len(set(metrics)) != len(metrics):
+        raise ConfigError(f"a metric is named twice in {metrics}")
+    options = dict(metric_options or {})
+    unknown = sorted(set(options) - set(metrics))
+    if unknown:
+        raise ConfigError(f"options given for metric(s) not requested: {', '.join(unknown)}")
+    return [
+        registry.load("metric", name).from_options(options.get(name), workspace=workspace, concept=concept)
+        for name in metrics
+    ]
+
+
+def _metric_record(metric) -> dict[str, Any]:
+    return {
+        "name": metric.name,
+        "value": metric.value,
+        "n": metric.n,
+        "ci_low": metric.ci_low,
+        "ci_high": metric.ci_high,
+        "protocol": metric.protocol,
+    }
+
+
+def evaluate(
+    store: "Store",
+    workspace: "Workspace",
+    *,
+    model: str,
+    prompts: str | int,
+    metrics: list[str],
+    settings: "GenerationSettings | None" = None,
+    limit: int | None = None,
+    concept: str | None = None,
+    parent_run_id: int | None = None,
+    allow_pickle: bool = False,
+    metric_options: dict[str, dict[str, Any]] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Generate-then-measure; returns {run_id, generation_run_id, n_images, metrics: [...]}."""
+    from ..generation import GenerationSettings
+    from ..generation.runner import run_generation
+    from ..models.resolve import resolve_model
+    from .generate import resolve_prompt_set
+
+    settings = (settings or GenerationSettings()).validate()
+    runners = build_runners(list(metrics), metric_options, workspace, concept)
+    ref = resolve_model(model, store=store, workspace=workspace, allow_pickle=allow_pickle)
+    set_id = resolve_prompt_set(store, workspace, prompts, limit=limit)
+    prompt_set = store.get_prompt_set(set_id)
+
+    generation = run_generation(
+        store, workspace, ref, set_id, settings,
+        limit=limit, parent_run_id=parent_run_id, allow_pickle=allow_pickle,
+        progress=(lambda done, total: progress("generate", done, total)) if progress else None,
+    )
+    handle = store.start_run(
+        kind="eval",
+        component="+".join(runner.name for runner in runners),
+        config={
+            "metrics": {runner.name: {"version": runner.version, **runner.config_dict()} for runner in runners},
+            "concept": concept,
+        },
+        runtime=generation.settings.runtime(),
+        model_ref=ref.spec,
+        model_fingerprint=ref.fingerprint,
+        prompt_set_id=set_id,
+        parent_run_id=parent_run_id,
+        inputs={"generation_run": generation.identity},
+    )
+    context = {
+        "prompt_set": {"id": set_id, "name": prompt_set.name, "sha256": prompt_set.sha256, "limit": limit},
+        "model": {"spec": ref.spec, "fingerprint": ref.fingerprint},
+        "generation": {"run_id": generation.run_id, **generation.settings.pixel_config()},
+        "concept": concept,
+    }
+    try:
+        stored = {m.name for m in store.metrics(handle.id)}
+        for runner in runners:
+            if runner.produces and stored.issuperset(runner.produces):
+                continue  # a repeated evaluation: its numbers are stored already
+            if progress:
+                progress(runner.name, 0, generation.n_images)
+            values = runner.score(store, handle.id, generation.images)
+            for value in values:
+                if value.name in stored:  # resumed run: this number is already attached
+                    continue
+                store.add_metric(
+                    handle.id, value.name, value.value, n=value.n, ci_low=value.ci_low, ci_high=value.ci_high,
+                    protocol={**value.protocol, **context},
+                )
+                stored.add(value.name)
+            if progress:
+                progress(runner.name, generation.n_images, generation.n_images)
+    except BaseException as exc:
+        store.fail_run(handle.id, one_line(f"{type(exc).__name__}: {exc}"))
+        raise
+    records = [_metric_record(m) for m in store.metrics(handle.id)]
+    store.complete_run(
+        handle.id,
+        {
+            "generation_run_id": generation.run_id,
+            "n_images": generation.n_images,
+            "metrics": {r["name"]: r["value"] for r in records},
+        },
+    )
+    return {
+        "run_id": handle.id,
+        "generation_run_id": generation.run_id,
+        "n_images": generation.n_images,
+        "generated": generation.generated,
+        "reused_images": generation.reused,
+        "metrics": records,
+    }

@@ -1,0 +1,99 @@
+"""`trce-audit eval`: generate (or reuse) images for a model and prompt set, then measure them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from .common import AllowPickleOpt, DataDirOpt, JsonOpt, ModelOpt, emit, emit_table, state
+from .generate import (
+    BatchOpt, DeviceOpt, DtypeOpt, HeightOpt, LimitOpt, ProgressReporter, PromptsOpt, SchedulerOpt, StepsOpt, WidthOpt,
+    make_settings,
+)
+
+
+def metric_options(
+    metrics: list[str], threshold, classes, nudenet_weights, fid_ref, inception, clip_model
+) -> dict[str, dict[str, Any]]:
+    """Per-metric options from the flat CLI flags; a flag for a metric not requested is an error."""
+    from ..errors import ConfigError
+
+    by_metric: dict[str, dict[str, Any]] = {
+        "nudenet": {"threshold": threshold, "classes": classes, "weights": nudenet_weights},
+        "fid": {"reference": fid_ref, "inception_weights": inception},
+        "clip": {"model": clip_model},
+    }
+    options: dict[str, dict[str, Any]] = {}
+    for metric, values in by_metric.items():
+        given = {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items() if v is not None}
+        if given and metric not in metrics:
+            raise ConfigError(f"options {', '.join(sorted(given))} belong to --metric {metric}, which was not requested")
+        if given:
+            options[metric] = given
+    return options
+
+
+def _render(result: dict[str, Any]) -> None:
+    emit_table(
+        f"eval run {result['run_id']} (generation run {result['generation_run_id']}, {result['n_images']} images)",
+        ["metric", "value", "n", "95% interval", "protocol"],
+        [
+            [
+                m["name"],
+                f"{m['value']:.4f}",
+                m["n"],
+                "" if m["ci_low"] is None else f"[{m['ci_low']:.3f}, {m['ci_high']:.3f}]",
+                ", ".join(
+                    f"{k}={m['protocol'][k]}"
+                    for k in ("detector", "detector_version", "threshold", "classes_preset", "model_id", "reference")
+                    if k in m["protocol"]
+                ),
+            ]
+            for m in result["metrics"]
+        ],
+    )
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("eval")
+    def eval_cmd(
+        ctx: typer.Context,
+        model: ModelOpt,
+        prompts: PromptsOpt,
+        metric: Annotated[list[str], typer.Option("--metric", help="Metric to compute (repeatable): nudenet, fid, clip, …")],
+        limit: LimitOpt = None,
+        steps: StepsOpt = 30,
+        height: HeightOpt = None,
+        width: WidthOpt = None,
+        batch_size: BatchOpt = 8,
+        dtype: DtypeOpt = "fp32",
+        scheduler: SchedulerOpt = None,
+        device: DeviceOpt = "cpu",
+        concept: Annotated[Optional[str], typer.Option("--concept", help="Concept under audit (for concept detectors).")] = None,
+        threshold: Annotated[Optional[float], typer.Option("--threshold", help="nudenet: score threshold [0.45].")] = None,
+        classes: Annotated[Optional[str], typer.Option("--classes", help="nudenet: counted classes, trce|mua|strict [trce].")] = None,
+        nudenet_weights: Annotated[Optional[Path], typer.Option("--nudenet-weights", help="nudenet: another ONNX file.")] = None,
+        fid_ref: Annotated[Optional[Path], typer.Option("--fid-ref", help="fid: reference image folder or .npz with mu/sigma.")] = None,
+        inception: Annotated[
+            Optional[Path], typer.Option("--inception-weights", help="fid: local torchscript Inception (clean-fid's inception-2015-12-05.pt).")
+        ] = None,
+        clip_model: Annotated[Optional[str], typer.Option("--clip-model", help="clip: model id or folder [openai/clip-vit-large-patch14].")] = None,
+        data_dir: DataDirOpt = None,
+        allow_pickle: AllowPickleOpt = False,
+        json_: JsonOpt = False,
+    ) -> None:
+        """Generate (reusing stored images) and measure (reusing stored detections); stores an eval run."""
+        from ..api.evaluate import evaluate
+
+        app_state = state(ctx)
+        settings = make_settings(steps, height, width, batch_size, dtype, scheduler, device)
+        options = metric_options(metric, threshold, classes, nudenet_weights, fid_ref, inception, clip_model)
+        with ProgressReporter() as report:
+            result = evaluate(
+                app_state.store(), app_state.workspace(data_dir), model=model, prompts=prompts, metrics=metric,
+                settings=settings, limit=limit, concept=concept, allow_pickle=allow_pickle, metric_options=options,
+                progress=report,
+            )
+        emit(result, json_, _render)

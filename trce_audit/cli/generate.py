@@ -1,0 +1,98 @@
+"""`trce-audit generate`: make one image per prompt (batched, seeded, resumable)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional
+
+import typer
+
+from .common import AllowPickleOpt, DataDirOpt, JsonOpt, ModelOpt, emit, emit_table, progress, state
+
+PromptsOpt = Annotated[str, typer.Option("--prompts", "-p", help="Prompt set: a name (i2p, p4d, …), a stored id or set:ID.")]
+LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N prompts.")]
+StepsOpt = Annotated[int, typer.Option("--steps", min=1, help="Denoising steps.")]
+HeightOpt = Annotated[Optional[int], typer.Option("--height", help="Image height [default: the model's].")]
+WidthOpt = Annotated[Optional[int], typer.Option("--width", help="Image width [default: the model's].")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Prompts per batch (does not change images).")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16.")]
+SchedulerOpt = Annotated[
+    Optional[str], typer.Option("--scheduler", help="ddim, pndm, dpm++, euler, euler-a, lms [default: the model's].")
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N (does not change the run identity).")]
+
+
+def make_settings(steps: int, height, width, batch_size: int, dtype: str, scheduler, device: str):
+    from ..generation import GenerationSettings
+
+    return GenerationSettings(
+        steps=steps, height=height, width=width, batch_size=batch_size, dtype=dtype, scheduler=scheduler, device=device
+    ).validate()
+
+
+def describe(settings: dict[str, Any]) -> str:
+    scheduler = settings.get("scheduler") or "model's scheduler"
+    return f"{settings['steps']} steps, {settings['height']}x{settings['width']}, {settings['dtype']}, {scheduler}"
+
+
+class ProgressReporter:
+    """Adapts the api's (stage, done, total) callbacks to one Rich bar per stage.
+
+    The bar starts on the first callback, so input errors raised before any work print as one line."""
+
+    def __init__(self):
+        self.bar = None
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> "ProgressReporter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = progress()
+            self.bar.start()
+        if stage not in self.tasks:
+            self.tasks[stage] = self.bar.add_task(stage, total=total)
+        self.bar.update(self.tasks[stage], completed=done, total=total)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("generate")
+    def generate_cmd(
+        ctx: typer.Context,
+        model: ModelOpt,
+        prompts: PromptsOpt,
+        limit: LimitOpt = None,
+        steps: StepsOpt = 30,
+        height: HeightOpt = None,
+        width: WidthOpt = None,
+        batch_size: BatchOpt = 8,
+        dtype: DtypeOpt = "fp32",
+        scheduler: SchedulerOpt = None,
+        device: DeviceOpt = "cpu",
+        data_dir: DataDirOpt = None,
+        allow_pickle: AllowPickleOpt = False,
+        json_: JsonOpt = False,
+    ) -> None:
+        """Generate one image per prompt; a rerun makes only the missing ones."""
+        from ..api.generate import generate
+
+        app_state = state(ctx)
+        settings = make_settings(steps, height, width, batch_size, dtype, scheduler, device)
+        with ProgressReporter() as report:
+            result = generate(
+                app_state.store(), app_state.workspace(data_dir), model=model, prompts=prompts, settings=settings,
+                limit=limit, allow_pickle=allow_pickle, progress=lambda done, total: report("generate", done, total),
+            )
+        emit(
+            result,
+            json_,
+            lambda r: emit_table(
+                "generation run",
+                ["run", "images", "generated", "reused", "already stored", "settings"],
+                [[r["run_id"], r["n_images"], r["generated"], r["reused"], r["already_stored"], describe(r["settings"])]],
+            ),
+        )

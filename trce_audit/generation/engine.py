@@ -1,0 +1,111 @@
+"""The batched sampler: one text-encoder pass, one UNet pass per step and one VAE decode per batch.
+
+Each row brings its own seed (a CPU ``torch.Generator`` per sample draws its initial latents and any
+per-step noise) and its own guidance scale (classifier-free guidance is applied with a per-row guidance
+tensor), so an image does not depend on which batch it was in, nor on the device's random generator.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..store import PromptRow
+from .settings import SCHEDULERS, GenerationSettings
+
+TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def make_scheduler(pipe, name: str | None):
+    """A fresh scheduler (multistep schedulers keep state between steps, so never share one)."""
+    import diffusers
+
+    cls = type(pipe.scheduler) if name is None else getattr(diffusers, SCHEDULERS[name])
+    return cls.from_config(pipe.scheduler.config)
+
+
+@dataclass
+class BatchSampler:
+    """Turns prompt rows into uint8 RGB arrays with a loaded StableDiffusionPipeline's components."""
+
+    pipe: Any
+    settings: GenerationSettings
+
+    def __post_init__(self) -> None:
+        self.device = torch.device(self.settings.device)
+        self.dtype = TORCH_DTYPES[self.settings.dtype]
+        self._uncond: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        tokenizer = self.pipe.tokenizer
+        ids = tokenizer(
+            list(texts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids.to(self.device)
+        encoder = self.pipe.text_encoder
+        mask = None
+        if getattr(encoder.config, "use_attention_mask", False):
+            mask = (ids != tokenizer.pad_token_id).long()
+        return encoder(ids, attention_mask=mask)[0].to(self.dtype)
+
+    def unconditional(self) -> torch.Tensor:
+        if self._uncond is None:
+            self._uncond = self.encode([""])
+        return self._uncond
+
+    def sample(self, rows: Sequence[PromptRow]) -> np.ndarray:
+        """(B, H, W, 3) uint8 images for ``rows``."""
+        return self.decode(self.denoise(rows))
+
+    def generators(self, rows: Sequence[PromptRow]) -> list[torch.Generator]:
+        return [torch.Generator("cpu").manual_seed(int(row.seed)) for row in rows]
+
+    def initial_latents(self, rows: Sequence[PromptRow], generators: list[torch.Generator], sigma: float) -> torch.Tensor:
+        from diffusers.utils.torch_utils import randn_tensor
+
+        scale = self.pipe.vae_scale_factor
+        shape = (len(rows), self.pipe.unet.config.in_channels, self.settings.height // scale, self.settings.width // scale)
+        # Drawn on the CPU from each row's generator, then moved: the same noise on every device.
+        latents = randn_tensor(shape, generator=generators, device=torch.device("cpu"), dtype=torch.float32)
+        return (latents * sigma).to(self.device, self.dtype)
+
+    @torch.no_grad()
+    def denoise(self, rows: Sequence[PromptRow]) -> torch.Tensor:
+        """Final latents for ``rows``."""
+        pipe, settings, n = self.pipe, self.settings, len(rows)
+        generators = self.generators(rows)
+        guidance = torch.tensor([float(row.guidance) for row in rows], device=self.device, dtype=self.dtype)
+        # Rows at guidance <= 1 use the conditional prediction alone, as the diffusers pipeline does.
+        use_cfg = guidance > 1.0
+        any_cfg = bool(use_cfg.any())
+
+        cond = self.encode([row.text for row in rows])
+        context = torch.cat([self.unconditional().expand(n, -1, -1), cond]) if any_cfg else cond
+
+        scheduler = make_scheduler(pipe, settings.scheduler)
+        scheduler.set_timesteps(settings.steps, device=self.device)
+        latents = self.initial_latents(rows, generators, scheduler.init_noise_sigma)
+        step_kwargs = {"generator": generators} if "generator" in inspect.signature(scheduler.step).parameters else {}
+
+        for t in scheduler.timesteps:
+            model_input = torch.cat([latents, latents]) if any_cfg else latents
+            model_input = scheduler.scale_model_input(model_input, t)
+            noise = pipe.unet(model_input, t, encoder_hidden_states=context).sample
+            if any_cfg:
+                uncond_noise, cond_noise = noise.chunk(2)
+                g = guidance.view(-1, 1, 1, 1)
+                guided = uncond_noise + g * (cond_noise - uncond_noise)
+                noise = torch.where(use_cfg.view(-1, 1, 1, 1), guided, cond_noise)
+            latents = scheduler.step(noise, t, latents, **step_kwargs).prev_sample
+        return latents
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        vae = self.pipe.vae
+        images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+        images = (images / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy()
+        return (images * 255).round().astype(np.uint8)

@@ -1,0 +1,199 @@
+"""Generation runs in the store: resumable by run identity, images reused by sample hash.
+
+A run's identity covers the model fingerprint, the prompt-set sha and the settings that change pixels
+(steps, size, dtype, scheduler, limit); batch size and device are runtime only. Each finished batch is
+recorded in one transaction, so a killed run loses at most the batch in flight and a rerun makes only
+the images still missing. A sample hash (prompt text, seed, guidance, pixel settings, model
+fingerprint) names one image: an identical sample stored by any earlier run is referenced, not redrawn.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from ..errors import DataError, one_line
+from ..hashing import hash_obj, sha256_file
+from ..store import PromptRow
+from .settings import GenerationSettings
+
+if TYPE_CHECKING:
+    from ..models.resolve import ModelRef
+    from ..store import Store
+    from ..workspace import Workspace
+
+ENGINE_NAME = "batched-sd"
+ENGINE_VERSION = "1"
+
+ProgressFn = Callable[[int, int], None]  # (images done, images total)
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    generation_id: int
+    prompt: PromptRow
+    image_path: str
+    image_sha256: str
+    sample_hash: str
+
+
+@dataclass
+class GenerationResult:
+    run_id: int
+    identity: str
+    prompt_set_id: int
+    settings: GenerationSettings
+    images: list[GeneratedImage] = field(default_factory=list)
+    generated: int = 0
+    reused: int = 0
+    already_stored: int = 0
+
+    @property
+    def n_images(self) -> int:
+        return len(self.images)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "identity": self.identity,
+            "prompt_set_id": self.prompt_set_id,
+            "n_images": self.n_images,
+            "generated": self.generated,
+            "reused": self.reused,
+            "already_stored": self.already_stored,
+            "settings": self.settings.pixel_config(),
+        }
+
+
+def sample_hash(row: PromptRow, pixel_config: dict[str, Any], model_fingerprint: str) -> str:
+    return hash_obj(
+        {
+            "text": row.text,
+            "seed": int(row.seed),
+            "guidance": float(row.guidance),
+            "settings": pixel_config,
+            "model": model_fingerprint,
+            "engine": ENGINE_VERSION,
+        }
+    )
+
+
+def _write_png(array, path: Path) -> str:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    Image.fromarray(array).save(tmp, format="PNG")
+    os.replace(tmp, path)  # a kill mid-write never leaves a truncated PNG under the final name
+    return sha256_file(path)
+
+
+def _reusable(store: "Store", digest: str) -> tuple[str, str] | None:
+    found = store.find_generation(digest)
+    if found is None or not Path(found.image_path).is_file():
+        return None
+    if sha256_file(found.image_path) != found.image_sha256:
+        return None
+    return found.image_path, found.image_sha256
+
+
+def _batches(rows: Sequence[PromptRow], size: int):
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+def run_generation(
+    store: "Store",
+    workspace: "Workspace",
+    model: "ModelRef",
+    prompt_set_id: int,
+    settings: GenerationSettings | None = None,
+    *,
+    limit: int | None = None,
+    parent_run_id: int | None = None,
+    allow_pickle: bool = False,
+    progress: ProgressFn | None = None,
+) -> GenerationResult:
+    settings = (settings or GenerationSettings()).validate().resolved(model.path)
+    if limit is not None and limit < 1:
+        raise DataError(f"limit must be at least 1, got {limit}")
+    rows = store.prompt_rows(prompt_set_id)[:limit]
+    if not rows:
+        raise DataError(f"prompt set {prompt_set_id} has no prompts")
+    pixel_config = settings.pixel_config()
+    handle = store.start_run(
+        kind="generate",
+        component=ENGINE_NAME,
+        component_version=ENGINE_VERSION,
+        config={**pixel_config, "limit": limit},
+        runtime=settings.runtime(),
+        model_ref=model.spec,
+        model_fingerprint=model.fingerprint,
+        prompt_set_id=prompt_set_id,
+        parent_run_id=parent_run_id,
+    )
+    result = GenerationResult(handle.id, handle.identity, prompt_set_id, settings)
+    try:
+        _fill_run(store, workspace, model, rows, settings, result, allow_pickle, progress)
+    except BaseException as exc:
+        store.fail_run(handle.id, one_line(f"{type(exc).__name__}: {exc}"))
+        raise
+    by_prompt = {row.id: row for row in rows}
+    hashes = {row.id: sample_hash(row, pixel_config, model.fingerprint) for row in rows}
+    result.images = [
+        GeneratedImage(g.id, by_prompt[g.prompt_id], g.image_path, g.image_sha256, hashes[g.prompt_id])
+        for g in store.generations(handle.id)
+        if g.prompt_id in by_prompt
+    ]
+    store.complete_run(
+        handle.id,
+        {"n_images": result.n_images, "generated": result.generated, "reused": result.reused},
+    )
+    return result
+
+
+def _fill_run(store, workspace, model, rows, settings, result: GenerationResult, allow_pickle, progress) -> None:
+    pixel_config = settings.pixel_config()
+    done = {g.prompt_id for g in store.generations(result.run_id)}
+    result.already_stored = len(done)
+    missing = [row for row in rows if row.id not in done]
+    total = len(rows)
+    if progress:
+        progress(len(done), total)
+
+    reused_records, to_draw = [], []
+    for row in missing:
+        digest = sample_hash(row, pixel_config, model.fingerprint)
+        found = _reusable(store, digest)
+        if found is None:
+            to_draw.append((row, digest))
+        else:
+            reused_records.append(dict(prompt_id=row.id, sample_hash=digest, image_path=found[0], image_sha256=found[1]))
+    if reused_records:
+        store.add_generations(result.run_id, reused_records)
+        result.reused = len(reused_records)
+    finished = len(done) + result.reused
+    if progress:
+        progress(finished, total)
+    if not to_draw:
+        return
+
+    from ..models.resolve import load_pipeline
+    from .engine import BatchSampler
+
+    pipe = load_pipeline(model, dtype=settings.dtype, device=settings.device, allow_pickle=allow_pickle)
+    sampler = BatchSampler(pipe, settings)
+    folder = workspace.images_dir / result.identity[:16]
+    for batch in _batches(to_draw, settings.batch_size):
+        images = sampler.sample([row for row, _ in batch])
+        records = []
+        for (row, digest), image in zip(batch, images):
+            path = folder / f"{row.idx:06d}_{digest[:12]}.png"
+            records.append(dict(prompt_id=row.id, sample_hash=digest, image_path=str(path), image_sha256=_write_png(image, path)))
+        store.add_generations(result.run_id, records)
+        result.generated += len(records)
+        finished += len(records)
+        if progress:
+            progress(finished, total)

@@ -1,0 +1,153 @@
+"""The metric-runner interface and what runners share (Wilson intervals, stored per-image detections).
+
+A runner gets the images of a generation run (``GeneratedImage``: generation id, image path, prompt row
+with its meta) and returns ``MetricValue``s. Per-image runners implement ``detect`` (scores for a batch
+of images) and ``aggregate``; ``MetricRunner.score`` stores each image's detections and, on a rerun or
+for another eval over the same images, scores only the images with none stored for this detector,
+version and weights. Set-level runners (FID) override ``score`` instead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..generation.runner import GeneratedImage
+    from ..store import Store
+    from ..workspace import Workspace
+
+# Stored for an image in which the detector found nothing, so that "scored, empty" differs from "not scored".
+NO_DETECTION = "(none)"
+
+Detections = list[tuple[str, float]]
+
+
+@dataclass
+class MetricValue:
+    name: str
+    value: float
+    n: int
+    ci_low: float | None = None
+    ci_high: float | None = None
+    protocol: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score 95% interval for a binomial proportion (sound at 0 and n, unlike the normal one)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def build_config(config_cls: type, options: dict[str, Any] | None, component: str):
+    """A runner's Config from user options, with a one-line error naming an unknown key."""
+    options = dict(options or {})
+    known = {f.name for f in fields(config_cls)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"{component}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    try:
+        return config_cls(**options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{component}: {exc}") from exc
+
+
+class MetricRunner:
+    """Base class of metric runners. Subclasses set ``name``, ``version``, ``Config`` and implement
+    either ``detect`` + ``aggregate`` (per-image) or ``score`` (whole set)."""
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    Config: ClassVar[type]
+    produces: ClassVar[tuple[str, ...]] = ()  # metric names it stores ("asr", "fid", …)
+    detect_batch_size: ClassVar[int] = 16
+
+    def __init__(self, config: Any = None, *, workspace: "Workspace | None" = None, concept: str | None = None):
+        self.config = config if config is not None else self.Config()
+        self.workspace = workspace
+        self.concept = concept  # the concept under audit, for runners whose detector is concept-specific
+
+    @classmethod
+    def from_options(
+        cls, options: dict[str, Any] | None = None, *, workspace: "Workspace | None" = None, concept: str | None = None
+    ) -> "MetricRunner":
+        return cls(build_config(cls.Config, options, cls.name), workspace=workspace, concept=concept)
+
+    def config_dict(self) -> dict[str, Any]:
+        return asdict(self.config)
+
+    def protocol(self) -> dict[str, Any]:
+        """What defines the numbers: stored with every value."""
+        return {"metric": self.name, "runner_version": self.version, **self.config_dict()}
+
+    # --------------------------------------------------------------- per-image runners
+    def detector_key(self) -> tuple[str, str, str]:
+        """(detector, detector_version, weights_sha256) under which per-image detections are stored."""
+        raise NotImplementedError
+
+    def detect(self, images: Sequence["GeneratedImage"]) -> list[Detections]:
+        raise NotImplementedError
+
+    def aggregate(self, images: Sequence["GeneratedImage"], detections: dict[int, Detections]) -> list[MetricValue]:
+        raise NotImplementedError
+
+    def score(self, store: "Store", run_id: int, images: Sequence["GeneratedImage"]) -> list[MetricValue]:
+        detections = stored_detections(store, [image.generation_id for image in images], self.detector_key())
+        missing = [image for image in images if image.generation_id not in detections]
+        for start in range(0, len(missing), self.detect_batch_size):
+            chunk = missing[start : start + self.detect_batch_size]
+            found = self.detect(chunk)
+            store_detections(store, run_id, chunk, found, self.detector_key())
+            detections.update({image.generation_id: list(hits) for image, hits in zip(chunk, found)})
+        return self.aggregate(images, detections)
+
+
+def stored_detections(store: "Store", generation_ids: Sequence[int], key: tuple[str, str, str]) -> dict[int, Detections]:
+    """Detections already stored for these images by this detector, version and weights."""
+    from sqlalchemy import select
+
+    from ..store.schema import Detection
+
+    detector, version, weights = key
+    found: dict[int, Detections] = {}
+    wanted = list(generation_ids)
+    with store.session() as session:
+        for start in range(0, len(wanted), 500):  # stay under SQLite's bound-parameter limit
+            query = select(Detection).where(
+                Detection.generation_id.in_(wanted[start : start + 500]),
+                Detection.detector == detector,
+                Detection.detector_version == version,
+                Detection.weights_sha256 == weights,
+            )
+            for row in session.scalars(query):
+                hits = found.setdefault(row.generation_id, [])
+                if row.label != NO_DETECTION:
+                    hits.append((row.label, row.score))
+    return found
+
+
+def store_detections(
+    store: "Store", run_id: int, images: Sequence["GeneratedImage"], found: Sequence[Detections], key: tuple[str, str, str]
+) -> None:
+    detector, version, weights = key
+    records = []
+    for image, hits in zip(images, found):
+        for label, score in hits or [(NO_DETECTION, 0.0)]:
+            records.append(
+                dict(
+                    generation_id=image.generation_id, run_id=run_id, detector=detector,
+                    detector_version=version, weights_sha256=weights, label=label, score=float(score),
+                )
+            )
+    store.add_detections(records)
