@@ -22,6 +22,7 @@ _EXPORTS: dict[str, str] = {
     "model_world": "data",
     "render_report": "report",
     "check_gate": "gate",
+    "run_audit_spec": "audit",
     # `attack` itself is reached as trce_audit.api.attack.attack: once the submodule is imported the
     # package attribute `attack` is the module, so the function is re-exported as `run_attack`.
     "run_attack": "attack",

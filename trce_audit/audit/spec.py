@@ -185,11 +185,12 @@ class AttackSpec:
     seeds: tuple[str, ...] = ()
     targets: tuple[str, ...] = ()
     label: str = ""
+    limit: int | None = None  # seed prompts attacked per set (optimisers cost far more per prompt than eval)
 
     @classmethod
     def from_mapping(cls, table: Any, where: str) -> "AttackSpec":
         table = _table(table, where)
-        _check_keys(table, ("name", "label", "preset", "budget", "config", "seeds", "targets"), where)
+        _check_keys(table, ("name", "label", "preset", "budget", "config", "seeds", "targets", "limit"), where)
         if "name" not in table:
             raise SpecError(where, "missing key 'name'")
         name = _name(table["name"], f"{where}.name")
@@ -205,6 +206,7 @@ class AttackSpec:
             seeds=_names(table.get("seeds"), f"{where}.seeds"),
             targets=_names(table.get("targets"), f"{where}.targets"),
             label=_name(table["label"], f"{where}.label") if "label" in table else name,
+            limit=_positive_int(table.get("limit"), f"{where}.limit"),
         )
 
 

@@ -169,6 +169,12 @@ class Store:
             if summary is not None:
                 run.summary = {**(run.summary or {}), **summary}
 
+    def update_summary(self, run_id: int, summary: dict[str, Any]) -> None:
+        """Record progress of a run still in flight (its status is left alone)."""
+        with self.session() as session:
+            run = self._run(session, run_id)
+            run.summary = {**(run.summary or {}), **summary}
+
     def fail_run(self, run_id: int, error: str) -> None:
         with self.session() as session:
             run = self._run(session, run_id)

@@ -1,0 +1,32 @@
+"""Run an audit from a spec and summarise it from the store."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from ..store import Store
+from ..workspace import Workspace
+
+
+def run_audit_spec(
+    store: Store,
+    workspace: Workspace,
+    spec: str | os.PathLike | None = None,
+    *,
+    device: str | None = None,
+    allow_pickle: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the audit described by ``spec`` (a TOML path or text; default: the shipped pocket audit).
+
+    Returns the audit run id, what it ran, and the comparison rows read back from the store.
+    """
+    from ..audit.runner import run_audit
+    from ..audit.spec import default_pocket_spec, load_spec
+    from ..reports.collect import collect
+
+    parsed = load_spec(spec if spec is not None else default_pocket_spec())
+    result = run_audit(store, workspace, parsed, device=device, log=log, allow_pickle=allow_pickle)
+    view = collect(store, audit_id=result["audit_run_id"])
+    return {**result, "rows": [row.as_dict() for row in view.rows], "problems": list(view.problems)}

@@ -1,0 +1,158 @@
+"""Run an audit spec: erase -> evaluate -> attack, every step reused from the store when it exists.
+
+Each step is a run with its own identity, so an interrupted audit rerun with the same spec skips what
+finished and resumes what did not; the audit run itself lists every run it used in its summary (a run
+reused from an earlier audit keeps its first parent, so the list is what ties it to this audit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..errors import ConfigError
+from .spec import AttackSpec, AuditSpec
+
+if TYPE_CHECKING:
+    from ..store import Store
+    from ..workspace import Workspace
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class AuditModel:
+    label: str  # "base" or the eraser label
+    spec: str  # model spec the steps receive ("pocket", "artefact:7", …)
+    erase: dict[str, Any] | None = None
+
+
+@dataclass
+class AuditProgress:
+    """What the audit has done so far; written into the audit run's summary after every step."""
+
+    run_ids: list[int] = field(default_factory=list)
+    models: list[AuditModel] = field(default_factory=list)
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    attacks: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "run_ids": list(dict.fromkeys(self.run_ids)),
+            "models": [{"label": m.label, "model": m.spec} for m in self.models],
+            "evals": self.evals,
+            "attacks": self.attacks,
+        }
+
+
+def _settings(spec: AuditSpec, device: str | None):
+    from ..generation import GenerationSettings
+
+    gen = spec.generation
+    return GenerationSettings(
+        steps=gen.steps, height=gen.height, width=gen.width, batch_size=gen.batch_size, dtype=gen.dtype,
+        scheduler=gen.scheduler, device=device or gen.device,
+    )
+
+
+def _check_preset(kind: str, name: str, preset: str | None, world: str) -> None:
+    if preset is not None and preset != world:
+        raise ConfigError(f"{kind} {name!r}: preset {preset!r} does not match the model's world {world!r}")
+
+
+def _attack_targets(spec: AuditSpec, attack: AttackSpec, models: list[AuditModel]) -> list[AuditModel]:
+    if attack.targets:
+        return [m for m in models if m.label in attack.targets or (m.label == "base" and spec.model in attack.targets)]
+    erased = [m for m in models if m.label != "base"]
+    return erased or models
+
+
+def run_audit(
+    store: "Store",
+    workspace: "Workspace",
+    spec: AuditSpec,
+    *,
+    device: str | None = None,
+    log: Log | None = None,
+    allow_pickle: bool = False,
+) -> dict[str, Any]:
+    from ..api.attack import attack as run_attack
+    from ..api.erase import erase
+    from ..api.evaluate import evaluate
+    from ..models.resolve import resolve_model
+
+    say = log or (lambda message: None)
+    base = resolve_model(spec.model, store=store, workspace=workspace, allow_pickle=allow_pickle)
+    for eraser in spec.erasers:
+        _check_preset("eraser", eraser.name, eraser.preset, base.world)
+    for attack in spec.attacks:
+        _check_preset("attack", attack.name, attack.preset, base.world)
+    handle = store.start_run(
+        kind="audit", component="audit", config=spec.as_dict(), model_ref=spec.model,
+        model_fingerprint=base.fingerprint, runtime={"device": device or spec.generation.device},
+    )
+    if handle.status == "complete":
+        say(f"audit {handle.id} is already complete; reusing its results")
+        return {"audit_run_id": handle.id, "resumed": True, **store.get_run(handle.id).summary}
+    settings = _settings(spec, device)
+    done = AuditProgress()
+
+    def checkpoint() -> None:
+        store.update_summary(handle.id, done.summary())
+
+    try:
+        if spec.include_base:
+            done.models.append(AuditModel("base", spec.model))
+        for eraser in spec.erasers:
+            say(f"erase: {eraser.label} ({eraser.name}) on {spec.model}")
+            result = erase(
+                store, workspace, eraser=eraser.name, concept=spec.concept, model=spec.model,
+                overrides=eraser.config, device=settings.device, allow_pickle=allow_pickle,
+            )
+            done.run_ids.append(result["run_id"])
+            done.models.append(AuditModel(eraser.label, f"artefact:{result['artefact_id']}", result))
+            checkpoint()
+        for model in done.models:
+            for sets, metrics in ((spec.prompts.eval, spec.metrics.eval), (spec.prompts.preserve, spec.metrics.preserve)):
+                for prompt_set in sets:
+                    say(f"eval: {model.label} on {prompt_set} ({', '.join(metrics)})")
+                    result = evaluate(
+                        store, workspace, model=model.spec, prompts=prompt_set, metrics=list(metrics),
+                        settings=settings, limit=spec.generation.limit, concept=spec.concept,
+                        parent_run_id=handle.id, allow_pickle=allow_pickle,
+                    )
+                    done.run_ids += [result["run_id"], result["generation_run_id"]]
+                    done.evals.append({"model": model.label, "prompt_set": prompt_set, "run_id": result["run_id"],
+                                       "metrics": {m["name"]: m["value"] for m in result["metrics"]}})
+                    checkpoint()
+        for attack in spec.attacks:
+            for model in _attack_targets(spec, attack, done.models):
+                for seed_set in spec.attack_seeds(attack):
+                    say(f"attack: {attack.label} ({attack.name}) on {model.label}, seeds {seed_set}")
+                    result = run_attack(
+                        store, workspace, name=attack.name, model=model.spec, concept=spec.concept,
+                        prompts=seed_set, budget={**attack.config, **attack.budget},
+                        limit=attack.limit or spec.generation.limit, settings=settings,
+                        metrics=list(spec.metrics.eval), allow_pickle=allow_pickle,
+                    )
+                    done.run_ids += [rid for rid in _run_ids(result)]
+                    done.attacks.append({"attack": attack.label, "model": model.label, "seeds": seed_set,
+                                         "run_id": result.get("run_id"), "asr_before": result.get("asr_before"),
+                                         "asr_after": result.get("asr_after")})
+                    checkpoint()
+    except BaseException as exc:
+        store.fail_run(handle.id, f"{type(exc).__name__}: {exc}")
+        raise
+    store.complete_run(handle.id, done.summary())
+    return {"audit_run_id": handle.id, "resumed": handle.resumed, **done.summary()}
+
+
+def _run_ids(result: dict[str, Any]) -> list[int]:
+    """Every run id an api result names (run_id, eval_before_run_id, …), for the audit's summary."""
+    found = []
+    for key, value in result.items():
+        if isinstance(value, int) and not isinstance(value, bool) and (key.endswith("run_id") or key.startswith("eval_run")):
+            found.append(value)
+        elif isinstance(value, list) and key.endswith("run_ids"):
+            found += [v for v in value if isinstance(v, int)]
+    return found

@@ -1,0 +1,59 @@
+"""`trce-audit audit [SPEC.toml]`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from .common import AllowPickleOpt, DataDirOpt, JsonOpt, emit, emit_table, state
+
+
+def _percent(metric: dict[str, Any] | None) -> str:
+    if not metric:
+        return ""
+    low, high = metric.get("ci_low"), metric.get("ci_high")
+    interval = "" if low is None else f" [{low * 100:.0f}–{high * 100:.0f}]"
+    return f"{metric['value'] * 100:.1f}%{interval}"
+
+
+def _render(result: dict[str, Any]) -> None:
+    rows = []
+    for row in result["rows"]:
+        other = ", ".join(f"{name} {m['value']:.3g}" for name, m in row["metrics"].items())
+        rows.append([row["model"], row["prompt_set"], row["attack"] or "", _percent(row["asr"]),
+                     _percent(row["asr_before"]), _percent(row["asr_after"]), other])
+    emit_table(
+        f"audit {result['audit_run_id']}",
+        ["model", "prompt set", "attack", "ASR", "ASR before", "ASR after", "preservation"],
+        rows,
+    )
+    for problem in result.get("problems", []):
+        typer.echo(f"warning: {problem}", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("audit")
+    def audit(
+        ctx: typer.Context,
+        spec: Annotated[
+            Optional[Path],
+            typer.Argument(help="Audit spec (TOML). Default: the pocket-world audit shipped with trce-audit."),
+        ] = None,
+        device: Annotated[Optional[str], typer.Option(help="cpu or cuda (runtime only; default: the spec's).")] = None,
+        data_dir: DataDirOpt = None,
+        allow_pickle: AllowPickleOpt = False,
+        json_: JsonOpt = False,
+    ) -> None:
+        """Run erase -> evaluate -> attack as the spec says, reusing everything already stored."""
+        from ..api.audit import run_audit_spec
+        from ..errors import ConfigError
+
+        if spec is not None and not spec.is_file():
+            raise ConfigError(f"audit spec {spec} does not exist")
+        app_state = state(ctx)
+        workspace = app_state.workspace(data_dir)
+        log = (lambda message: typer.echo(message, err=True))
+        result = run_audit_spec(app_state.store(), workspace, spec, device=device, allow_pickle=allow_pickle, log=log)
+        emit(result, json_, _render)
