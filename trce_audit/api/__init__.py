@@ -14,6 +14,9 @@ _EXPORTS: dict[str, str] = {
     "show_run": "runs",
     "list_models": "models",
     "resolve": "models",
+    "erase": "erase",
+    "erase_concept": "erase",
+    "list_erasers": "erase",
 }
 
 
