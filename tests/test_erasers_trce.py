@@ -36,7 +36,7 @@ def _fresh(tiny_pipe):
 def _context(tmp_path, **kw):
     from trce_audit.erasers.base import EraseContext
 
-    return EraseContext(cache_dir=tmp_path, captions=lambda name, limit: CAPTIONS, **kw)
+    return EraseContext(cache_dir=tmp_path, captions=CAPTIONS, **kw)
 
 
 def _first_eot_rows(pipe, config):

@@ -145,7 +145,6 @@ def erase_concept(
             "stages": list(stage_tuple) if stage_tuple else None,
             "parent_model": ref.spec,
             "parent_fingerprint": ref.fingerprint,
-            "run_id": run.id,
         }
         pipe.to("cpu")
         if staging.exists():

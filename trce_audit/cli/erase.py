@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
             reporter.close()
 
         def render(r: dict) -> None:
-            note = " (already erased: reused)" if r["reused"] else ""
+            note = " (already erased: reused)" if r["reused"] else f" ({r['seconds']:.1f} s)"
             typer.echo(f"artefact {r['artefact_id']}{note}: {r['path']}")
             typer.echo(f"use it as --model {r['model']}")
 

@@ -23,6 +23,7 @@ WORLD_MARKER = "trce_audit.json"
 
 ProgressFn = Callable[[str, int, int], None]  # (stage description, done, total)
 CaptionsFn = Callable[[str, int | None], Sequence[str]]  # (caption-set name, limit) -> captions
+CaptionSource = CaptionsFn | Sequence[str]  # a plain list serves every caption-set name (tests)
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:
@@ -36,7 +37,7 @@ class EraseContext:
     cache_dir: Path
     device: str = "cpu"
     progress: ProgressFn = _no_progress
-    captions: CaptionsFn | None = None
+    captions: CaptionSource | None = None
     model_fingerprint: str | None = None
     world: str = "sd"
     stages: tuple[int, ...] | None = None
@@ -45,7 +46,8 @@ class EraseContext:
     def caption_list(self, name: str, limit: int | None) -> list[str]:
         if self.captions is None:
             raise ConfigError(f"this eraser needs the caption set {name!r} for prior preservation but none was provided")
-        captions = [str(c) for c in self.captions(name, limit)]
+        found = self.captions if isinstance(self.captions, (list, tuple)) else self.captions(name, limit)
+        captions = [str(c) for c in found]
         if not captions:
             raise ConfigError(f"caption set {name!r} is empty")
         return captions[:limit] if limit else captions
