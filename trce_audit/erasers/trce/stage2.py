@@ -107,7 +107,7 @@ def make_plan(concept: "Concept", config: "TRCEConfig", timesteps: list[int], nu
 @torch.no_grad()
 def sample_states(
     unet, scheduler, cond: torch.Tensor | None, uncond: torch.Tensor, guidance: float, noise: torch.Tensor,
-    wanted: list[set[int]], batch_size: int,
+    wanted: list[set[int]], batch_size: int, report=None,
 ) -> dict[tuple[int, int], torch.Tensor]:
     """DDIM (eta 0) trajectories from ``noise``; returns the latents at the wanted state indices.
 
@@ -134,6 +134,8 @@ def sample_states(
                 eps_c, eps_u = both.chunk(2)
                 eps = eps_u + guidance * (eps_c - eps_u)
             x = scheduler.step(eps, t, x, eta=0.0).prev_sample
+        if report is not None:
+            report(idx[-1] + 1)
     return kept
 
 
@@ -181,13 +183,19 @@ def trajectory_latents(
                 wanted_reg[s.trajectory].add(s.state)
     device = context.device
     cond = embeddings["trajectory"]
-    context.progress("stage 2: trajectories", 0, 2)
-    noise = _noise(len(plan.prompts), shape, config.seed * 1_000_003, device)
-    mal = sample_states(unet_original, scheduler, cond, embeddings["null"], config.trajectory_guidance, noise, wanted_mal, context.batch_size)
-    context.progress("stage 2: trajectories", 1, 2)
+    n_mal, n_all = len(plan.prompts), len(plan.prompts) + plan.n_uncond
+    context.progress("stage 2: trajectories", 0, n_all)
+    noise = _noise(n_mal, shape, config.seed * 1_000_003, device)
+    mal = sample_states(
+        unet_original, scheduler, cond, embeddings["null"], config.trajectory_guidance, noise, wanted_mal,
+        context.batch_size, lambda done: context.progress("stage 2: trajectories", done, n_all),
+    )
     noise = _noise(plan.n_uncond, shape, config.seed * 1_000_003 + 500_000, device)
-    reg = sample_states(unet_original, scheduler, None, embeddings["null"], 1.0, noise, wanted_reg, context.batch_size)
-    context.progress("stage 2: trajectories", 2, 2)
+    reg = sample_states(
+        unet_original, scheduler, None, embeddings["null"], 1.0, noise, wanted_reg, context.batch_size,
+        lambda done: context.progress("stage 2: trajectories", n_mal + done, n_all),
+    )
+    context.progress("stage 2: trajectories", n_all, n_all)
     malicious = torch.stack([mal[(s.trajectory, s.state)] for s in plan.malicious]) if plan.malicious else torch.empty((0, *shape))
     zeros = torch.zeros(shape)
     regulariser = (
