@@ -82,3 +82,44 @@ def ddim_scheduler(pipe, steps: int, steps_offset: int | None = None):
 def latent_shape(pipe, latent_size: int | None) -> tuple[int, int, int]:
     size = latent_size or int(pipe.unet.config.sample_size)
     return (int(pipe.unet.config.in_channels), size, size)
+
+
+@torch.no_grad()
+def sample_states(
+    unet, scheduler, cond: torch.Tensor | None, uncond: torch.Tensor, guidance: float, noise: torch.Tensor,
+    wanted: list[set[int]], batch_size: int, report=None,
+) -> dict[tuple[int, int], torch.Tensor]:
+    """DDIM (eta 0) trajectories from ``noise``; returns the latents at the wanted state indices.
+
+    ``cond`` None samples unconditionally (one UNet call per step)."""
+    kept: dict[tuple[int, int], torch.Tensor] = {}
+    for start in range(0, noise.shape[0], batch_size):
+        idx = list(range(start, min(start + batch_size, noise.shape[0])))
+        last = max((max(wanted[i]) for i in idx if wanted[i]), default=-1)
+        if last < 0:
+            continue
+        x = noise[idx].clone()
+        null = uncond.expand(len(idx), -1, -1)
+        for state in range(last + 1):
+            for i, row in zip(idx, x):
+                if state in wanted[i]:
+                    kept[(i, state)] = row.detach().cpu().clone()
+            if state == last:
+                break
+            t = scheduler.timesteps[state]
+            if cond is None:
+                eps = unet(x, t, encoder_hidden_states=null).sample
+            else:
+                both = unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([cond[idx], null])).sample
+                eps_c, eps_u = both.chunk(2)
+                eps = eps_u + guidance * (eps_c - eps_u)
+            x = scheduler.step(eps, t, x, eta=0.0).prev_sample
+        if report is not None:
+            report(idx[-1] + 1)
+    return kept
+
+
+def seeded_noise(count: int, shape: tuple[int, ...], seed: int, device) -> torch.Tensor:
+    # one generator per trajectory so a trajectory does not depend on the batch size
+    rows = [torch.randn(shape, generator=torch.Generator().manual_seed(seed + i)) for i in range(count)]
+    return torch.stack(rows).to(device) if rows else torch.empty((0, *shape), device=device)

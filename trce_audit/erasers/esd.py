@@ -76,7 +76,7 @@ class _ESD(Eraser):
     def apply(self, pipe, concept: "Concept", context: EraseContext):
         import torch
 
-        from .common import ddim_scheduler, encode_prompts, frozen_copy, latent_shape
+        from .common import ddim_scheduler, encode_prompts, frozen_copy, latent_shape, sample_states
 
         config = self.config
         device = context.device
@@ -85,25 +85,29 @@ class _ESD(Eraser):
         null = encode_prompts(pipe, [""], device)
         scheduler = ddim_scheduler(pipe, config.steps)
         base = frozen_copy(pipe.unet).to(device)
+        shape = latent_shape(pipe, config.latent_size)
+        rng = random.Random(config.seed)
+        # (phrase, step to stop at, noise seed) per iteration. The frozen model samples x_t, so every
+        # x_t can be drawn up front in batches (sorted by stop step so a batch stops together).
+        plan = [(it % len(prompts), rng.randint(0, config.steps - 1), rng.randrange(2**31)) for it in range(config.iterations)]
+        order = sorted(range(len(plan)), key=lambda i: plan[i][1])
+        noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(plan[i][2])) for i in order]).to(device)
+        states = sample_states(
+            base, scheduler, emb[[plan[i][0] for i in order]], null, config.start_guidance, noise,
+            [{plan[i][1]} for i in order], context.batch_size,
+            lambda done: context.progress(f"{self.name}: sampling x_t", done, len(order)),
+        )
+        latents = {i: states[(j, plan[i][1])] for j, i in enumerate(order)}
         unet = pipe.unet
         params = [p for _, p in esd_parameters(unet, self.method)]
         unet.train()
         optimizer = torch.optim.Adam(params, lr=config.lr)
-        shape = latent_shape(pipe, config.latent_size)
-        rng = random.Random(config.seed)
         losses: list[float] = []
-        for it in range(config.iterations):
-            k = it % len(prompts)
+        for it, (k, stop, _) in enumerate(plan):
             cond = emb[k : k + 1]
-            stop = rng.randint(0, config.steps - 1)
-            noise = torch.randn((1, *shape), generator=torch.Generator().manual_seed(rng.randrange(2**31))).to(device)
+            x = latents[it][None].to(device)
+            t = scheduler.timesteps[stop]
             with torch.no_grad():
-                x = noise
-                for t in scheduler.timesteps[:stop]:
-                    both = base(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([cond, null])).sample
-                    eps_c, eps_u = both.chunk(2)
-                    x = scheduler.step(eps_u + config.start_guidance * (eps_c - eps_u), t, x, eta=0.0).prev_sample
-                t = scheduler.timesteps[stop]
                 both = base(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([cond, null])).sample
                 eps_c, eps_u = both.chunk(2)
                 target = eps_c - config.negative_guidance * (eps_c - eps_u)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ...hashing import hash_obj
-from ..common import ddim_scheduler, encode_prompts, frozen_copy, latent_shape, select_parameters
+from ..common import ddim_scheduler, encode_prompts, frozen_copy, latent_shape, sample_states, seeded_noise, select_parameters
 
 if TYPE_CHECKING:
     from ...data.concepts import Concept
@@ -104,47 +104,6 @@ def make_plan(concept: "Concept", config: "TRCEConfig", timesteps: list[int], nu
     return Plan(prompts, malicious, regulariser, config.n_uncond)
 
 
-@torch.no_grad()
-def sample_states(
-    unet, scheduler, cond: torch.Tensor | None, uncond: torch.Tensor, guidance: float, noise: torch.Tensor,
-    wanted: list[set[int]], batch_size: int, report=None,
-) -> dict[tuple[int, int], torch.Tensor]:
-    """DDIM (eta 0) trajectories from ``noise``; returns the latents at the wanted state indices.
-
-    ``cond`` None samples unconditionally (one UNet call per step)."""
-    kept: dict[tuple[int, int], torch.Tensor] = {}
-    for start in range(0, noise.shape[0], batch_size):
-        idx = list(range(start, min(start + batch_size, noise.shape[0])))
-        last = max((max(wanted[i]) for i in idx if wanted[i]), default=-1)
-        if last < 0:
-            continue
-        x = noise[idx].clone()
-        null = uncond.expand(len(idx), -1, -1)
-        for state in range(last + 1):
-            for i, row in zip(idx, x):
-                if state in wanted[i]:
-                    kept[(i, state)] = row.detach().cpu().clone()
-            if state == last:
-                break
-            t = scheduler.timesteps[state]
-            if cond is None:
-                eps = unet(x, t, encoder_hidden_states=null).sample
-            else:
-                both = unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([cond[idx], null])).sample
-                eps_c, eps_u = both.chunk(2)
-                eps = eps_u + guidance * (eps_c - eps_u)
-            x = scheduler.step(eps, t, x, eta=0.0).prev_sample
-        if report is not None:
-            report(idx[-1] + 1)
-    return kept
-
-
-def _noise(count: int, shape: tuple[int, ...], seed: int, device) -> torch.Tensor:
-    # one generator per trajectory so a trajectory does not depend on the batch size
-    rows = [torch.randn(shape, generator=torch.Generator().manual_seed(seed + i)) for i in range(count)]
-    return torch.stack(rows).to(device) if rows else torch.empty((0, *shape), device=device)
-
-
 def trajectory_latents(
     pipe, unet_original, plan: Plan, config: "TRCEConfig", context: "EraseContext", embeddings: dict[str, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
@@ -185,12 +144,12 @@ def trajectory_latents(
     cond = embeddings["trajectory"]
     n_mal, n_all = len(plan.prompts), len(plan.prompts) + plan.n_uncond
     context.progress("stage 2: trajectories", 0, n_all)
-    noise = _noise(n_mal, shape, config.seed * 1_000_003, device)
+    noise = seeded_noise(n_mal, shape, config.seed * 1_000_003, device)
     mal = sample_states(
         unet_original, scheduler, cond, embeddings["null"], config.trajectory_guidance, noise, wanted_mal,
         context.batch_size, lambda done: context.progress("stage 2: trajectories", done, n_all),
     )
-    noise = _noise(plan.n_uncond, shape, config.seed * 1_000_003 + 500_000, device)
+    noise = seeded_noise(plan.n_uncond, shape, config.seed * 1_000_003 + 500_000, device)
     reg = sample_states(
         unet_original, scheduler, None, embeddings["null"], 1.0, noise, wanted_reg, context.batch_size,
         lambda done: context.progress("stage 2: trajectories", n_mal + done, n_all),
