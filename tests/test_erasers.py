@@ -199,3 +199,15 @@ def test_erasers_listing(cli):
     rows = {row["name"]: row for row in json.loads(out)}
     assert code == 0 and set(rows) == set(TINY)
     assert rows["trce"]["defaults"]["sd"]["lr"] == 1e-6 and rows["trce"]["defaults"]["pocket"]["caption_set"] == "pocket-general"
+
+
+def test_default_stages_and_explicit_1_2_are_the_same_erase(store, workspace, tiny_sd_dir, monkeypatch):
+    from trce_audit.erasers.trce import TRCE
+
+    calls = []
+    monkeypatch.setattr(TRCE, "apply", lambda self, pipe, concept, context: calls.append(context.stages) or ({}, {}))
+    first = _erase(store, workspace, tiny_sd_dir, "trce")
+    again = _erase(store, workspace, tiny_sd_dir, "trce", stages="2,1")
+    only_one = _erase(store, workspace, tiny_sd_dir, "trce", stages="1")
+    assert calls == [(1, 2), (1,)]
+    assert again["reused"] and again["artefact_id"] == first["artefact_id"] != only_one["artefact_id"]

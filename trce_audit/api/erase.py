@@ -93,6 +93,7 @@ def erase_concept(
     cls = registry.load("eraser", eraser)
     stage_tuple = parse_stages(stages)
     cls.check_stages(stage_tuple)
+    stage_tuple = stage_tuple or cls.default_stages  # "--stages 1,2" and no --stages are the same erase
     ref = model if isinstance(model, ModelRef) else resolve_model(model, store=store, workspace=workspace, allow_pickle=allow_pickle)
     if concept.world != ref.world:
         raise ConfigError(f"concept {concept.name!r} belongs to the {concept.world} world but model {ref.spec!r} to the {ref.world} world")

@@ -67,6 +67,7 @@ class Eraser:
     version: ClassVar[str] = "0"
     Config: ClassVar[type[EraserConfig]] = EraserConfig
     description: ClassVar[str] = ""
+    default_stages: ClassVar[tuple[int, ...] | None] = None  # erasers with stages run these unless told
 
     def __init__(self, config: EraserConfig | None = None):
         self.config = config if config is not None else self.Config.for_world("sd")

@@ -20,6 +20,7 @@ class TRCE(Eraser):
     version: ClassVar[str] = "1"
     Config: ClassVar[type[TRCEConfig]] = TRCEConfig
     description: ClassVar[str] = "TRCE: closed-form cross-attention refinement + early-step contrastive fine-tuning"
+    default_stages: ClassVar[tuple[int, ...]] = STAGES
 
     @classmethod
     def check_stages(cls, stages: tuple[int, ...] | None) -> None:
