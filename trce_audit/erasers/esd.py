@@ -34,7 +34,7 @@ class ESDConfig(EraserConfig):
     def for_world(cls, world: str = "sd") -> "ESDConfig":
         if world == "pocket":
             # tiny UNet from scratch: a larger step and fewer iterations (docs/fidelity.md)
-            return cls(lr=1e-4, iterations=200)
+            return cls(lr=1e-4, iterations=150)
         if world != "sd":
             raise ConfigError(f"unknown world {world!r}; expected sd or pocket")
         return cls()

@@ -56,10 +56,11 @@ class TRCEConfig(EraserConfig):
     def for_world(cls, world: str = "sd") -> "TRCEConfig":
         if world == "pocket":
             # The pocket UNet is ~1-3M parameters at 8x8 latents, trained from scratch: a larger step
-            # size and fewer samples reach the same regime in minutes on a CPU.
+            # size and fewer samples reach the same regime in minutes on a CPU; stage 2 is capped at
+            # 150 iterations whatever the number of pairs, to bound its CPU time.
             return cls(
-                concept_num=20, augment_num=15, lr=1e-4, epochs=2, images_per_prompt=4, steps=50,
-                max_early_step=25, n_uncond=64, caption_set=CAPTION_SETS["pocket"], n_captions=1000,
+                concept_num=20, augment_num=15, lr=1e-4, epochs=2, iterations=150, images_per_prompt=4, steps=50,
+                max_early_step=25, n_uncond=32, caption_set=CAPTION_SETS["pocket"], n_captions=1000,
             )
         if world != "sd":
             raise ConfigError(f"unknown world {world!r}; expected sd or pocket")
