@@ -3,8 +3,6 @@ hinge loss, and config parsing (TOML, --set)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from trce_audit.data.concepts import Concept
@@ -238,4 +236,3 @@ def test_config_file_errors(tmp_path):
     unknown.write_text("lambda = 0.1\n")
     with pytest.raises(ConfigError, match=f"unknown config key 'lambda' in {unknown}"):
         UCE.make_config(config_file=unknown)
-    assert isinstance(Path(unknown), Path)

@@ -99,8 +99,3 @@ class TRCEConfig(EraserConfig):
                 raise ConfigError(f"config key {key!r} must be >= 0, got {getattr(self, key)!r}")
         if self.preserve_scale is not None and self.preserve_scale < 0:
             raise ConfigError(f"config key 'preserve_scale' must be >= 0, got {self.preserve_scale}")
-
-    def stage1_dict(self) -> dict:
-        keys = ("mode", "concept_num", "augment_num", "token_weights", "preserve_scale", "lamb", "caption_set", "n_captions", "prior_rows")
-        return {k: v for k, v in self.as_dict().items() if k in keys}
-
