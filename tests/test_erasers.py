@@ -8,6 +8,7 @@ is allowed to edit.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -81,8 +82,11 @@ def test_every_eraser_has_a_tiny_config():
 
 @pytest.mark.parametrize("name", registry.names("eraser"))
 def test_eraser_contract(name, store, workspace, tiny_sd_dir, parent_state):
+    from trce_audit.hashing import hash_tree
+
     cls = registry.load("eraser", name)
     assert cls.name == name and cls.version
+    parent_hash = hash_tree(tiny_sd_dir)
     result = _erase(store, workspace, tiny_sd_dir, name)
     changed = _changed(parent_state, _state(result["path"]))
     assert changed, f"{name} changed nothing"
@@ -92,7 +96,8 @@ def test_eraser_contract(name, store, workspace, tiny_sd_dir, parent_state):
     assert artefact.meta["eraser"] == name and artefact.parent_fingerprint
     run = store.get_run(result["run_id"])
     assert run.kind == "erase" and run.status == "complete" and run.summary["seconds"] > 0
-    assert json.loads((tiny_sd_dir / "model_index.json").read_text())  # parent untouched and readable
+    assert hash_tree(tiny_sd_dir) == parent_hash  # the parent folder is untouched
+    assert artefact.sha256 == hash_tree(result["path"])
 
 
 def test_closed_form_erasers_edit_every_key_and_value(store, workspace, tiny_sd_dir, parent_state):
@@ -121,7 +126,7 @@ def test_world_marker_is_copied(store, workspace, tmp_path):
     result = erase_concept(
         store, workspace, eraser="uce", concept=pocket_concept, model=str(folder), overrides={"n_preserve": 0},
     )
-    marker = json.loads((tmp_path / result["path"] / "trce_audit.json").read_text())
+    marker = json.loads((Path(result["path"]) / "trce_audit.json").read_text())
     assert marker["world"] == "pocket" and marker["erasure"]["eraser"] == "uce"
     assert resolve_model(f"artefact:{result['artefact_id']}", store=store, workspace=workspace).world == "pocket"
 
