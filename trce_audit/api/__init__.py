@@ -31,6 +31,9 @@ _EXPORTS: dict[str, str] = {
     "generate": "generate",
     "resolve_prompt_set": "generate",
     "evaluate": "evaluate",
+    "erase": "erase",
+    "erase_concept": "erase",
+    "list_erasers": "erase",
 }
 
 

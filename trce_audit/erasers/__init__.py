@@ -1,3 +1,8 @@
 """Concept erasers. Each module holds one family; ``BUILTIN`` maps plugin ids to classes lazily."""
 
-BUILTIN: dict[str, str] = {}
+BUILTIN: dict[str, str] = {
+    "trce": "trce_audit.erasers.trce:TRCE",
+    "esd-x": "trce_audit.erasers.esd:ESDX",
+    "esd-u": "trce_audit.erasers.esd:ESDU",
+    "uce": "trce_audit.erasers.uce:UCE",
+}

@@ -1,0 +1,218 @@
+"""Contract tests every registered eraser must pass, plus the erase api and CLI.
+
+Each eraser runs on the tiny random SD with a tiny config; the saved folder must load with
+``StableDiffusionPipeline.from_pretrained`` and differ from its parent only in the tensors the method
+is allowed to edit.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from trce_audit import registry
+from trce_audit.data.concepts import Concept
+
+CONCEPT = Concept("nudity", (("nude", "a person wearing clothes"), ("naked body", "a clothed body")))
+CAPTIONS = ["a dog sleeping on a couch", "two people riding bikes", "a plate of pasta", "a red bus on a street", "a cat"]
+
+# Every registered eraser needs a tiny config here: a new eraser without one fails the contract test.
+TINY = {
+    "trce": {
+        "concept_num": 2, "augment_num": 2, "images_per_prompt": 1, "n_uncond": 2, "steps": 6,
+        "max_early_step": 2, "iterations": 2, "latent_size": 8, "lr": 1e-3, "reg_batch_size": 2, "preserve_scale": 1e-2,
+    },
+    "esd-x": {"iterations": 2, "steps": 4, "latent_size": 8, "lr": 1e-3},
+    "esd-u": {"iterations": 2, "steps": 4, "latent_size": 8, "lr": 1e-3},
+    "uce": {"n_preserve": 4},
+}
+
+
+def _xattn_kv(name: str) -> bool:
+    return ".attn2.to_k." in name or ".attn2.to_v." in name
+
+
+def _stage2(name: str) -> bool:
+    return ".attn1." in name or ".attn2.to_q." in name
+
+
+ALLOWED = {
+    "trce": lambda n: _xattn_kv(n) or _stage2(n),
+    "esd-x": lambda n: ".attn2." in n,
+    "esd-u": lambda n: ".attn2." not in n and n.startswith("unet."),
+    "uce": _xattn_kv,
+}
+
+
+def _state(folder):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(folder), safety_checker=None, requires_safety_checker=False)
+    tensors = {f"unet.{k}": v for k, v in pipe.unet.state_dict().items()}
+    tensors.update({f"text_encoder.{k}": v for k, v in pipe.text_encoder.state_dict().items()})
+    return tensors
+
+
+def _changed(before: dict, after: dict) -> set[str]:
+    import torch
+
+    assert before.keys() == after.keys()
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+def _erase(store, workspace, folder, name, *, stages=None, overrides=None):
+    from trce_audit.api.erase import erase_concept
+
+    return erase_concept(
+        store, workspace, eraser=name, concept=CONCEPT, model=str(folder), overrides=overrides or TINY[name],
+        stages=stages, captions=lambda set_name, limit: CAPTIONS[:limit] if limit else CAPTIONS, batch_size=4,
+    )
+
+
+@pytest.fixture(scope="module")
+def parent_state(tiny_sd_dir):
+    return _state(tiny_sd_dir)
+
+
+def test_every_eraser_has_a_tiny_config():
+    assert set(registry.names("eraser")) == set(TINY)
+
+
+@pytest.mark.parametrize("name", registry.names("eraser"))
+def test_eraser_contract(name, store, workspace, tiny_sd_dir, parent_state):
+    from trce_audit.hashing import hash_tree
+
+    cls = registry.load("eraser", name)
+    assert cls.name == name and cls.version
+    parent_hash = hash_tree(tiny_sd_dir)
+    result = _erase(store, workspace, tiny_sd_dir, name)
+    changed = _changed(parent_state, _state(result["path"]))
+    assert changed, f"{name} changed nothing"
+    assert all(ALLOWED[name](n) for n in changed), sorted(n for n in changed if not ALLOWED[name](n))
+    artefact = store.get_artefact(result["artefact_id"])
+    assert set(artefact.meta["changed_params"]) == changed
+    assert artefact.meta["eraser"] == name and artefact.parent_fingerprint
+    run = store.get_run(result["run_id"])
+    assert run.kind == "erase" and run.status == "complete" and run.summary["seconds"] > 0
+    assert hash_tree(tiny_sd_dir) == parent_hash  # the parent folder is untouched
+    assert artefact.sha256 == hash_tree(result["path"])
+
+
+def test_closed_form_erasers_edit_every_key_and_value(store, workspace, tiny_sd_dir, parent_state):
+    expected = {n for n in parent_state if _xattn_kv(n) and n.endswith(".weight")}
+    for name, stages in (("uce", None), ("trce", "1")):
+        result = _erase(store, workspace, tiny_sd_dir, name, stages=stages)
+        assert _changed(parent_state, _state(result["path"])) == expected
+
+
+def test_trce_stage2_alone_trains_self_attention_and_queries(store, workspace, tiny_sd_dir, parent_state):
+    result = _erase(store, workspace, tiny_sd_dir, "trce", stages="2")
+    changed = _changed(parent_state, _state(result["path"]))
+    assert changed and all(_stage2(n) for n in changed)
+    assert any(".attn2.to_q." in n for n in changed) and any(".attn1.to_out." in n for n in changed)
+
+
+def test_world_marker_is_copied(store, workspace, tmp_path):
+    from trce_audit.models.resolve import resolve_model
+    from trce_audit.models.tiny import save_pipeline
+
+    folder = save_pipeline(tmp_path / "pocketish", "tiny", seed=1)
+    (folder / "trce_audit.json").write_text(json.dumps({"world": "pocket"}))
+    pocket_concept = Concept("shape", (("red square", "blue circle"),), world="pocket", detector="pocket")
+    from trce_audit.api.erase import erase_concept
+
+    result = erase_concept(
+        store, workspace, eraser="uce", concept=pocket_concept, model=str(folder), overrides={"n_preserve": 0},
+    )
+    marker = json.loads((Path(result["path"]) / "trce_audit.json").read_text())
+    assert marker["world"] == "pocket" and marker["erasure"]["eraser"] == "uce"
+    assert resolve_model(f"artefact:{result['artefact_id']}", store=store, workspace=workspace).world == "pocket"
+
+
+def test_rerun_returns_the_stored_artefact_without_recomputing(store, workspace, tiny_sd_dir, monkeypatch):
+    first = _erase(store, workspace, tiny_sd_dir, "uce")
+    counts = store.counts()
+    from trce_audit.erasers.uce import UCE
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the erase was recomputed")
+
+    monkeypatch.setattr(UCE, "apply", must_not_run)
+    second = _erase(store, workspace, tiny_sd_dir, "uce")
+    assert second["reused"] and not first["reused"]
+    assert (second["artefact_id"], second["path"]) == (first["artefact_id"], first["path"])
+    assert store.counts() == counts
+    with pytest.raises(AssertionError, match="recomputed"):  # a different config is a different erase
+        _erase(store, workspace, tiny_sd_dir, "uce", overrides={"n_preserve": 3})
+
+
+def test_erase_by_concept_name_through_the_cli(cli, store, workspace, tiny_sd_dir, monkeypatch):
+    import trce_audit.data as data
+
+    seen = {}
+
+    def fake_load_concept(name, *, world="sd", workspace=None):
+        seen["args"] = (name, world)
+        return CONCEPT
+
+    monkeypatch.setattr(data, "load_concept", fake_load_concept, raising=False)
+    code, out, err = cli("erase", "uce", "--concept", "nudity", "--model", str(tiny_sd_dir), "--set", "n_preserve=0", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert seen["args"] == ("nudity", "sd")
+    code, out, err = cli("models", "--json")
+    assert code == 0 and f"artefact:{result['artefact_id']}" in {row["model"] for row in json.loads(out)}
+    code, out, _ = cli("erase", "uce", "--concept", "nudity", "--model", f"artefact:{result['artefact_id']}", "--set", "n_preserve=0")
+    assert code == 0 and "artefact" in out and "--model artefact:" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "bogus=1"], "unknown config key 'bogus'"),
+        (["--set", "lamb=abc"], "config key 'lamb' expects a number"),
+        (["--set", "guide=nowhere"], "config key 'guide' must be one of"),
+        (["--set", "lamb"], "--set expects key=value"),
+        (["--stages", "1"], "no stages"),
+    ],
+)
+def test_cli_config_errors_are_one_line_and_store_nothing(cli, store, tiny_sd_dir, monkeypatch, args, message):
+    import trce_audit.data as data
+
+    monkeypatch.setattr(data, "load_concept", lambda name, **kw: CONCEPT, raising=False)
+    before = store.counts()
+    code, out, err = cli("erase", "uce", "--concept", "nudity", "--model", str(tiny_sd_dir), *args)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err
+    assert store.counts() == before
+
+
+def test_cli_rejects_bad_stages_and_unknown_eraser(cli, tiny_sd_dir, monkeypatch):
+    import trce_audit.data as data
+
+    monkeypatch.setattr(data, "load_concept", lambda name, **kw: CONCEPT, raising=False)
+    code, _, err = cli("erase", "trce", "--concept", "nudity", "--model", str(tiny_sd_dir), "--stages", "3")
+    assert code == 2 and "--stages must be 1, 2 or 1,2" in err
+    code, _, err = cli("erase", "nope", "--concept", "nudity", "--model", str(tiny_sd_dir))
+    assert code == 2 and "unknown eraser 'nope'" in err
+
+
+def test_erasers_listing(cli):
+    code, out, _ = cli("erasers", "--json")
+    rows = {row["name"]: row for row in json.loads(out)}
+    assert code == 0 and set(rows) == set(TINY)
+    assert rows["trce"]["defaults"]["sd"]["lr"] == 1e-6 and rows["trce"]["defaults"]["pocket"]["caption_set"] == "pocket-general"
+
+
+def test_default_stages_and_explicit_1_2_are_the_same_erase(store, workspace, tiny_sd_dir, monkeypatch):
+    from trce_audit.erasers.trce import TRCE
+
+    calls = []
+    monkeypatch.setattr(TRCE, "apply", lambda self, pipe, concept, context: calls.append(context.stages) or ({}, {}))
+    first = _erase(store, workspace, tiny_sd_dir, "trce")
+    again = _erase(store, workspace, tiny_sd_dir, "trce", stages="2,1")
+    only_one = _erase(store, workspace, tiny_sd_dir, "trce", stages="1")
+    assert calls == [(1, 2), (1,)]
+    assert again["reused"] and again["artefact_id"] == first["artefact_id"] != only_one["artefact_id"]

@@ -1,0 +1,236 @@
+"""Erase a concept from a model: an "erase" run that produces an artefact (a diffusers folder).
+
+Rerunning the same erase (same eraser, config, concept content, stages and model fingerprint) returns
+the stored artefact instead of recomputing it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from .. import registry
+from ..errors import ConfigError, one_line
+from ..hashing import hash_tree
+from ..models.resolve import ModelRef, resolve_model
+from ..store import Store
+from ..store.repository import run_identity
+from ..workspace import Workspace
+
+if TYPE_CHECKING:
+    from ..data.concepts import Concept
+    from ..erasers.base import CaptionsFn, ProgressFn
+
+
+def parse_stages(stages: str | Sequence[int] | None) -> tuple[int, ...] | None:
+    """"1", "2", "1,2" (or a sequence of ints) as a sorted tuple; None keeps the eraser's default."""
+    if stages is None:
+        return None
+    if isinstance(stages, str):
+        parts = [p.strip() for p in stages.split(",") if p.strip()]
+        if not parts or not all(p.isdigit() for p in parts):
+            raise ConfigError(f"--stages expects stage numbers separated by commas (e.g. 1,2), got {stages!r}")
+        stages = [int(p) for p in parts]
+    return tuple(sorted(int(s) for s in stages))
+
+
+def _captions_from_data(workspace: Workspace) -> "CaptionsFn":
+    def captions(name: str, limit: int | None) -> list[str]:
+        from ..data import load_prompt_set
+
+        return [row.text for row in load_prompt_set(name, workspace=workspace, limit=limit)]
+
+    return captions
+
+
+def _existing_artefact(store: Store, run_id: int):
+    for artefact in store.list_artefacts():
+        if artefact.run_id == run_id and (Path(artefact.path) / "model_index.json").is_file():
+            return artefact
+    return None
+
+
+def _record(artefact, run_id: int, reused: bool) -> dict[str, Any]:
+    meta = artefact.meta or {}
+    return {
+        "artefact_id": artefact.id,
+        "model": f"artefact:{artefact.id}",
+        "path": artefact.path,
+        "sha256": artefact.sha256,
+        "run_id": run_id,
+        "reused": reused,
+        "eraser": meta.get("eraser"),
+        "concept": meta.get("concept"),
+        "changed_params": len(meta.get("changed_params", [])),
+        "seconds": meta.get("seconds"),
+        "stats": meta.get("stats", {}),
+    }
+
+
+def erase_concept(
+    store: Store,
+    workspace: Workspace,
+    *,
+    eraser: str,
+    concept: "Concept",
+    model: str | ModelRef,
+    out: str | os.PathLike | None = None,
+    config_file: str | os.PathLike | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    device: str = "cpu",
+    stages: str | Sequence[int] | None = None,
+    captions: "CaptionsFn | None" = None,
+    batch_size: int = 8,
+    allow_pickle: bool = False,
+    progress: "ProgressFn | None" = None,
+) -> dict[str, Any]:
+    """Erase an already loaded ``Concept``; the lower-level entry point of :func:`erase`."""
+    from ..erasers.base import EraseContext
+
+    cls = registry.load("eraser", eraser)
+    stage_tuple = parse_stages(stages)
+    cls.check_stages(stage_tuple)
+    stage_tuple = stage_tuple or cls.default_stages  # "--stages 1,2" and no --stages are the same erase
+    ref = model if isinstance(model, ModelRef) else resolve_model(model, store=store, workspace=workspace, allow_pickle=allow_pickle)
+    if concept.world != ref.world:
+        raise ConfigError(f"concept {concept.name!r} belongs to the {concept.world} world but model {ref.spec!r} to the {ref.world} world")
+    config = cls.make_config(world=ref.world, config_file=config_file, overrides=overrides)
+    run_fields = dict(
+        kind="erase",
+        component=eraser,
+        config=config.as_dict(),
+        component_version=cls.version,
+        model_fingerprint=ref.fingerprint,
+        inputs={"concept": concept.as_dict(), "stages": list(stage_tuple) if stage_tuple else None},
+    )
+    previous = store.find_run(run_identity(**run_fields))
+    if previous is not None and previous.status == "complete":
+        found = _existing_artefact(store, previous.id)
+        if found is not None:
+            return _record(found, previous.id, reused=True)
+    if out is not None and Path(out).expanduser().exists() and any(Path(out).expanduser().iterdir()):
+        raise ConfigError(f"output folder {Path(out).expanduser()} exists and is not empty; choose another --out")
+    run = store.start_run(runtime={"device": device, "batch_size": batch_size}, model_ref=ref.spec, **run_fields)
+    target = Path(out) if out is not None else workspace.artefacts_dir / run.identity[:16]
+    target = target.expanduser().resolve()
+    if target.exists() and any(target.iterdir()):  # a default folder left by an interrupted run
+        shutil.rmtree(target)
+    staging = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    started = time.perf_counter()
+    try:
+        from ..erasers.base import save_erased_pipeline
+        from ..models.resolve import load_pipeline
+
+        pipe = load_pipeline(ref, device=device, allow_pickle=allow_pickle)
+        context = EraseContext(
+            cache_dir=workspace.cache_dir,
+            device=device,
+            progress=progress or (lambda stage, done, total: None),
+            captions=captions or _captions_from_data(workspace),
+            model_fingerprint=ref.fingerprint,
+            world=ref.world,
+            stages=stage_tuple,
+            batch_size=batch_size,
+        )
+        result = cls(config).erase(pipe, concept, context=context)
+        seconds = time.perf_counter() - started
+        meta = {
+            "eraser": eraser,
+            "eraser_version": cls.version,
+            "concept": concept.name,
+            "pairs": [list(p) for p in concept.pairs],
+            "config": config.as_dict(),
+            "stages": list(stage_tuple) if stage_tuple else None,
+            "parent_model": ref.spec,
+            "parent_fingerprint": ref.fingerprint,
+        }
+        pipe.to("cpu")
+        if staging.exists():
+            shutil.rmtree(staging)
+        save_erased_pipeline(pipe, staging, ref.path, meta)
+        if target.exists():
+            target.rmdir()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging.rename(target)
+        sha = hash_tree(target)
+        artefact_id = store.add_artefact(
+            path=str(target),
+            sha256=sha,
+            run_id=run.id,
+            parent_model=ref.spec,
+            parent_fingerprint=ref.fingerprint,
+            meta={
+                "eraser": eraser,
+                "concept": concept.name,
+                "world": ref.world,
+                "description": f"{eraser} erased {concept.name!r} from {ref.spec}",
+                "changed_params": result.changed_params,
+                "stats": result.stats,
+                "seconds": seconds,
+            },
+        )
+    except BaseException as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        store.fail_run(run.id, one_line(f"{type(exc).__name__}: {exc}"))
+        raise
+    store.complete_run(
+        run.id,
+        {
+            "artefact_id": artefact_id,
+            "path": str(target),
+            "seconds": seconds,
+            "changed_params": len(result.changed_params),
+            "losses": result.losses,
+            "stats": result.stats,
+        },
+    )
+    return _record(store.get_artefact(artefact_id), run.id, reused=False)
+
+
+def erase(
+    store: Store,
+    workspace: Workspace,
+    *,
+    eraser: str,
+    concept: str,
+    model: str,
+    out: str | os.PathLike | None = None,
+    config_file: str | os.PathLike | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    device: str = "cpu",
+    stages: str | Sequence[int] | None = None,
+    batch_size: int = 8,
+    allow_pickle: bool = False,
+    progress: "ProgressFn | None" = None,
+) -> dict[str, Any]:
+    """Erase the named concept (or concept file) from ``model`` with the eraser plugin ``eraser``."""
+    from ..data import load_concept
+
+    registry.load("eraser", eraser)  # an unknown eraser is reported before the model is resolved
+    ref = resolve_model(model, store=store, workspace=workspace, allow_pickle=allow_pickle)
+    concept_obj = load_concept(concept, world=ref.world, workspace=workspace)
+    return erase_concept(
+        store, workspace, eraser=eraser, concept=concept_obj, model=ref, out=out, config_file=config_file,
+        overrides=overrides, device=device, stages=stages, batch_size=batch_size, allow_pickle=allow_pickle,
+        progress=progress,
+    )
+
+
+def list_erasers() -> list[dict[str, Any]]:
+    """Registered erasers with their default config for each world (imports each plugin class)."""
+    rows = []
+    for name in registry.names("eraser"):
+        cls = registry.load("eraser", name)
+        rows.append(
+            {
+                "name": name,
+                "version": cls.version,
+                "description": getattr(cls, "description", ""),
+                "defaults": {world: cls.Config.for_world(world).as_dict() for world in ("sd", "pocket")},
+            }
+        )
+    return rows
+

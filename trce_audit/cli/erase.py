@@ -1,0 +1,82 @@
+"""`trce-audit erase NAME --concept C --model M` and `trce-audit erasers`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import AllowPickleOpt, DataDirOpt, JsonOpt, emit, emit_json, emit_table, parse_assignments, progress, state
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("erase")
+    def erase(
+        ctx: typer.Context,
+        eraser: Annotated[str, typer.Argument(help="Eraser id: trce, esd-x, esd-u, uce (see `trce-audit erasers`).")],
+        concept: Annotated[str, typer.Option("--concept", "-c", help="Concept name (nudity, unsafe, a pocket concept) or a TOML/JSON file of pairs.")],
+        model: Annotated[str, typer.Option("--model", "-m", help="pocket | hub id | local diffusers folder | artefact:ID.")],
+        out: Annotated[Optional[Path], typer.Option("--out", help="Output folder [default: the workspace's artefacts folder].")] = None,
+        config: Annotated[Optional[Path], typer.Option("--config", help="TOML file of config keys (top level or an [ERASER] table).")] = None,
+        set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override one config key: key=value (repeatable).")] = None,
+        stages: Annotated[Optional[str], typer.Option("--stages", help="trce only: 1, 2 or 1,2 [default: 1,2].")] = None,
+        device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
+        batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Samples per UNet call (runtime only).")] = 8,
+        allow_pickle: AllowPickleOpt = False,
+        data_dir: DataDirOpt = None,
+        json_: JsonOpt = False,
+    ) -> None:
+        """Erase a concept from a model; prints the artefact id, usable as --model artefact:ID."""
+        from ..api.erase import erase as erase_api
+
+        overrides = parse_assignments(set_)
+        app_state = state(ctx)
+        workspace = app_state.workspace(data_dir).ensure()
+        reporter = _LazyProgress()
+        try:
+            result = erase_api(
+                app_state.store(), workspace, eraser=eraser, concept=concept, model=model, out=out,
+                config_file=config, overrides=overrides, device=device, stages=stages, batch_size=batch_size,
+                allow_pickle=allow_pickle, progress=reporter,
+            )
+        finally:
+            reporter.close()
+
+        def render(r: dict) -> None:
+            note = " (already erased: reused)" if r["reused"] else f" ({r['seconds']:.1f} s)"
+            typer.echo(f"artefact {r['artefact_id']}{note}: {r['path']}")
+            typer.echo(f"use it as --model {r['model']}")
+
+        emit(result, json_, render)
+
+    @app.command("erasers")
+    def erasers(ctx: typer.Context, json_: JsonOpt = False) -> None:
+        """List the registered erasers and their default configs."""
+        from ..api.erase import list_erasers
+
+        rows = list_erasers()
+        if json_:
+            emit_json(rows)
+        else:
+            emit_table("erasers", ["name", "version", "description"], [[r["name"], r["version"], r["description"]] for r in rows])
+
+
+class _LazyProgress:
+    """A progress bar that appears on the first report, so errors before any work print one line."""
+
+    def __init__(self) -> None:
+        self._bar = None
+        self._tasks: dict[str, int] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self._bar is None:
+            self._bar = progress()
+            self._bar.start()
+        if stage not in self._tasks:
+            self._tasks[stage] = self._bar.add_task(stage, total=total)
+        self._bar.update(self._tasks[stage], completed=done, total=total)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()

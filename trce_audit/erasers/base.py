@@ -1,0 +1,141 @@
+"""The eraser interface: a typed config, ``erase(pipe, concept, context) -> ErasureResult``.
+
+An eraser edits the pipeline it is given in place and reports which tensors it changed; saving the
+edited pipeline as a diffusers folder is shared (``save_erased_pipeline``) so every eraser writes the
+same layout and carries the world marker of its parent.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+
+from ..errors import ConfigError
+from .config import EraserConfig, build_config
+
+if TYPE_CHECKING:
+    from ..data.concepts import Concept
+
+WORLD_MARKER = "trce_audit.json"
+
+ProgressFn = Callable[[str, int, int], None]  # (stage description, done, total)
+CaptionsFn = Callable[[str, int | None], Sequence[str]]  # (caption-set name, limit) -> captions
+CaptionSource = CaptionsFn | Sequence[str]  # a plain list serves every caption-set name (tests)
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    return None
+
+
+@dataclass
+class EraseContext:
+    """What an eraser may use besides the pipeline: where to cache, which device, how to report."""
+
+    cache_dir: Path
+    device: str = "cpu"
+    progress: ProgressFn = _no_progress
+    captions: CaptionSource | None = None
+    model_fingerprint: str | None = None
+    world: str = "sd"
+    stages: tuple[int, ...] | None = None
+    batch_size: int = 8  # runtime only: how many samples go through the UNet at once
+
+    def caption_list(self, name: str, limit: int | None) -> list[str]:
+        if self.captions is None:
+            raise ConfigError(f"this eraser needs the caption set {name!r} for prior preservation but none was provided")
+        found = self.captions if isinstance(self.captions, (list, tuple)) else self.captions(name, limit)
+        captions = [str(c) for c in found]
+        if not captions:
+            raise ConfigError(f"caption set {name!r} is empty")
+        return captions[:limit] if limit else captions
+
+
+@dataclass
+class ErasureResult:
+    changed_params: list[str]
+    stats: dict[str, Any] = field(default_factory=dict)
+    losses: dict[str, list[float]] = field(default_factory=dict)
+
+
+class Eraser:
+    """Base class. Subclasses set ``name``, ``version``, ``Config`` and implement ``erase``."""
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "0"
+    Config: ClassVar[type[EraserConfig]] = EraserConfig
+    description: ClassVar[str] = ""
+    default_stages: ClassVar[tuple[int, ...] | None] = None  # erasers with stages run these unless told
+
+    def __init__(self, config: EraserConfig | None = None):
+        self.config = config if config is not None else self.Config.for_world("sd")
+        if not isinstance(self.config, self.Config):
+            raise ConfigError(f"{self.name} expects a {self.Config.__qualname__}, got {type(self.config).__qualname__}")
+
+    @classmethod
+    def make_config(cls, *, world: str = "sd", config_file=None, overrides=None) -> EraserConfig:
+        return build_config(cls.Config, world=world, config_file=config_file, overrides=overrides, section=cls.name)
+
+    @classmethod
+    def check_stages(cls, stages: tuple[int, ...] | None) -> None:
+        if stages is not None:
+            raise ConfigError(f"eraser {cls.name!r} has no stages; --stages applies to trce only")
+
+    def erase(self, pipe, concept: "Concept", *, context: EraseContext) -> ErasureResult:
+        """Edit ``pipe`` in place; the result names every tensor that actually changed."""
+        import torch
+
+        if not concept.pairs:
+            raise ConfigError(f"concept {concept.name!r} has no (malicious, safe) pairs to erase")
+        before = snapshot_parameters(pipe)
+        with torch.random.fork_rng(devices=[]):
+            stats, losses = self.apply(pipe, concept, context)
+        return ErasureResult(changed_params=changed_parameters(pipe, before), stats=stats, losses=losses)
+
+    def apply(self, pipe, concept: "Concept", context: EraseContext) -> tuple[dict[str, Any], dict[str, list[float]]]:
+        """The edit itself: returns (stats, loss curves)."""
+        raise NotImplementedError
+
+
+def snapshot_parameters(pipe) -> dict[str, Any]:
+    """CPU copies of every UNet and text-encoder tensor, to tell afterwards which ones an edit changed."""
+    tensors = {}
+    for prefix, module in (("unet", pipe.unet), ("text_encoder", pipe.text_encoder)):
+        for key, value in module.state_dict().items():
+            tensors[f"{prefix}.{key}"] = value.detach().to("cpu", copy=True)
+    return tensors
+
+
+def changed_parameters(pipe, before: dict[str, Any]) -> list[str]:
+    import torch
+
+    changed = []
+    for prefix, module in (("unet", pipe.unet), ("text_encoder", pipe.text_encoder)):
+        for key, value in module.state_dict().items():
+            name = f"{prefix}.{key}"
+            if not torch.equal(before[name], value.detach().to("cpu")):
+                changed.append(name)
+    return changed
+
+
+def save_erased_pipeline(pipe, out_dir: Path, parent_dir: Path | None, meta: dict[str, Any]) -> Path:
+    """Write the pipeline as a safetensors diffusers folder that ``from_pretrained`` loads.
+
+    The parent's world marker is copied (an erased pocket model stays in the pocket world) and the
+    erasure record is added to it.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pipe.save_pretrained(str(out_dir), safe_serialization=True)
+    marker: dict[str, Any] = {}
+    if parent_dir is not None and (Path(parent_dir) / WORLD_MARKER).is_file():
+        shutil.copyfile(Path(parent_dir) / WORLD_MARKER, out_dir / WORLD_MARKER)
+        try:
+            marker = json.loads((out_dir / WORLD_MARKER).read_text())
+        except ValueError:
+            marker = {}
+    marker["erasure"] = meta
+    (out_dir / WORLD_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True, default=str))
+    return out_dir

@@ -1,0 +1,125 @@
+"""Torch helpers the erasers share: text embeddings, cross-attention projections, closed-form solves."""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable, Sequence
+
+import torch
+
+
+def tokenize(tokenizer, prompts: Sequence[str]) -> torch.Tensor:
+    return tokenizer(
+        list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+
+
+def token_count(tokenizer, prompt: str) -> int:
+    """Tokens between [SoT] and the first [EoT] after truncation, so the first [EoT] sits at count + 1."""
+    ids = tokenizer(prompt, truncation=True, max_length=tokenizer.model_max_length).input_ids
+    return len(ids) - 2
+
+
+@torch.no_grad()
+def encode_prompts(pipe, prompts: Sequence[str], device: str | torch.device, batch_size: int = 16) -> torch.Tensor:
+    """The text encoder's last hidden state [N, 77, D] for each prompt (what the UNet attends to)."""
+    chunks = []
+    for start in range(0, len(prompts), batch_size):
+        ids = tokenize(pipe.tokenizer, prompts[start : start + batch_size]).to(device)
+        chunks.append(pipe.text_encoder(ids)[0].float())
+    return torch.cat(chunks) if chunks else torch.empty(0)
+
+
+def cross_attention_projections(unet, which: tuple[str, ...] = ("to_k", "to_v")) -> list[tuple[str, torch.nn.Linear]]:
+    """Every cross-attention key/value projection (the layers that read the text embedding)."""
+    found = []
+    for name, module in unet.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        if ".attn2." in f".{name}" and leaf in which and isinstance(module, torch.nn.Linear):
+            found.append((name, module))
+    return found
+
+
+def solve_closed_form(mat1: torch.Tensor, mat2: torch.Tensor, *, exact_inverse: bool = False) -> torch.Tensor:
+    """W = mat1 · mat2⁻¹. Solved in float64 (mat2 is symmetric); ``exact_inverse`` uses the float32
+    explicit inverse the reference implementations use."""
+    if exact_inverse:
+        return mat1.float() @ torch.inverse(mat2.float())
+    solution = torch.linalg.solve(mat2.double(), mat1.double().T).T
+    return solution.to(mat1.dtype)
+
+
+def select_parameters(module: torch.nn.Module, keep: Callable[[str], bool]) -> list[tuple[str, torch.nn.Parameter]]:
+    """Parameters whose names pass ``keep`` become trainable; every other parameter is frozen."""
+    chosen = []
+    for name, param in module.named_parameters():
+        trainable = keep(name)
+        param.requires_grad_(trainable)
+        if trainable:
+            chosen.append((name, param))
+    return chosen
+
+
+def frozen_copy(module: torch.nn.Module) -> torch.nn.Module:
+    clone = copy.deepcopy(module)
+    clone.requires_grad_(False)
+    clone.eval()
+    return clone
+
+
+def ddim_scheduler(pipe, steps: int, steps_offset: int | None = None):
+    """A deterministic DDIM (eta = 0) scheduler with the pipeline's noise schedule."""
+    from diffusers import DDIMScheduler
+
+    overrides = {"clip_sample": False, "set_alpha_to_one": False}
+    if steps_offset is not None:
+        overrides["steps_offset"] = steps_offset
+    scheduler = DDIMScheduler.from_config(pipe.scheduler.config, **overrides)
+    scheduler.set_timesteps(steps)
+    return scheduler
+
+
+def latent_shape(pipe, latent_size: int | None) -> tuple[int, int, int]:
+    size = latent_size or int(pipe.unet.config.sample_size)
+    return (int(pipe.unet.config.in_channels), size, size)
+
+
+@torch.no_grad()
+def sample_states(
+    unet, scheduler, cond: torch.Tensor | None, uncond: torch.Tensor, guidance: float, noise: torch.Tensor,
+    wanted: list[set[int]], batch_size: int, report=None,
+) -> dict[tuple[int, int], torch.Tensor]:
+    """DDIM (eta 0) trajectories from ``noise``; returns the latents at the wanted state indices.
+
+    ``cond`` None samples unconditionally (one UNet call per step)."""
+    kept: dict[tuple[int, int], torch.Tensor] = {}
+    for start in range(0, noise.shape[0], batch_size):
+        idx = list(range(start, min(start + batch_size, noise.shape[0])))
+        last = max((max(wanted[i]) for i in idx if wanted[i]), default=-1)
+        if last < 0:
+            continue
+        x = noise[idx].clone()
+        null = uncond.expand(len(idx), -1, -1)
+        for state in range(last + 1):
+            for i, row in zip(idx, x):
+                if state in wanted[i]:
+                    kept[(i, state)] = row.detach().cpu().clone()
+            if state == last:
+                break
+            t = scheduler.timesteps[state]
+            if cond is None:
+                eps = unet(x, t, encoder_hidden_states=null).sample
+            else:
+                both = unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([cond[idx], null])).sample
+                eps_c, eps_u = both.chunk(2)
+                eps = eps_u + guidance * (eps_c - eps_u)
+            x = scheduler.step(eps, t, x, eta=0.0).prev_sample
+        if report is not None:
+            report(idx[-1] + 1)
+    return kept
+
+
+def seeded_noise(count: int, shape: tuple[int, ...], seed: int, device) -> torch.Tensor:
+    # one generator per trajectory so a trajectory does not depend on the batch size
+    rows = [torch.randn(shape, generator=torch.Generator().manual_seed(seed + i)) for i in range(count)]
+    return torch.stack(rows).to(device) if rows else torch.empty((0, *shape), device=device)

@@ -1,0 +1,46 @@
+"""TRCE (Chen et al., ICCV 2025, arXiv 2503.07389): a closed-form cross-attention edit (stage 1) and
+an early-step contrastive fine-tune (stage 2). Torch is imported only when ``erase`` runs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from ...errors import ConfigError
+from ..base import EraseContext, Eraser
+from .config import TRCEConfig
+
+if TYPE_CHECKING:
+    from ...data.concepts import Concept
+
+STAGES = (1, 2)
+
+
+class TRCE(Eraser):
+    name: ClassVar[str] = "trce"
+    version: ClassVar[str] = "1"
+    Config: ClassVar[type[TRCEConfig]] = TRCEConfig
+    description: ClassVar[str] = "TRCE: closed-form cross-attention refinement + early-step contrastive fine-tuning"
+    default_stages: ClassVar[tuple[int, ...]] = STAGES
+
+    @classmethod
+    def check_stages(cls, stages: tuple[int, ...] | None) -> None:
+        if stages is None:
+            return
+        if not stages or any(s not in STAGES for s in stages) or len(set(stages)) != len(stages):
+            raise ConfigError(f"--stages must be 1, 2 or 1,2 for trce, got {','.join(map(str, stages)) or 'nothing'}")
+
+    def apply(self, pipe, concept: "Concept", context: EraseContext):
+        from ..common import frozen_copy
+        from .stage1 import run_stage1
+        from .stage2 import run_stage2
+
+        stages = tuple(sorted(context.stages or STAGES))
+        self.check_stages(stages)
+        stats: dict = {"stages": list(stages), "mode": self.config.mode}
+        losses: dict = {}
+        original = frozen_copy(pipe.unet) if 2 in stages else None
+        if 1 in stages:
+            stats["stage1"] = run_stage1(pipe, concept, self.config, context)
+        if 2 in stages:
+            stats["stage2"], losses = run_stage2(pipe, original, concept, self.config, context)
+        return stats, losses

@@ -1,0 +1,92 @@
+"""UCE (Gandikota et al., WACV 2024): one closed-form edit of every cross-attention key/value projection,
+    W' = (λ·W + s_e·Σ v*·cᵀ + s_p·Σ W·c_p·c_pᵀ)(λ·I + s_e·Σ c·cᵀ + s_p·Σ c_p·c_pᵀ)⁻¹,
+with c the embedding of the last token of each malicious phrase, v* = W·c_guide the original output
+for its guide phrase, and c_p the last-token embeddings of preserved captions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Optional
+
+from ..errors import ConfigError
+from .base import EraseContext, Eraser
+from .config import EraserConfig
+
+if TYPE_CHECKING:
+    from ..data.concepts import Concept
+
+CAPTION_SETS = {"sd": "coco-3k", "pocket": "pocket-general"}
+
+
+@dataclass(frozen=True)
+class UCEConfig(EraserConfig):
+    erase_scale: float = 1.0
+    preserve_scale: float = 1.0
+    lamb: float = 0.5
+    guide: str = "safe"  # "safe": each pair's safe phrase; "empty": the empty prompt
+    caption_set: Optional[str] = None  # None: coco-3k (sd) or pocket-general (pocket)
+    n_preserve: int = 100  # captions kept fixed; 0 preserves nothing (the reference's default)
+
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"guide": ("safe", "empty")}
+
+    @classmethod
+    def for_world(cls, world: str = "sd") -> "UCEConfig":
+        if world not in CAPTION_SETS:
+            raise ConfigError(f"unknown world {world!r}; expected sd or pocket")
+        return cls(caption_set=CAPTION_SETS[world])
+
+    def validate(self) -> None:
+        for key in ("erase_scale", "preserve_scale", "lamb", "n_preserve"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"config key {key!r} must be >= 0, got {getattr(self, key)!r}")
+        if self.lamb == 0 and self.n_preserve == 0:
+            raise ConfigError("uce needs lamb > 0 or n_preserve > 0, otherwise the closed form is singular")
+
+
+def last_token_rows(pipe, prompts: list[str], device):
+    """The embedding of each prompt's last content token ([SoT] for the empty prompt)."""
+    import torch
+
+    from .common import encode_prompts, token_count
+
+    emb = encode_prompts(pipe, prompts, device)
+    idx = torch.tensor([token_count(pipe.tokenizer, p) for p in prompts], device=emb.device)
+    return emb[torch.arange(len(prompts), device=emb.device), idx].double()
+
+
+class UCE(Eraser):
+    name: ClassVar[str] = "uce"
+    version: ClassVar[str] = "1"
+    Config: ClassVar[type[UCEConfig]] = UCEConfig
+    description: ClassVar[str] = "UCE: unified closed-form editing of cross-attention keys and values"
+
+    def apply(self, pipe, concept: "Concept", context: EraseContext):
+        import torch
+
+        from .common import cross_attention_projections, solve_closed_form
+
+        config = self.config
+        erase = last_token_rows(pipe, concept.keywords, context.device)
+        guides = concept.safe_phrases if config.guide == "safe" else [""] * len(concept.keywords)
+        guide = last_token_rows(pipe, guides, context.device)
+        captions = context.caption_list(config.caption_set, config.n_preserve) if config.n_preserve else []
+        dim = erase.shape[1]
+        keep = last_token_rows(pipe, captions, context.device) if captions else erase.new_zeros((0, dim))
+        eye = torch.eye(dim, dtype=torch.float64, device=erase.device)
+        # Every projection reads the same embeddings, so W' = W·(R)·(S)⁻¹ with shared R and S.
+        cross = config.erase_scale * guide.T @ erase + config.preserve_scale * keep.T @ keep + config.lamb * eye
+        second = config.erase_scale * erase.T @ erase + config.preserve_scale * keep.T @ keep + config.lamb * eye
+        shared = solve_closed_form(cross, second)
+        projections = cross_attention_projections(pipe.unet)
+        with torch.no_grad():
+            for _, layer in projections:
+                layer.weight.data = (layer.weight.data.double() @ shared).to(layer.weight.dtype)
+        context.progress("uce: closed form", 1, 1)
+        stats = {
+            "erase_prompts": concept.keywords,
+            "guide_prompts": guides,
+            "n_preserve": len(captions),
+            "edited": len(projections),
+        }
+        return stats, {}
