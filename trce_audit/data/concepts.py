@@ -162,14 +162,26 @@ def read_pairs(path: str | os.PathLike) -> tuple[tuple[str, str], ...]:
 
 
 def pocket_concepts() -> dict[str, Concept]:
-    """The pocket world's concepts, defined by trce_audit.pocket (imported on use)."""
+    """The pocket world's erasure target, described by trce_audit.pocket (imported on use)."""
     try:
-        module = importlib.import_module(POCKET_MODULE)
-        concepts = module.CONCEPTS
+        module = importlib.import_module(f"{POCKET_MODULE}.prompts")
+        spec = module.CONCEPTS
     except (ImportError, AttributeError) as exc:
-        raise DataError(f"the pocket world's concepts come from {POCKET_MODULE}.CONCEPTS, which is not available ({exc})") from None
-    values = concepts.values() if isinstance(concepts, dict) else concepts
-    return {concept.name: concept for concept in values}
+        raise DataError(f"the pocket world's concepts come from {POCKET_MODULE}.prompts.CONCEPTS, which is not available ({exc})") from None
+    target = spec["target"]
+    concept = Concept(
+        name=target,
+        pairs=tuple((malicious, safe) for malicious, safe in spec["keyword_safe_pairs"]),
+        world="pocket",
+        detector="pocket",
+        label=target,
+        eval_sets=tuple(spec["erase_sets"]),
+        preserve_sets=tuple(spec["preserve_sets"]),
+        description=f"the pocket world's stand-in for {spec['stands_in_for']} (safe substitute: {spec['safe_substitute']})",
+        default=True,
+        meta={"caption_set": spec["general_sets"][0], "stands_in_for": spec["stands_in_for"]},
+    )
+    return {concept.name: concept}
 
 
 def concept_names(world: str = "sd") -> list[str]:

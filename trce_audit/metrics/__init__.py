@@ -4,4 +4,5 @@ BUILTIN: dict[str, str] = {
     "nudenet": "trce_audit.metrics.nudenet:NudeNetASR",
     "fid": "trce_audit.metrics.fid:CleanFID",
     "clip": "trce_audit.metrics.clip:CLIPScore",
+    "pocket": "trce_audit.metrics.pocket:PocketDetectorMetric",
 }

@@ -138,9 +138,8 @@ def resolve_model(
         raise ModelError("empty model spec")
     cache_dir = workspace.cache_dir if workspace else None
     if spec == "pocket":
-        from ..pocket import pocket_model_dir
+        from ..pocket.models import MODEL_DIR as folder
 
-        folder = pocket_model_dir()
         if not _is_pipeline_folder(folder):
             raise ModelError(f"the pocket model is missing from the installation ({folder})")
         return ModelRef(spec, "builtin", folder, fingerprint_folder(folder, cache_dir), world="pocket")
