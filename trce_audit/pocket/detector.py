@@ -239,7 +239,7 @@ def train_detector(out: str | Path = DETECTOR_PATH, steps: int = 3000, batch: in
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(out))
     _load.cache_clear()
     res = evaluate_accuracy(_load(str(out)))
-    res.update(train_steps=steps, batch=batch, seed=seed, device=device, seconds=round(time.time() - t0, 1))
+    res.update(train_steps=steps, batch=batch, train_seed=seed, device=device, seconds=round(time.time() - t0, 1))
     return res
 
 
