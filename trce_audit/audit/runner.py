@@ -60,6 +60,22 @@ def _check_preset(kind: str, name: str, preset: str | None, world: str) -> None:
         raise ConfigError(f"{kind} {name!r}: preset {preset!r} does not match the model's world {world!r}")
 
 
+def validate_components(spec: AuditSpec, world: str) -> None:
+    """Build every eraser, attack and metric config before anything runs: a typo fails in a second,
+    not after an hour of erasing."""
+    from .. import registry
+    from ..api.attack import attack_config
+
+    for eraser in spec.erasers:
+        _check_preset("eraser", eraser.name, eraser.preset, world)
+        registry.load("eraser", eraser.name).make_config(world=world, overrides=eraser.config)
+    for attack in spec.attacks:
+        _check_preset("attack", attack.name, attack.preset, world)
+        attack_config(attack.name, world=world, budget={**attack.config, **attack.budget})
+    for metric in {*spec.metrics.eval, *spec.metrics.preserve}:
+        registry.load("metric", metric)
+
+
 def _attack_targets(spec: AuditSpec, attack: AttackSpec, models: list[AuditModel]) -> list[AuditModel]:
     if attack.targets:
         return [m for m in models if m.label in attack.targets or (m.label == "base" and spec.model in attack.targets)]
@@ -83,10 +99,7 @@ def run_audit(
 
     say = log or (lambda message: None)
     base = resolve_model(spec.model, store=store, workspace=workspace, allow_pickle=allow_pickle)
-    for eraser in spec.erasers:
-        _check_preset("eraser", eraser.name, eraser.preset, base.world)
-    for attack in spec.attacks:
-        _check_preset("attack", attack.name, attack.preset, base.world)
+    validate_components(spec, base.world)
     handle = store.start_run(
         kind="audit", component="audit", config=spec.as_dict(), model_ref=spec.model,
         model_fingerprint=base.fingerprint, runtime={"device": device or spec.generation.device},

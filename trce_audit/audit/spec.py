@@ -5,7 +5,7 @@ Format (every table optional except where noted; see docs/audit-spec.md)::
 
     name = "pocket"                    # a label for the report
     model = "pocket"                   # required: base model spec (pocket | hub id | folder | artefact:ID)
-    concept = "pocket-target"          # required: or concepts = ["a", "b"]
+    concept = "cross"                  # required: or concepts = ["a", "b"]
     include_base = true                # also evaluate the unerased base model (the reference)
 
     [generation]                       # steps, limit (prompts per set), batch_size, height, width, dtype, scheduler, device
