@@ -12,7 +12,7 @@ MINIMAL = 'model = "pocket"\nconcept = "pocket-target"\n[prompts]\neval = ["pock
 
 def test_default_pocket_spec_loads():
     spec = load_spec(default_pocket_spec())
-    assert spec.model == "pocket" and spec.concepts == ("pocket-target",)
+    assert spec.model == "pocket" and spec.concepts == ("cross",)
     assert [e.name for e in spec.erasers] == ["esd-x", "uce", "trce"]
     assert [a.name for a in spec.attacks] == ["ring-a-bell", "unlearndiff", "p4d-n"]
     assert all(a.preset == "pocket" for a in spec.attacks)
@@ -26,7 +26,7 @@ def test_sd14_example_loads_and_round_trips_through_as_dict(tmp_path):
     path = tmp_path / "sd.toml"
     path.write_text(packaged_spec(SD14_NUDITY_SPEC))
     spec = load_spec(path)
-    assert spec.model == "CompVis/stable-diffusion-v1-4" and spec.metrics.preserve == ("fid", "clip_score")
+    assert spec.model == "CompVis/stable-diffusion-v1-4" and spec.metrics.preserve == ("clip",)
     assert spec.erasers[0].config["method"] == "xattn" and spec.attacks[1].budget == {"iterations": 3000}
     assert spec.attack_seeds(spec.attacks[2]) == ("ring-a-bell-79",) and spec.generation.dtype == "fp16"
     assert spec.gate.max_increase == pytest.approx(0.02)
@@ -78,3 +78,21 @@ def test_missing_spec_file_is_an_error(tmp_path):
         load_spec(tmp_path / "nope.toml")
     with pytest.raises(ConfigError, match="does not exist"):
         load_spec(str(tmp_path / "nope.toml"))
+
+
+@pytest.mark.parametrize("name,world", [("default_pocket.toml", "pocket"), ("sd14_nudity.toml", "sd")])
+def test_packaged_specs_name_real_components_and_keys(name, world):
+    """Every eraser, attack and metric in a shipped spec exists and accepts the spec's config keys."""
+    from trce_audit.audit.runner import validate_components
+    from trce_audit.audit.spec import packaged_spec
+
+    validate_components(load_spec(packaged_spec(name)), world)
+
+
+def test_unknown_eraser_key_fails_before_anything_runs():
+    from trce_audit.audit.runner import validate_components
+    from trce_audit.errors import ConfigError
+
+    spec = load_spec(MINIMAL + '[[erasers]]\nname = "esd-x"\nconfig = { learning_rate = 1e-5 }\n')
+    with pytest.raises(ConfigError, match="learning_rate"):
+        validate_components(spec, "pocket")
