@@ -1,0 +1,93 @@
+"""The audit runner on the pocket world: a small spec end to end, and resumption after kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+SPEC = """
+model = "pocket"
+concept = "cross"
+[generation]
+steps = 4
+limit = 6
+batch_size = 3
+[prompts]
+attack_seeds = ["pocket-explicit"]
+eval = ["pocket-explicit", "pocket-indirect"]
+preserve = ["pocket-preserve"]
+[metrics]
+eval = ["pocket"]
+preserve = ["pocket"]
+[[erasers]]
+name = "uce"
+[[attacks]]
+name = "ring-a-bell"
+limit = 1
+budget = { generations = 3, population = 8 }
+[gate]
+max_asr = { "*" = "100%" }
+"""
+
+
+def _audit(workspace_root, spec_path, *extra):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-c", "from trce_audit.cli import entry; entry()", "--workspace", str(workspace_root), "audit", str(spec_path), *extra]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _rows(result):
+    return sorted(
+        (r["model"], r["prompt_set"], r["attack"] or "", json.dumps(r["asr"], sort_keys=True), json.dumps(r["asr_after"], sort_keys=True))
+        for r in result["rows"]
+    )
+
+
+@pytest.mark.slow
+def test_killed_audit_resumes_to_the_same_numbers(tmp_path):
+    from trce_audit.store import Store
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SPEC)
+    straight = _audit(tmp_path / "a", spec, "--json")
+    out, err = straight.communicate(timeout=900)
+    assert straight.returncode == 0, err
+    expected = json.loads(out)
+    assert {r["model"] for r in expected["rows"]} == {"pocket", "uce"}
+    assert any(r["attack"] == "ring-a-bell" and r["asr_after"] for r in expected["rows"])
+
+    killed = _audit(tmp_path / "b", spec, "--json")
+    db = tmp_path / "b" / "trce-audit.sqlite"
+    deadline = time.time() + 600
+    while time.time() < deadline and killed.poll() is None:
+        if db.exists() and Store(f"sqlite:///{db}").counts()["metrics"] >= 1:
+            break
+        time.sleep(0.5)
+    assert killed.poll() is None, "the audit finished before it could be killed"
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    resumed = _audit(tmp_path / "b", spec, "--json")
+    out, err = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, err
+    result = json.loads(out)
+    assert _rows(result) == _rows(expected)
+
+    store = Store(f"sqlite:///{db}")
+    counts = store.counts()
+    reference = Store(f"sqlite:///{tmp_path / 'a' / 'trce-audit.sqlite'}").counts()
+    for table in ("generations", "detections", "metrics", "artefacts", "prompt_sets"):
+        assert counts[table] == reference[table], table
+    audits = store.list_runs(kind="audit")
+    assert len(audits) == 1 and audits[0].status == "complete"
+
+    gate = subprocess.run(
+        [sys.executable, "-c", "from trce_audit.cli import entry; entry()", "--workspace", str(tmp_path / "b"), "gate"],
+        capture_output=True, text=True,
+    )
+    assert gate.returncode == 0, gate.stdout + gate.stderr
