@@ -12,22 +12,12 @@ from pathlib import Path
 SHAPES = ("tiny", "sd14")
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    chars = printable[:]
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            chars.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, (chr(c) for c in chars)))
-
-
 def write_char_tokenizer(folder: Path, model_max_length: int = 77) -> Path:
     """A CLIPTokenizer folder whose vocabulary is the 512 byte-level symbols plus start/end tokens."""
+    from ..pocket.tokenizer import bytes_to_unicode
+
     folder.mkdir(parents=True, exist_ok=True)
-    symbols = list(_bytes_to_unicode().values())
+    symbols = list(bytes_to_unicode().values())
     vocab = {s: i for i, s in enumerate(symbols + [s + "</w>" for s in symbols])}
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
