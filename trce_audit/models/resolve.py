@@ -185,6 +185,10 @@ def quiet_hub_loggers() -> None:
 def load_pipeline(ref: ModelRef, *, dtype: str = "fp32", device: str = "cpu", allow_pickle: bool = False):
     """A StableDiffusionPipeline for ``ref`` with no safety checker (we measure, not filter)."""
     import torch
+    from transformers.utils import logging as transformers_logging
+
+    # Importing the pipeline makes transformers warn about image processors we never use.
+    transformers_logging.set_verbosity_error()
     from diffusers import StableDiffusionPipeline
 
     torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(dtype)
