@@ -43,5 +43,14 @@ def render_report(
     view = collect(store, audit_id=audit_id, run_ids=run_ids)
     if not view.rows:
         raise ConfigError("nothing to report: the selected runs hold no completed evaluation")
+    if out_path.suffix.lower() == ".md":
+        from ..reports.markdown import render_markdown
+
+        title = f"Audit results: {view.audit.config.get('name', 'audit')}" if view.audit else "Results"
+        command = f"trce-audit report --out {out_path.name}" + (f" --audit {audit_id}" if audit_id else "")
+        text = render_markdown(view, title=title, command=command)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(text, encoding="utf-8")
+        return {**view.as_dict(), "report": {"path": str(out_path), "bytes": len(text.encode())}}
     stats = write_report(store, view, out_path, ReportOptions(unblur=unblur, max_images=max_images))
     return {**view.as_dict(), "report": stats}

@@ -68,12 +68,25 @@ def validate_components(spec: AuditSpec, world: str) -> None:
 
     for eraser in spec.erasers:
         _check_preset("eraser", eraser.name, eraser.preset, world)
-        registry.load("eraser", eraser.name).make_config(world=world, overrides=eraser.config)
+        config, stages = _eraser_config(eraser.config)
+        eraser_cls = registry.load("eraser", eraser.name)
+        eraser_cls.make_config(world=world, overrides=config)
+        if stages is not None:
+            from ..api.erase import parse_stages
+
+            eraser_cls.check_stages(parse_stages(stages))
     for attack in spec.attacks:
         _check_preset("attack", attack.name, attack.preset, world)
         attack_config(attack.name, world=world, budget={**attack.config, **attack.budget})
     for metric in {*spec.metrics.eval, *spec.metrics.preserve}:
         registry.load("metric", metric)
+
+
+def _eraser_config(config: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """A spec's eraser config, with ``stages`` (TRCE: 1, 2 or "1,2") taken out of the eraser's own keys."""
+    config = dict(config)
+    stages = config.pop("stages", None)
+    return config, (str(stages) if isinstance(stages, int) else stages)
 
 
 def _attack_targets(spec: AuditSpec, attack: AttackSpec, models: list[AuditModel]) -> list[AuditModel]:
@@ -118,9 +131,10 @@ def run_audit(
             done.models.append(AuditModel("base", spec.model))
         for eraser in spec.erasers:
             say(f"erase: {eraser.label} ({eraser.name}) on {spec.model}")
+            config, stages = _eraser_config(eraser.config)
             result = erase(
                 store, workspace, eraser=eraser.name, concept=spec.concept, model=spec.model,
-                overrides=eraser.config, device=settings.device, allow_pickle=allow_pickle,
+                overrides=config, stages=stages, device=settings.device, allow_pickle=allow_pickle,
             )
             done.run_ids.append(result["run_id"])
             done.models.append(AuditModel(eraser.label, f"artefact:{result['artefact_id']}", result))
