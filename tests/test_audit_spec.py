@@ -80,7 +80,7 @@ def test_missing_spec_file_is_an_error(tmp_path):
         load_spec(str(tmp_path / "nope.toml"))
 
 
-@pytest.mark.parametrize("name,world", [("default_pocket.toml", "pocket"), ("sd14_nudity.toml", "sd")])
+@pytest.mark.parametrize("name,world", [("default_pocket.toml", "pocket"), ("pocket_results.toml", "pocket"), ("sd14_nudity.toml", "sd")])
 def test_packaged_specs_name_real_components_and_keys(name, world):
     """Every eraser, attack and metric in a shipped spec exists and accepts the spec's config keys."""
     from trce_audit.audit.runner import validate_components
