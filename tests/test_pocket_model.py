@@ -50,9 +50,9 @@ def test_detector_accuracy_on_fresh_renders():
     from trce_audit.pocket.detector import CONCEPT_NAMES, detect, detector_info
 
     torch.set_num_threads(2)
-    scenes = world.sample_scenes(600, seed=98765)
+    scenes = world.sample_scenes(400, seed=98765)
     probs = detect(world.render(scenes))
-    assert probs.shape == (600, len(CONCEPT_NAMES))
+    assert probs.shape == (400, len(CONCEPT_NAMES))
     y = world.labels(scenes)["kinds"]
     acc = ((probs > 0.5).float() == y).float().mean(0)
     assert float(acc.min()) >= 0.98, dict(zip(CONCEPT_NAMES, acc.tolist()))

@@ -106,16 +106,19 @@ def presence_report(rows: list[dict], images: torch.Tensor, detector=None, thres
 
 
 def evaluate(model: str | Path | None = None, sets=PROMPT_SETS, limit: int | None = None, steps: int = 30,
-             fid_ref: int = 2000, threads: int = 2, pipe=None, save_images: str | None = None) -> dict:
+             fid_ref: int = 2000, threads: int = 2, pipe=None, save_images: str | None = None,
+             limit_general: int | None = None) -> dict:
     torch.set_num_threads(threads)
     pipe = pipe or load_pipeline(model)
     det = load_detector()
-    res = {"model": str(model or MODEL_DIR), "steps": steps, "detector": detector_info(), "sets": {}}
+    res = {"model": str(model or MODEL_DIR), "steps": steps, "threads": threads, "detector": detector_info(), "sets": {}}
     gen_general = None
     for name in sets:
         rows = pocket_prompt_set(name)
         if limit:
             rows = rows[:limit]
+        if name == "pocket-general" and limit_general:
+            rows = rows[:limit_general]
         t = time.time()
         imgs = generate(pipe, rows, steps)
         rep = presence_report(rows, imgs, det)
@@ -154,10 +157,12 @@ def main(argv=None):
     ap.add_argument("--limit", type=int, default=None, help="first N rows of each set")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--limit-general", type=int, default=None, help="first N rows of pocket-general")
     ap.add_argument("--json", default=None, help="write the report here")
     ap.add_argument("--save-images", default=None)
     a = ap.parse_args(argv)
-    res = evaluate(a.model, a.sets, a.limit, a.steps, threads=a.threads, save_images=a.save_images)
+    res = evaluate(a.model, a.sets, a.limit, a.steps, threads=a.threads, save_images=a.save_images,
+                   limit_general=a.limit_general)
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2))
     print(json.dumps(res, indent=2))
