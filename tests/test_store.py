@@ -85,3 +85,16 @@ def test_migration_keeps_rows(tmp_path):
     assert current_revision(store.engine) == head_revision()
     run = store.find_run("x")
     assert run is not None and run.summary == {} and run.status == "complete"
+
+
+def test_concurrent_first_opens_both_succeed(tmp_path):
+    """Two processes creating the same new database race on the migration; neither may fail."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'race.sqlite'}"
+    code = f"from trce_audit.store import Store; Store({url!r}).counts()"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    errors = [p.communicate()[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+    assert current_revision(Store(url).engine) == head_revision()

@@ -61,17 +61,28 @@ def head_revision() -> str:
     return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
 
 
-def upgrade(engine: Engine, revision: str = HEAD) -> None:
-    """Migrate the schema to ``revision`` (creating it from empty if needed)."""
+def upgrade(engine: Engine, revision: str = HEAD, *, attempts: int = 5) -> None:
+    """Migrate the schema to ``revision`` (creating it from empty if needed).
+
+    Two processes opening a new database at once both see it empty; the loser's DDL fails, and it
+    then finds the winner's schema, so a failed migration is re-checked before it is reported.
+    """
+    import time
+
     from alembic import command
 
-    try:
-        if revision == HEAD and current_revision(engine) == head_revision():
+    target = head_revision() if revision == HEAD else revision
+    for attempt in range(attempts):
+        try:
+            if current_revision(engine) == target:
+                return
+            with engine.begin() as connection:
+                command.upgrade(_alembic_config(connection), revision)
             return
-        with engine.begin() as connection:
-            command.upgrade(_alembic_config(connection), revision)
-    except OperationalError as exc:
-        raise StoreError(f"cannot migrate database {engine.url!r}: {exc.orig}") from exc
+        except OperationalError as exc:
+            if attempt == attempts - 1:
+                raise StoreError(f"cannot migrate database {engine.url!r}: {exc.orig}") from exc
+            time.sleep(0.2 * (attempt + 1))
 
 
 def table_names(engine: Engine) -> list[str]:
