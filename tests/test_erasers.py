@@ -216,3 +216,18 @@ def test_default_stages_and_explicit_1_2_are_the_same_erase(store, workspace, ti
     only_one = _erase(store, workspace, tiny_sd_dir, "trce", stages="1")
     assert calls == [(1, 2), (1,)]
     assert again["reused"] and again["artefact_id"] == first["artefact_id"] != only_one["artefact_id"]
+
+
+def test_preserved_captions_leave_out_rows_that_ask_for_the_erased_concept(workspace):
+    from trce_audit.api.erase import _captions_from_data
+    from trce_audit.data import load_prompt_set
+
+    rows = load_prompt_set("pocket-general", workspace=workspace)
+    showing = {r.text for r in rows if "cross" in r.meta["concepts"]}
+    assert showing, "pocket-general is expected to contain rows with a cross"
+    captions = _captions_from_data(workspace, "cross")
+    first = captions("pocket-general", 100)
+    assert len(first) == 100 and not showing & set(first)
+    assert len(captions("pocket-general", None)) == sum("cross" not in r.meta["concepts"] for r in rows)
+    # a concept no row asks for keeps the set as it is
+    assert _captions_from_data(workspace, "nudity")("pocket-general", 100) == [r.text for r in rows[:100]]

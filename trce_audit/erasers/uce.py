@@ -34,6 +34,11 @@ class UCEConfig(EraserConfig):
     def for_world(cls, world: str = "sd") -> "UCEConfig":
         if world not in CAPTION_SETS:
             raise ConfigError(f"unknown world {world!r}; expected sd or pocket")
+        if world == "pocket":
+            # In the pocket text encoder's 96-dim space, fixing the last tokens of captions (mostly
+            # background words) distorts every other row and costs more preservation than it saves;
+            # the reference preserves nothing by default either (docs/fidelity.md, "Pocket presets").
+            return cls(caption_set=CAPTION_SETS[world], n_preserve=0)
         return cls(caption_set=CAPTION_SETS[world])
 
     def validate(self) -> None:
@@ -57,7 +62,7 @@ def last_token_rows(pipe, prompts: list[str], device):
 
 class UCE(Eraser):
     name: ClassVar[str] = "uce"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: preserved captions leave out rows that ask for the erased concept
     Config: ClassVar[type[UCEConfig]] = UCEConfig
     description: ClassVar[str] = "UCE: unified closed-form editing of cross-attention keys and values"
 

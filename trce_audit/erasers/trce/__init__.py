@@ -17,7 +17,7 @@ STAGES = (1, 2)
 
 class TRCE(Eraser):
     name: ClassVar[str] = "trce"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: preserved captions leave out rows that ask for the erased concept
     Config: ClassVar[type[TRCEConfig]] = TRCEConfig
     description: ClassVar[str] = "TRCE: closed-form cross-attention refinement + early-step contrastive fine-tuning"
     default_stages: ClassVar[tuple[int, ...]] = STAGES
