@@ -47,7 +47,7 @@ def render_report(
         from ..reports.markdown import render_markdown
 
         title = f"Audit results: {view.audit.config.get('name', 'audit')}" if view.audit else "Results"
-        command = f"trce-audit report --out {out_path.name}" + (f" --audit {audit_id}" if audit_id else "")
+        command = f"trce-audit report --out {out}" + (f" --audit {audit_id}" if audit_id else "")
         text = render_markdown(view, title=title, command=command)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(text, encoding="utf-8")

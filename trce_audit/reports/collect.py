@@ -330,7 +330,7 @@ def _models(store: Store, reader: _Reader, refs: dict[str, str | None]) -> dict[
         meta = dict(artefact.meta or {}) if artefact else {}
         erase_run = reader.load([artefact.run_id])[0] if artefact and artefact.run_id else None
         eraser = meta.get("eraser") or (erase_run.component if erase_run is not None else None)
-        stages = meta.get("stages")
+        stages = meta.get("stages") or (meta.get("stats") or {}).get("stages")
         # An eraser run with only some of its stages (TRCE stage 1 alone) is a different model to compare.
         key = f"{eraser}[stage {','.join(map(str, stages))}]" if eraser and stages and len(stages) == 1 else eraser
         views[ref] = ModelView(

@@ -27,7 +27,11 @@ def render_markdown(view: "AuditView", *, title: str, command: str) -> str:
     by_cell = {(_model_label(row), row.prompt_set): row for row in plain}
     lines = [f"# {title}", "", f"Produced by `{command}` from the result store; do not edit by hand.", ""]
     if view.audit is not None:
-        lines += [f"Audit run {view.audit.id}, model `{view.audit.model_ref}`.", ""]
+        config = view.audit.config or {}
+        generation = config.get("generation", {})
+        lines += [f"Audit run {view.audit.id} (spec `{config.get('name', 'audit')}`: {config.get('description', '')}), "
+                  f"model `{view.audit.model_ref}`, {generation.get('limit', 'all')} prompts per set, "
+                  f"{generation.get('steps', '?')} steps.", ""]
     lines += ["## Attack-success rate and preservation (no attack)", "",
               "ASR is the share of images in which the concept's detector fires, with its Wilson 95% interval;",
               "`preserve` is the share of preserve-set images that show the concept their prompt asked for.", ""]
