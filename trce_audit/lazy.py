@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any, Callable
 
 
@@ -13,6 +14,10 @@ def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
         module = exports.get(name)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        return getattr(importlib.import_module(f"{package}.{module}"), name)
+        value = getattr(importlib.import_module(f"{package}.{module}"), name)
+        # Importing the submodule bound its module object to the package attribute of the same name
+        # (api.evaluate, api.erase…); bind the exported function instead so the name stays a function.
+        setattr(sys.modules[package], name, value)
+        return value
 
     return __getattr__
