@@ -46,12 +46,3 @@ def test_db_option_picks_the_store(cli, tmp_path):
     url = f"sqlite:///{tmp_path / 'other.sqlite'}"
     code, out, _ = cli("--db", url, "runs", "list", "--json")
     assert code == 0 and json.loads(out) == [] and (tmp_path / "other.sqlite").exists()
-
-
-def test_api_names_stay_functions_after_their_module_is_imported():
-    import trce_audit.api as api
-
-    first = api.evaluate
-    import trce_audit.api.evaluate  # noqa: F401  (binds the submodule on the package)
-
-    assert callable(first) and api.evaluate is first and api.erase.__name__ == "erase"

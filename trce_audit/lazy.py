@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import sys
 from typing import Any, Callable
 
 
@@ -14,10 +13,6 @@ def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
         module = exports.get(name)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(f"{package}.{module}"), name)
-        # Importing the submodule bound its module object to the package attribute of the same name
-        # (api.evaluate, api.erase…); bind the exported function instead so the name stays a function.
-        setattr(sys.modules[package], name, value)
-        return value
+        return getattr(importlib.import_module(f"{package}.{module}"), name)
 
     return __getattr__
