@@ -192,6 +192,22 @@ class Attack:
             warnings.warn(f"{self.name} runs below one tenth of its paper budget: {short}", BelowPaperBudgetWarning, stacklevel=2)
         return {"budget_ratios": ratios, "below_paper_budget": below, "paper_budget": dict(self.paper_budget)}
 
+    def white_box_setup(
+        self, target_pipe: Any, original_pipe: Any, concept: "Concept", seed_rows: list["PromptRow"], context: AttackContext
+    ) -> tuple[Any, bool, Any]:
+        """(original pipe, whether it is the target itself, search vocabulary as a tensor) for the
+        gradient attacks, with both pipelines frozen on the context's device."""
+        import torch
+
+        from . import diffusion as dm
+
+        original_is_target = original_pipe is None
+        original_pipe = original_pipe or target_pipe
+        dm.freeze(target_pipe, context.device)
+        dm.freeze(original_pipe, context.device)
+        vocab = torch.tensor(self.search_vocabulary(target_pipe, concept, seed_rows, context), device=context.device)
+        return original_pipe, original_is_target, vocab
+
     def search_vocabulary(self, pipe: Any, concept: "Concept", seed_rows: list["PromptRow"], context: AttackContext) -> list[int]:
         """Token ids this run may choose, per ``exclude_concept_words`` and ``vocabulary``."""
         from . import tokens as tk

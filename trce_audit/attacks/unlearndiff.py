@@ -86,12 +86,8 @@ class UnlearnDiff(Attack):
         context = context or AttackContext()
         config: UnlearnDiffConfig = self.config
         device = context.device
-        original_is_target = original_pipe is None
-        original_pipe = original_pipe or target_pipe
-        dm.freeze(target_pipe, device)
-        dm.freeze(original_pipe, device)
+        original_pipe, original_is_target, vocab = self.white_box_setup(target_pipe, original_pipe, concept, seed_rows, context)
         tokenizer, text_encoder = target_pipe.tokenizer, target_pipe.text_encoder
-        vocab = torch.tensor(self.search_vocabulary(target_pipe, concept, seed_rows, context), device=device)
         vocab_embeds = tk.token_embedding(text_encoder).weight[vocab].detach()
         sample = _straight_through_sample()
         n_train = dm.train_timesteps(target_pipe)
