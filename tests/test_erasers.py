@@ -231,3 +231,14 @@ def test_preserved_captions_leave_out_rows_that_ask_for_the_erased_concept(works
     assert len(captions("pocket-general", None)) == sum("cross" not in r.meta["concepts"] for r in rows)
     # a concept no row asks for keeps the set as it is
     assert _captions_from_data(workspace, "nudity")("pocket-general", 100) == [r.text for r in rows[:100]]
+
+
+def test_esd_target_is_the_papers_negative_guidance():
+    import torch
+
+    from trce_audit.erasers.esd import negative_guidance_target
+
+    cond, uncond = torch.tensor([3.0]), torch.tensor([1.0])
+    assert float(negative_guidance_target(cond, uncond, 0.0)) == 1.0  # η 0: the unconditional prediction
+    assert float(negative_guidance_target(cond, uncond, 1.0)) == -1.0  # η 1 (paper default): reflected about it
+

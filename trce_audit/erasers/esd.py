@@ -1,6 +1,10 @@
 """ESD (Gandikota et al., ICCV 2023): fine-tune the UNet so that ε(x_t, c) follows the negatively
-guided prediction ε₀(x_t, c) − η·(ε₀(x_t, c) − ε₀(x_t, ∅)) of the frozen original model, on latents
+guided prediction ε₀(x_t, ∅) − η·(ε₀(x_t, c) − ε₀(x_t, ∅)) of the frozen original model, on latents
 x_t that the original model samples for c (classifier-free guidance, DDIM) up to a random step.
+
+η is the paper's (and the original CompVis script's): η = 1 already pushes away from the concept.
+``esd_sd.py`` writes the target as ε₀(c) − η'·(ε₀(c) − ε₀(∅)), so its η' = η + 1 (its default 2 is
+the paper's 1); η = 0 maps the concept onto the unconditional prediction.
 
 ``esd-x`` trains the cross-attention layers (attn2), ``esd-u`` every Linear/Conv2d outside them.
 """
@@ -33,10 +37,9 @@ class ESDConfig(EraserConfig):
     @classmethod
     def for_world(cls, world: str = "sd") -> "ESDConfig":
         if world == "pocket":
-            # tiny UNet from scratch: a larger step and fewer iterations. Measured on the pocket model
-            # (docs/fidelity.md, "Pocket presets"): η 1 did not lower ASR even at lr 1e-3; η 2 is
-            # esd_sd.py's command-line default
-            return cls(lr=3e-4, iterations=150, negative_guidance=2.0)
+            # a tiny UNet trained from scratch takes a larger step; ESD-x generalises from its bare
+            # concept phrases to whole sentences slowly, so it runs longer (docs/fidelity.md, "Pocket presets")
+            return cls(lr=1e-3, iterations=2000)
         if world != "sd":
             raise ConfigError(f"unknown world {world!r}; expected sd or pocket")
         return cls()
@@ -54,9 +57,15 @@ class ESDUConfig(ESDConfig):
     @classmethod
     def for_world(cls, world: str = "sd") -> "ESDUConfig":
         if world == "pocket":
-            # every conv's weight gradient makes an esd-u step ~2.5x an esd-x step on a CPU
-            return cls(lr=1e-4, iterations=100)
+            # the sweep in docs/fidelity.md: more steps or a larger lr cost preservation faster than they erase
+            return cls(lr=3e-4, iterations=300)
         return super().for_world(world)
+
+
+def negative_guidance_target(eps_c, eps_u, eta: float):
+    """The paper's ESD target ε₀(∅) − η·(ε₀(c) − ε₀(∅)): η = 0 is the unconditional prediction, η = 1
+    reflects the concept's guidance direction about it."""
+    return eps_u - eta * (eps_c - eps_u)
 
 
 def is_linear_or_conv(module) -> bool:
@@ -81,7 +90,7 @@ def esd_parameters(unet, method: str) -> list[tuple[str, Any]]:
 
 
 class _ESD(Eraser):
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: η as in the paper, target ε₀(∅) − η·(ε₀(c) − ε₀(∅))
     Config: ClassVar[type[ESDConfig]] = ESDConfig
     method: ClassVar[str] = ""
 
@@ -122,7 +131,7 @@ class _ESD(Eraser):
             with torch.no_grad():
                 both = base(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([cond, null])).sample
                 eps_c, eps_u = both.chunk(2)
-                target = eps_c - config.negative_guidance * (eps_c - eps_u)
+                target = negative_guidance_target(eps_c, eps_u, config.negative_guidance)
             optimizer.zero_grad(set_to_none=True)
             loss = torch.nn.functional.mse_loss(unet(x, t, encoder_hidden_states=cond).sample, target)
             loss.backward()
