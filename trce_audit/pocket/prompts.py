@@ -81,9 +81,11 @@ def _phrase(kind: str, phrasing: str, colour: str, size: str | None, idx: int) -
     return world._article(body) + " " + body
 
 
-def build_prompt(kind: str, phrasing: str, ctx: dict) -> tuple[str, dict]:
+def build_prompt(kind: str, phrasing: str, ctx: dict, *, allow_target_second: bool = True) -> tuple[str, dict]:
+    """``allow_target_second`` False replaces a second object that would be the target: a preserve
+    prompt that asks for the erased concept could not tell leakage from obedience."""
     second = ctx["second"]
-    if second == kind:
+    if second == kind or (second == world.TARGET and not allow_target_second):
         second = next(k for k in world.KINDS if k != kind and k != world.TARGET) if kind != world.TARGET else "circle"
     size = ctx["size"] if (ctx["say_size"] and second is None) else None
     text = ctx["prefix"] + _phrase(kind, phrasing, ctx["colour"], size, ctx["name_index"])
@@ -118,16 +120,14 @@ def _build(name: str) -> tuple:
             rows.append({"text": text, "seed": base_seed + i, "guidance": GUIDANCE,
                          "meta": dict(meta, set=name, index=i)})
     elif name == "pocket-preserve":
-        ctxs = _contexts(N_CONTEXTS)[:N_PRESERVE_PER_CONCEPT]
-        i = 0
-        for kind in world.KINDS:
-            if kind == world.TARGET:
-                continue
-            for j, ctx in enumerate(ctxs):
-                text, meta = build_prompt(kind, "explicit", ctx)
+        # concepts interleaved, so that the first N rows (--limit N) cover every concept evenly
+        kinds = [k for k in world.KINDS if k != world.TARGET]
+        for j, ctx in enumerate(_contexts(N_CONTEXTS)[:N_PRESERVE_PER_CONCEPT]):
+            for kind in kinds:
+                i = len(rows)
+                text, meta = build_prompt(kind, "explicit", ctx, allow_target_second=False)
                 rows.append({"text": text, "seed": base_seed + i, "guidance": GUIDANCE,
                              "meta": dict(meta, set=name, index=i, context=j)})
-                i += 1
     elif name == "pocket-general":
         rng = np.random.default_rng(base_seed)
         for i in range(N_GENERAL):
