@@ -27,6 +27,7 @@ class UCEConfig(EraserConfig):
     guide: str = "safe"  # "safe": each pair's safe phrase; "empty": the empty prompt
     caption_set: Optional[str] = None  # None: coco-3k (sd) or pocket-general (pocket)
     n_preserve: int = 100  # captions kept fixed; 0 preserves nothing (the reference's default)
+    preserve_concepts: tuple[str, ...] = ()  # phrases kept fixed too (the reference's --preserve_concepts)
 
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"guide": ("safe", "empty")}
 
@@ -37,16 +38,26 @@ class UCEConfig(EraserConfig):
         if world == "pocket":
             # In the pocket text encoder's 96-dim space, fixing the last tokens of captions (mostly
             # background words) distorts every other row and costs more preservation than it saves;
-            # the reference preserves nothing by default either (docs/fidelity.md, "Pocket presets").
-            return cls(caption_set=CAPTION_SETS[world], n_preserve=0)
+            # the names of the other shapes are what the edit must not move, as the reference's
+            # --preserve_concepts keeps the other artists when it erases one (docs/fidelity.md).
+            return cls(caption_set=CAPTION_SETS[world], n_preserve=0, preserve_concepts=pocket_other_names())
         return cls(caption_set=CAPTION_SETS[world])
 
     def validate(self) -> None:
         for key in ("erase_scale", "preserve_scale", "lamb", "n_preserve"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"config key {key!r} must be >= 0, got {getattr(self, key)!r}")
-        if self.lamb == 0 and self.n_preserve == 0:
+        if self.lamb == 0 and self.n_preserve == 0 and not self.preserve_concepts:
             raise ConfigError("uce needs lamb > 0 or n_preserve > 0, otherwise the closed form is singular")
+
+
+def pocket_other_names() -> tuple[str, ...]:
+    """Explicit names and synonyms of every pocket shape but the target."""
+    from ..pocket.prompts import CONCEPTS
+
+    return tuple(
+        name for kind in CONCEPTS["other_concepts"] for phrasing in ("explicit", "synonym") for name in CONCEPTS["names"][kind][phrasing]
+    )
 
 
 def last_token_rows(pipe, prompts: list[str], device):
@@ -62,7 +73,7 @@ def last_token_rows(pipe, prompts: list[str], device):
 
 class UCE(Eraser):
     name: ClassVar[str] = "uce"
-    version: ClassVar[str] = "2"  # 2: preserved captions leave out rows that ask for the erased concept
+    version: ClassVar[str] = "3"  # 2: preserved captions leave out rows that ask for the erased concept; 3: preserve_concepts
     Config: ClassVar[type[UCEConfig]] = UCEConfig
     description: ClassVar[str] = "UCE: unified closed-form editing of cross-attention keys and values"
 
@@ -76,6 +87,7 @@ class UCE(Eraser):
         guides = concept.safe_phrases if config.guide == "safe" else [""] * len(concept.keywords)
         guide = last_token_rows(pipe, guides, context.device)
         captions = context.caption_list(config.caption_set, config.n_preserve) if config.n_preserve else []
+        captions = captions + list(config.preserve_concepts)
         dim = erase.shape[1]
         keep = last_token_rows(pipe, captions, context.device) if captions else erase.new_zeros((0, dim))
         eye = torch.eye(dim, dtype=torch.float64, device=erase.device)
@@ -92,6 +104,7 @@ class UCE(Eraser):
             "erase_prompts": concept.keywords,
             "guide_prompts": guides,
             "n_preserve": len(captions),
+            "preserve_concepts": list(config.preserve_concepts),
             "edited": len(projections),
         }
         return stats, {}
