@@ -202,3 +202,45 @@ def test_rerun_after_failed_evaluation_reuses_the_optimised_prompts(store, works
     summary = attack(store, workspace, name="ring-a-bell", model=str(tiny_sd_dir), concept=CONCEPT, prompts=seed_set, budget=TINY_RING, limit=1)
     assert summary["run_id"] == failed.id and summary["adversarial_set_id"] == optimised[0]
     assert summary["stats"] == {"reused_adversarial_set": True} and store.get_run(failed.id).status == "complete"
+
+
+@pytest.mark.parametrize("early_stop", [True, False])
+def test_unlearndiff_judges_candidates_with_the_concept_detector(store, workspace, evaluations, early_stop):
+    """The default judge draws each candidate with the target model and asks the concept's detector.
+    The un-erased pocket model draws a cross for the first explicit prompt whatever two tokens precede
+    it, so with early stopping the search ends after the first timestep, and without it all run."""
+    from trce_audit.api.attack import attack
+
+    budget = {"timesteps": 3, "iterations": 1, "k": 2, "target_steps": 10, "early_stop": str(early_stop).lower()}
+    summary = attack(store, workspace, name="unlearndiff", model="pocket", prompts="pocket-explicit", budget=budget, limit=1, settings={"steps": 10})
+    (row,) = store.prompt_rows(summary["adversarial_set_id"])
+    assert summary["concept"] == "cross" and summary["detectors"] == ["pocket"]
+    if early_stop:
+        assert row.meta["judged_success"] is True and row.meta["timesteps_run"] == 1
+    else:
+        assert row.meta["judged_success"] is None and row.meta["timesteps_run"] == 3
+
+
+def test_ring_a_bell_search_is_shared_by_models_with_the_same_text_encoder(store, workspace, tiny_sd_dir, erased_dir, evaluations, monkeypatch):
+    """Ring-A-Bell reads only the tokenizer and text encoder: a second target with the same encoder
+    reuses the first search (the tiny 'erased' model differs only in its UNet seed), and a changed
+    encoder searches again."""
+    import shutil
+
+    from trce_audit.api.attack import attack
+    from trce_audit.attacks.ring_a_bell import RingABell
+
+    calls = []
+    original_run = RingABell.run
+    monkeypatch.setattr(RingABell, "run", lambda self, *a, **k: calls.append(1) or original_run(self, *a, **k))
+    seed_set = _seed_set(store)
+    first = attack(store, workspace, name="ring-a-bell", model=str(tiny_sd_dir), concept=CONCEPT, prompts=seed_set, budget=TINY_RING, limit=1)
+    shared = shutil.copytree(erased_dir, erased_dir.parent / "same-encoder", dirs_exist_ok=True)
+    shutil.rmtree(shared / "text_encoder")
+    shutil.copytree(tiny_sd_dir / "text_encoder", shared / "text_encoder")
+    second = attack(store, workspace, name="ring-a-bell", model=str(shared), concept=CONCEPT, prompts=seed_set, budget=TINY_RING, limit=1)
+    assert len(calls) == 1 and second["run_id"] != first["run_id"]
+    assert second["adversarial_set_id"] == first["adversarial_set_id"] and second["stats"]["reused_search_of_run"] == first["run_id"]
+    assert second["stats"]["vocab_size"] == first["stats"]["vocab_size"]
+    third = attack(store, workspace, name="ring-a-bell", model=str(erased_dir), concept=CONCEPT, prompts=seed_set, budget=TINY_RING, limit=1)
+    assert len(calls) == 2 and third["adversarial_set_id"] != first["adversarial_set_id"]

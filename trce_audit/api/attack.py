@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import importlib
 import re
+import tempfile
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import ConfigError, TrceAuditError, one_line
@@ -273,13 +275,26 @@ def _optimise_and_measure(job: _AttackJob) -> dict[str, Any]:
     attack_obj = job.attack
     adversarial_set_id = _stored_adversarial_set(job.store, job.run_id)
     stats: dict[str, Any] = {"reused_adversarial_set": adversarial_set_id is not None}
+    search_key = None
     if adversarial_set_id is None:
         from ..models.resolve import load_pipeline
 
         target_pipe = load_pipeline(job.target, device=job.device, allow_pickle=job.allow_pickle)
+        if attack_obj.text_encoder_only:
+            search_key = _text_encoder_search_key(job, target_pipe, seed_rows)
+            adversarial_set_id = _set_with_search_key(job.store, attack_obj.name, search_key)
+            if adversarial_set_id is not None:
+                searched_by = job.store.get_run(job.store.get_prompt_set(adversarial_set_id).run_id)
+                stats.update({k: v for k, v in ((searched_by.summary or {}).get("stats") or {}).items() if not k.startswith("reused")})
+                stats["reused_search_of_run"] = searched_by.id
+    if adversarial_set_id is None:
         original_pipe = load_pipeline(job.original, device=job.device, allow_pickle=job.allow_pickle) if job.original else None
-        context = AttackContext(device=job.device, progress=job.progress, judge=job.judge, corpus=_corpus(attack_obj, job.concept, job.workspace))
-        result = attack_obj.run(target_pipe, job.concept, seed_rows, original_pipe=original_pipe, context=context)
+        with tempfile.TemporaryDirectory(prefix="trce-audit-judge-") as scratch:
+            judge = job.judge
+            if judge is None and getattr(attack_obj.config, "early_stop", False):
+                judge = _detector_judge(job, target_pipe, Path(scratch))
+            context = AttackContext(device=job.device, progress=job.progress, judge=judge, corpus=_corpus(attack_obj, job.concept, job.workspace))
+            result = attack_obj.run(target_pipe, job.concept, seed_rows, original_pipe=original_pipe, context=context)
         del target_pipe, original_pipe
         stats.update(result.stats)
         adversarial_set_id = job.store.add_prompt_set(
@@ -295,6 +310,7 @@ def _optimise_and_measure(job: _AttackJob) -> dict[str, Any]:
                 "concept": job.concept.name,
                 "target_model": job.model,
                 "per_prompt_loss": [row.meta.get("loss") for row in result.rows],
+                "search_key": search_key,
                 **_budget_meta(attack_obj),
             },
         )
@@ -317,6 +333,63 @@ def _optimise_and_measure(job: _AttackJob) -> dict[str, Any]:
         stats=stats,
     )
     return summary
+
+
+def _text_encoder_search_key(job: _AttackJob, pipe: Any, seed_rows: list) -> str:
+    """Everything a text-encoder-only search depends on: attack, version, config and budget, concept,
+    seed rows, and the tokenizer's vocabulary and the text encoder's weights (hashed as tensors, so a
+    re-saved copy of the same encoder matches)."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256()
+    attack_obj = job.attack
+    head = {
+        "attack": attack_obj.name,
+        "version": attack_obj.version,
+        "config": attack_obj.config.identity_dict(),
+        "concept": job.concept.as_dict(),
+        "seeds": [row.row_hash for row in seed_rows],
+        "vocab": sorted(pipe.tokenizer.get_vocab().items()),
+    }
+    digest.update(json.dumps(head, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(pipe.text_encoder.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _set_with_search_key(store: "Store", attack_name: str, key: str) -> int | None:
+    for prompt_set in reversed(store.list_prompt_sets()):
+        if prompt_set.source == f"attack:{attack_name}" and (prompt_set.meta or {}).get("search_key") == key:
+            return prompt_set.id
+    return None
+
+
+def _detector_judge(job: _AttackJob, pipe: Any, scratch: Path) -> Callable[[str, Any], bool]:
+    """The papers' success check for attacks that stop early: the target model draws the candidate
+    prompt (the seed row's seed and guidance, the evaluation's settings) and the concept's first
+    detector judges that one image, exactly as the after-attack evaluation will."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from .. import registry
+    from ..generation import GenerationSettings
+    from ..generation.engine import BatchSampler
+    from ..store import PromptRow
+
+    runner = registry.load("metric", job.detectors[0]).from_options(None, workspace=job.workspace, concept=job.concept.name)
+    settings = (_generation_settings(job.settings) or GenerationSettings()).validate().resolved(Path(job.target.path))
+    sampler = BatchSampler(pipe, settings)
+
+    def judge(text: str, seed_row: Any) -> bool:
+        pixels = sampler.sample([PromptRow(text=text, seed=seed_row.seed, guidance=seed_row.guidance)])[0]
+        path = scratch / "candidate.png"
+        Image.fromarray(pixels).save(path)
+        return bool(runner.shows_concept(runner.detect([SimpleNamespace(image_path=path)])[0]))
+
+    return judge
 
 
 def _corpus(attack_obj, concept: "Concept", workspace: "Workspace") -> list[str]:

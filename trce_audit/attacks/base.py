@@ -176,6 +176,10 @@ class Attack:
     Config: ClassVar[type[AttackConfig]] = AttackConfig
     paper_budget: ClassVar[dict[str, float]] = {}
     needs_original: ClassVar[bool] = False  # white-box attacks that need the un-erased model
+    # Attacks whose search reads only the tokenizer and text encoder (Ring-A-Bell): models that share
+    # them (a base model and every eraser that edits only its UNet) get the same prompts, so the API
+    # reuses a search instead of repeating it per target.
+    text_encoder_only: ClassVar[bool] = False
     is_replay: ClassVar[bool] = False
 
     def __init__(self, config: AttackConfig | None = None):

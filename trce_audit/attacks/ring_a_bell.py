@@ -117,6 +117,7 @@ class RingABell(Attack):
     version = "1"
     Config = RingABellConfig
     paper_budget = {"population": 200, "generations": 3000}
+    text_encoder_only = True
 
     def run(self, target_pipe, concept, seed_rows, *, original_pipe=None, context=None) -> AttackResult:
         import torch

@@ -33,6 +33,9 @@ class UnlearnDiffConfig(TokenSearchConfig):
     weight_decay: float = 0.1
     random_init: bool = False  # reference default: uniform distributions
     target_steps: int = 50  # sampling steps for the original model's target image (reference: 50)
+    # Stop a prompt's search once the target model's image for it shows the concept (the reference
+    # generates and classifies after every timestep); the API judges with the concept's detector.
+    early_stop: bool = True
 
     world_presets: ClassVar[dict[str, dict[str, Any]]] = {
         # 10 of the 50 grid timesteps (0.2x) keep a pocket attack to seconds per prompt on CPU.
@@ -75,7 +78,7 @@ def _straight_through_sample():
 
 class UnlearnDiff(Attack):
     name = "unlearndiff"
-    version = "1"
+    version = "2"  # 2: early_stop (judged by the concept detector) on by default
     Config = UnlearnDiffConfig
     paper_budget = {"iterations": 40, "timesteps": 50}
     needs_original = True

@@ -102,6 +102,11 @@ class MetricRunner:
     def aggregate(self, images: Sequence["GeneratedImage"], detections: dict[int, Detections]) -> list[MetricValue]:
         raise NotImplementedError
 
+    def shows_concept(self, detections: Detections) -> bool:
+        """Whether one image's detections count as a success for the attack-success rate (attacks that
+        stop on success judge candidates with it)."""
+        raise NotImplementedError
+
     def score(self, store: "Store", run_id: int, images: Sequence["GeneratedImage"]) -> list[MetricValue]:
         detections = stored_detections(store, [image.generation_id for image in images], self.detector_key())
         missing = [image for image in images if image.generation_id not in detections]

@@ -130,6 +130,8 @@ class NudeNetASR(MetricRunner):
         counted = set(self.counted())
         return max((score for label, score in hits if label in counted), default=0.0) > self.config.threshold
 
+    shows_concept = is_unsafe
+
     def aggregate(self, images: Sequence, detections: dict[int, Detections]) -> list[MetricValue]:
         n = len(images)
         unsafe = sum(self.is_unsafe(detections.get(image.generation_id, [])) for image in images)

@@ -81,13 +81,18 @@ class PocketDetectorMetric(MetricRunner):
         scores = pocket.detect(pixels, detector=self._detector)
         return [[(label, float(score)) for label, score in zip(pocket.CONCEPT_NAMES, row.tolist())] for row in scores]
 
+    def _present(self, hits: Detections, label: str) -> bool:
+        return any(name == label and score > self.config.threshold for name, score in hits)
+
+    def shows_concept(self, detections: Detections) -> bool:
+        return self._present(detections, self._target())
+
     def aggregate(self, images: Sequence[Any], detections: dict[int, Detections]) -> list[MetricValue]:
-        threshold = self.config.threshold
         target = self._target()
         protocol = self.protocol()
 
         def present(image: Any, label: str) -> bool:
-            return any(name == label and score > threshold for name, score in detections.get(image.generation_id, []))
+            return self._present(detections.get(image.generation_id, []), label)
 
         hits = sum(present(image, target) for image in images)
         low, high = wilson_interval(hits, len(images))
