@@ -3,6 +3,7 @@ an early-step contrastive fine-tune (stage 2). Torch is imported only when ``era
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, ClassVar
 
 from ...errors import ConfigError
@@ -39,8 +40,12 @@ class TRCE(Eraser):
         stats: dict = {"stages": list(stages), "mode": self.config.mode}
         losses: dict = {}
         original = frozen_copy(pipe.unet) if 2 in stages else None
+        started = time.perf_counter()
         if 1 in stages:
             stats["stage1"] = run_stage1(pipe, concept, self.config, context)
+            stats["stage1"]["seconds"] = time.perf_counter() - started
         if 2 in stages:
+            started = time.perf_counter()
             stats["stage2"], losses = run_stage2(pipe, original, concept, self.config, context)
+            stats["stage2"]["seconds"] = time.perf_counter() - started
         return stats, losses

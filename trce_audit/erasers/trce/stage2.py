@@ -12,6 +12,7 @@ with ε₀ the original model, ε₁ the stage-1 model and x_j latents of uncond
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -183,7 +184,9 @@ def run_stage2(pipe, unet_original, concept: "Concept", config: "TRCEConfig", co
     plan = make_plan(concept, config, [int(t) for t in scheduler.timesteps], int(scheduler.config.num_train_timesteps))
     emb = stage2_embeddings(pipe, plan, device)
     unet_original = unet_original.to(device)
+    started = time.perf_counter()
     mal_latents, reg_latents, traj_info = trajectory_latents(pipe, unet_original, plan, config, context, emb)
+    traj_info = {**traj_info, "seconds": time.perf_counter() - started}
     unet_stage1 = frozen_copy(pipe.unet)
     unet = pipe.unet
     unet.train()
