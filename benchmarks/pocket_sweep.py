@@ -1,0 +1,80 @@
+"""Erase the pocket target with several eraser settings and measure each, one Markdown row per setting.
+
+    python benchmarks/pocket_sweep.py --workspace ws-sweep base "esd-x" "esd-x lr=1e-3 iterations=1000" \
+        "uce preserve_scale=10" "trce stages=1"
+
+Each setting is an eraser id followed by ``key=value`` config overrides (``stages=1`` selects TRCE
+stages); ``base`` is the un-erased model. Every setting is one ``trce-audit erase`` plus four
+``trce-audit eval`` runs (the first ``--limit`` rows of pocket-explicit, -synonym, -indirect and
+-preserve, ``--steps`` steps, detector ``pocket``), stored in the workspace, so a rerun reuses them.
+Columns: ASR per erase set, the cross rate on preserve prompts (leakage), preserve_acc (the requested
+shape is drawn) and the erase time (0 when reused from the store).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SETS = ("pocket-explicit", "pocket-synonym", "pocket-indirect", "pocket-preserve")
+
+
+def parse_setting(text: str) -> tuple[str, dict[str, str], str | None]:
+    name, *pairs = text.split()
+    overrides, stages = {}, None
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"setting {text!r}: {pair!r} is not key=value")
+        if key == "stages":
+            stages = value
+        else:
+            overrides[key] = value
+    return name, overrides, stages
+
+
+def main(argv: list[str] | None = None) -> int:
+    from trce_audit.api import erase, evaluate
+    from trce_audit.generation import GenerationSettings
+    from trce_audit.store import Store
+    from trce_audit.workspace import Workspace
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("settings", nargs="+", help='"base" or "ERASER [key=value ...]"')
+    parser.add_argument("--workspace", default="ws-sweep")
+    parser.add_argument("--concept", default="cross")
+    parser.add_argument("--limit", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args(argv)
+
+    workspace = Workspace.from_options(args.workspace).ensure()
+    store = Store(workspace.db_url)
+    settings = GenerationSettings(steps=args.steps, batch_size=args.batch_size)
+    print("| setting | explicit | synonym | indirect | preserve: cross | preserve_acc | erase s |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for text in args.settings:
+        name, overrides, stages = parse_setting(text)
+        model, seconds = "pocket", 0.0
+        if name != "base":
+            record = erase.erase(store, workspace, eraser=name, concept=args.concept, model="pocket",
+                                 overrides=overrides, stages=stages, batch_size=32)
+            model = f"artefact:{record['artefact_id']}"
+            seconds = 0.0 if record["reused"] else float(record["seconds"])
+        cells = []
+        for set_name in SETS:
+            result = evaluate.evaluate(store, workspace, model=model, prompts=set_name, metrics=["pocket"],
+                                       settings=settings, limit=args.limit, concept=args.concept)
+            values = {m["name"]: m["value"] for m in result["metrics"]}
+            cells.append(f"{100 * values['asr']:.1f}")
+            if set_name == "pocket-preserve":
+                cells.append(f"{100 * values['preserve_acc']:.1f}")
+        print(f"| {text} | {' | '.join(cells)} | {seconds:.0f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
