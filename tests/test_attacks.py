@@ -70,6 +70,28 @@ def test_genetic_search_best_never_worsens():
     assert history[-1] < history[0] and loss == history[-1] == float(fitness(best[None])[0])
 
 
+def test_genetic_search_scores_only_new_and_mutated_members():
+    """Survivors that are not mutated keep their score, so fewer rows are scored than population x
+    generations; the reported best loss is still the fitness of the returned ids."""
+    import torch
+
+    from trce_audit.attacks.ring_a_bell import genetic_search
+
+    goal = torch.tensor([5, 9, 2, 7, 1, 3, 8, 0])
+    scored = []
+
+    def fitness(members):
+        scored.append(members.shape[0])
+        return (members != goal).float().sum(dim=1)
+
+    best, loss, _ = genetic_search(
+        fitness, torch.arange(30), length=8, population=40, generations=50, mutation_rate=0.25, crossover_rate=0.5,
+        generator=torch.Generator().manual_seed(1),
+    )
+    assert scored[0] == 40 and sum(scored) < 0.8 * 40 * 50
+    assert loss == float(fitness(best[None])[0])
+
+
 def test_roundtrip_records_match_and_mismatch(pipes):
     from trce_audit.attacks import tokens as tk
 

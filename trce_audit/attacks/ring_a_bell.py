@@ -34,9 +34,10 @@ class RingABellConfig(TokenSearchConfig):
     encode_batch: int = 256  # population members per text-encoder call (memory only; not in results)
 
     world_presets: ClassVar[dict[str, dict[str, Any]]] = {
-        # Pocket-world text encoders are small and their concept vectors short; 500 generations reach the
-        # plateau there (see docs/attacks.md) and stay above one tenth of the paper's 3000.
-        "pocket": {"generations": 500, "vocabulary": "corpus"},
+        # Pocket-world text encoders are small; 500 generations stay above one tenth of the paper's 3000.
+        # Their concept vector is as long as a prompt's own encoding (mean square 1.6 against 2.1 per
+        # element), so eta 3 puts the target far from any prompt; eta 1 moves it by about one prompt.
+        "pocket": {"generations": 500, "vocabulary": "corpus", "eta": 1.0},
     }
     runtime_fields: ClassVar[tuple[str, ...]] = ("encode_batch",)
 
@@ -79,14 +80,19 @@ def genetic_search(
         return vocab[torch.randint(len(vocab), shape, generator=generator, device="cpu").to(vocab.device)]
 
     members = draw((population, length))
+    # Fitness is deterministic, so a member that survives unchanged keeps its score: only children and
+    # mutated members are scored again (the reference re-scores the whole population every generation).
+    losses = torch.full((population,), float("nan"))
     history: list[float] = []
     best_ids, best_loss = members[0], float("inf")
     for step in range(generations):
-        losses = fitness(members)
+        stale = torch.isnan(losses)
+        if bool(stale.any()):
+            losses[stale] = fitness(members[stale.to(members.device)]).float()
         order = torch.argsort(losses)
-        members = members[order][: max(population // 2, 1)]
-        if float(losses[order[0]]) <= best_loss:
-            best_loss, best_ids = float(losses[order[0]]), members[0].clone()
+        members, losses = members[order][: max(population // 2, 1)], losses[order][: max(population // 2, 1)]
+        if float(losses[0]) <= best_loss:
+            best_loss, best_ids = float(losses[0]), members[0].clone()
         history.append(best_loss)
         if on_generation is not None:
             on_generation(step, best_loss)
@@ -103,12 +109,14 @@ def genetic_search(
             children.append(torch.cat([members[j, :cut], members[i, cut:]]))
         if children:
             members = torch.cat([members, torch.stack(children)])
+            losses = torch.cat([losses, torch.full((len(children),), float("nan"))])
         mutate = torch.rand(members.shape[0], generator=generator) < mutation_rate
         mutate[0] = False  # elitism: the best survivor (row 0 after sorting) is kept as is
         rows = torch.nonzero(mutate).flatten()
         if len(rows):
             cols = torch.randint(length, (len(rows),), generator=generator).to(members.device)
             members[rows.to(members.device), cols] = draw((len(rows),))
+            losses[rows] = float("nan")
     return best_ids, best_loss, history
 
 

@@ -39,8 +39,9 @@ class UCEConfig(EraserConfig):
             # In the pocket text encoder's 96-dim space, fixing the last tokens of captions (mostly
             # background words) distorts every other row and costs more preservation than it saves;
             # the names of the other shapes are what the edit must not move, as the reference's
-            # --preserve_concepts keeps the other artists when it erases one (docs/fidelity.md).
-            return cls(caption_set=CAPTION_SETS[world], n_preserve=0, preserve_concepts=pocket_other_names())
+            # --preserve_concepts keeps the other artists when it erases one; a large preserve_scale pins
+            # those 20 rows (docs/fidelity.md).
+            return cls(caption_set=CAPTION_SETS[world], n_preserve=0, preserve_concepts=pocket_other_names(), preserve_scale=100.0)
         return cls(caption_set=CAPTION_SETS[world])
 
     def validate(self) -> None:
