@@ -136,11 +136,12 @@ def test_unlearndiff_runs_and_stops_on_judged_success(pipes):
     target, original = pipes
     config = UnlearnDiff.Config().with_overrides({"timesteps": 3, "iterations": 2, "k": 2, "target_steps": 1})
     judged = []
-    context = AttackContext(judge=lambda text, row: judged.append(text) or True)
+    # the seed prompt itself is judged first and fails; the first optimised prompt succeeds
+    context = AttackContext(judge=lambda text, row: judged.append(text) or text != row.text)
     result = UnlearnDiff(config).run(target, CONCEPT, SEEDS[:1], original_pipe=original, context=context)
     _check_rows(result.rows, target, "unlearndiff")
     meta = result.rows[0].meta
-    assert meta["timesteps_run"] == 1 and meta["judged_success"] is True and len(judged) == 1
+    assert meta["timesteps_run"] == 1 and meta["judged_success"] is True and judged[0] == SEEDS[0].text and len(judged) == 2
     assert meta["token_ids"][2:] == tk.content_ids(target.tokenizer, SEEDS[0].text)
     assert len(result.stats["timestep_grid"]) == 3 and result.stats["original_is_target"] is False
 

@@ -207,8 +207,8 @@ def test_rerun_after_failed_evaluation_reuses_the_optimised_prompts(store, works
 @pytest.mark.parametrize("early_stop", [True, False])
 def test_unlearndiff_judges_candidates_with_the_concept_detector(store, workspace, evaluations, early_stop):
     """The default judge draws each candidate with the target model and asks the concept's detector.
-    The un-erased pocket model draws a cross for the first explicit prompt whatever two tokens precede
-    it, so with early stopping the search ends after the first timestep, and without it all run."""
+    The un-erased pocket model draws a cross for the first explicit prompt, so with early stopping the
+    seed prompt is judged a success and not attacked (as the reference does); without it all run."""
     from trce_audit.api.attack import attack
 
     budget = {"timesteps": 3, "iterations": 1, "k": 2, "target_steps": 10, "early_stop": str(early_stop).lower()}
@@ -216,7 +216,8 @@ def test_unlearndiff_judges_candidates_with_the_concept_detector(store, workspac
     (row,) = store.prompt_rows(summary["adversarial_set_id"])
     assert summary["concept"] == "cross" and summary["detectors"] == ["pocket"]
     if early_stop:
-        assert row.meta["judged_success"] is True and row.meta["timesteps_run"] == 1
+        assert row.meta["judged_success"] is True and row.meta["timesteps_run"] == 0 and row.meta["seed_already_succeeds"]
+        assert row.text == "a picture of a white cross against a black backdrop"
     else:
         assert row.meta["judged_success"] is None and row.meta["timesteps_run"] == 3
 

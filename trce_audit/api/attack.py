@@ -315,7 +315,7 @@ def _optimise_and_measure(job: _AttackJob) -> dict[str, Any]:
             },
         )
     rows = job.store.prompt_rows(adversarial_set_id)
-    losses = [row.meta.get("loss") for row in rows]
+    losses = [row.meta["loss"] for row in rows if row.meta.get("loss") is not None]  # None: nothing was optimised
     before = job.measure(job.seed_set_id, job.limit)
     after = job.measure(adversarial_set_id, None)
     summary = job.summary(len(seed_rows))
@@ -328,7 +328,7 @@ def _optimise_and_measure(job: _AttackJob) -> dict[str, Any]:
         eval_run_after=after.get("run_id"),
         metrics_before=before.get("metrics", []),
         metrics_after=after.get("metrics", []),
-        mean_loss=(sum(losses) / len(losses)) if losses and None not in losses else None,
+        mean_loss=(sum(losses) / len(losses)) if losses else None,
         retokenize_failures=sum(1 for row in rows if row.meta.get("retokenizes") is False),
         stats=stats,
     )

@@ -78,7 +78,7 @@ def _straight_through_sample():
 
 class UnlearnDiff(Attack):
     name = "unlearndiff"
-    version = "2"  # 2: early_stop (judged by the concept detector) on by default
+    version = "3"  # 2: early_stop (judged by the concept detector) on by default; 3: seed prompt judged first
     Config = UnlearnDiffConfig
     paper_budget = {"iterations": 40, "timesteps": 50}
     needs_original = True
@@ -102,6 +102,15 @@ class UnlearnDiff(Attack):
         done = 0
         rows = []
         for index, seed in enumerate(seed_rows):
+            if context.judge is not None and context.judge(seed.text, seed):
+                # the reference judges the seed prompt first and does not attack one that already succeeds
+                meta = {"token_ids": tk.content_ids(tokenizer, seed.text), "loss": None, "timesteps_run": 0,
+                        "judged_success": True, "seed_already_succeeds": True, "retokenizes": True,
+                        "retokenize_mismatch": None}
+                rows.append(adversarial_row(seed, seed.text, self.name, meta))
+                done += len(grid) * config.budget.iterations
+                context.report(done, total, self.name)
+                continue
             generator = torch.Generator(device="cpu").manual_seed(config.seed * 100_003 + index)
             x0 = dm.target_latents(original_pipe, seed, steps=config.target_steps, device=device, use_mean=True)
             seed_content = tk.content_ids(tokenizer, seed.text)[: tk.max_content(tokenizer) - k]
