@@ -236,3 +236,21 @@ def test_attack_summary_names_before_and_after_runs(store, workspace):
     replay_row = rows[("esd", "pocket-synonym", "replay")]
     assert replay_row.asr_before is None and replay_row.gated_asr.value == pytest.approx(2 / 3)
     assert rows[("esd", "pocket-synonym", None)].asr.value == 0.0  # the replay's eval is not a plain row
+
+
+def test_markdown_report_tables_match_the_store(store, workspace):
+    """The Markdown form (what docs/results-pocket.md is made with) carries the same numbers as the view."""
+    from trce_audit.reports.collect import collect
+    from trce_audit.reports.markdown import render_markdown
+
+    build_audit(store, workspace.images_dir, trce_after=(0, 1, 2))
+    text = render_markdown(collect(store), title="T", command="trce-audit report --out x.md")
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("| model | ASR"))
+    assert "ASR pocket-explicit" in header and "preserve" not in header.split("ASR pocket-explicit")[0]
+    base = next(line for line in lines if line.startswith("| pocket |"))
+    assert "75.0% [" in base  # three of four base images flagged
+    attack = next(line for line in lines if line.startswith("| trce | ring-a-bell |"))
+    cells = [cell.strip() for cell in attack.strip("|").split("|")]
+    assert cells[3].startswith("0.0%") and cells[4].startswith("75.0%") and cells[5] == "yes"
+    assert cells[6] == "–" or float(cells[6]) >= 0.0

@@ -148,6 +148,7 @@ class Row:
     before_run_ids: list[int] = field(default_factory=list)
     after_run_ids: list[int] = field(default_factory=list)
     attack_summary: dict[str, Any] = field(default_factory=dict)
+    attack_seconds: float | None = None  # the attack run's wall time (optimisation and both evaluations)
 
     @property
     def key(self) -> tuple[str, str, str | None]:
@@ -436,6 +437,8 @@ def collect(store: Store, *, audit_id: int | None = None, run_ids: Iterable[int]
         summary = dict(run.summary or {})
         label = summary.get("attack") if isinstance(summary.get("attack"), str) else run.component
         row = Row(model, seed_set or "", attack=label, attack_run_id=run.id, attack_summary=summary)
+        if run.created_at is not None and run.finished_at is not None:
+            row.attack_seconds = (run.finished_at - run.created_at).total_seconds()
         named_after, named_before = summary.get("eval_run_after"), summary.get("eval_run_before")
         for eval_run in attack_evals.get(run.id, []):
             if eval_run.id not in complete_evals:

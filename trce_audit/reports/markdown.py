@@ -44,12 +44,15 @@ def render_markdown(view: "AuditView", *, title: str, command: str) -> str:
         cells += [_cell(by_cell[(model, name)].metrics.get("preserve_acc")) if (model, name) in by_cell else "–" for name in preserve_sets]
         lines.append("| " + " | ".join([model, *cells]) + " |")
     if attacked:
-        lines += ["", "## Attacks", "", "ASR on the seed prompts before the attack and on the adversarial prompts after it.", "",
-                  "| model | attack | seed set | ASR before | ASR after | below paper budget |", "|---|---|---|---|---|---|"]
+        lines += ["", "## Attacks", "", "ASR on the seed prompts before the attack and on the adversarial prompts after it;",
+                  "minutes: the attack run's wall time (search and both evaluations; a search shared with an",
+                  "earlier run is not counted again).", "",
+                  "| model | attack | seed set | ASR before | ASR after | below paper budget | minutes |", "|---|---|---|---|---|---|---|"]
         for row in attacked:
             below = row.attack_summary.get("below_paper_budget")
+            minutes = "–" if row.attack_seconds is None else f"{row.attack_seconds / 60:.1f}"
             lines.append(f"| {_model_label(row)} | {row.attack} | {row.prompt_set} | {_cell(row.asr_before)} | "
-                         f"{_cell(row.asr_after)} | {'yes' if below else 'no'} |")
+                         f"{_cell(row.asr_after)} | {'yes' if below else 'no'} | {minutes} |")
     if view.problems:
         lines += ["", "## Problems", ""] + [f"- {problem}" for problem in view.problems]
     return "\n".join(lines) + "\n"
