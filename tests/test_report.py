@@ -146,3 +146,11 @@ def test_report_shows_a_replay_without_before(cli, store, built, workspace, tmp_
     assert row["asr_before"] is None and row["gated_asr"] == pytest.approx(1 / 3)
     table = html[html.index('id="attacks-h"'): html.index("</table>", html.index('id="attacks-h"'))]
     assert "<td>replay</td><td>pocket-synonym</td>" in table and '<span class="muted">—</span>' in table
+
+
+def test_markdown_out_writes_tables_and_says_so(cli, built, tmp_path):
+    out = tmp_path / "results.md"
+    code, stdout, err = cli("report", "--out", str(out))
+    assert code == 0, err
+    assert stdout.startswith(f"wrote {out}") and "Markdown tables" in stdout
+    assert out.read_text().startswith("# Audit results") and "## Attacks" in out.read_text()

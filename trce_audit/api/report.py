@@ -51,6 +51,6 @@ def render_report(
         text = render_markdown(view, title=title, command=command)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(text, encoding="utf-8")
-        return {**view.as_dict(), "report": {"path": str(out_path), "bytes": len(text.encode())}}
+        return {**view.as_dict(), "report": {"out": str(out_path), "bytes": len(text.encode()), "format": "markdown"}}
     stats = write_report(store, view, out_path, ReportOptions(unblur=unblur, max_images=max_images))
     return {**view.as_dict(), "report": stats}

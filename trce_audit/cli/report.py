@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
     @app.command("report")
     def report(
         ctx: typer.Context,
-        out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path("report.html"),
+        out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write (a .md name writes Markdown tables).")] = Path("report.html"),
         audit: Annotated[Optional[int], typer.Option("--audit", help="Audit run id [default: the latest audit].")] = None,
         runs: Annotated[
             Optional[str], typer.Option("--runs", metavar="ID,ID…", help="Report exactly these runs (eval, attack or audit runs).")
@@ -38,6 +38,9 @@ def register(app: typer.Typer) -> None:
             emit_json(result)
         else:
             stats = result["report"]
+            if stats.get("format") == "markdown":
+                typer.echo(f"wrote {stats['out']} ({stats['bytes'] / 1024:.0f} KiB, {len(result['rows'])} comparisons, Markdown tables)")
+                return
             typer.echo(
                 f"wrote {stats['out']} ({stats['bytes'] / 1024:.0f} KiB, {len(result['rows'])} comparisons, "
                 f"{stats['n_images']} images, {stats['n_flagged_shown']} flagged"
