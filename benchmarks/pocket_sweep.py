@@ -7,8 +7,10 @@ Each setting is an eraser id followed by ``key=value`` config overrides (``stage
 stages); ``base`` is the un-erased model. Every setting is one ``trce-audit erase`` plus four
 ``trce-audit eval`` runs (the first ``--limit`` rows of pocket-explicit, -synonym, -indirect and
 -preserve, ``--steps`` steps, detector ``pocket``), stored in the workspace, so a rerun reuses them.
-Columns: ASR per erase set, the cross rate on preserve prompts (leakage), preserve_acc (the requested
-shape is drawn) and the erase time (0 when reused from the store).
+Columns: ASR per erase set, ASR on the concept's own phrases (the bare phrases the erasers are given,
+e.g. "a plus sign", four seeds each: how far an erasure generalises from them to whole sentences), the
+cross rate on preserve prompts (leakage), preserve_acc (the requested shape is drawn) and the erase time
+(0 when reused from the store).
 """
 
 from __future__ import annotations
@@ -51,11 +53,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args(argv)
 
+    from trce_audit.data import load_concept
+    from trce_audit.store import PromptRow
+
     workspace = Workspace.from_options(args.workspace).ensure()
     store = Store(workspace.db_url)
     settings = GenerationSettings(steps=args.steps, batch_size=args.batch_size)
-    print("| setting | explicit | synonym | indirect | preserve: cross | preserve_acc | erase s |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    concept = load_concept(args.concept, world="pocket", workspace=workspace)
+    own_rows = [PromptRow(phrase, 9000 + 10 * i + j, 7.5) for i, phrase in enumerate(concept.keywords) for j in range(4)]
+    own_set = next((ps.id for ps in store.list_prompt_sets() if ps.name == f"{concept.name}-own-phrases"), None)
+    if own_set is None:
+        own_set = store.add_prompt_set(f"{concept.name}-own-phrases", own_rows, source="benchmarks/pocket_sweep.py")
+    print("| setting | explicit | synonym | indirect | own phrases | preserve: cross | preserve_acc | erase s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for text in args.settings:
         name, overrides, stages = parse_setting(text)
         model, seconds = "pocket", 0.0
@@ -65,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
             model = f"artefact:{record['artefact_id']}"
             seconds = 0.0 if record["reused"] else float(record["seconds"])
         cells = []
-        for set_name in SETS:
-            result = evaluate.evaluate(store, workspace, model=model, prompts=set_name, metrics=["pocket"],
-                                       settings=settings, limit=args.limit, concept=args.concept)
+        for set_name in (*SETS[:3], own_set, SETS[3]):
+            result = evaluate.evaluate(store, workspace, model=model, prompts=set_name, metrics=["pocket"], settings=settings,
+                                       limit=None if set_name == own_set else args.limit, concept=args.concept)
             values = {m["name"]: m["value"] for m in result["metrics"]}
             cells.append(f"{100 * values['asr']:.1f}")
             if set_name == "pocket-preserve":
