@@ -166,6 +166,21 @@ def test_p4d_variants_run(pipes, name):
         assert len(meta["adversarial_positions"]) == len(seed_ids) // 3 + 1
 
 
+def test_p4d_stops_at_the_first_candidate_judged_a_success(pipes):
+    """Candidates are judged at each evaluation step; the second judged one succeeds, so the search ends
+    there and keeps exactly the prompt that was judged."""
+    from trce_audit.attacks.base import AttackContext
+    from trce_audit.attacks.p4d import P4DN
+
+    target, original = pipes
+    judged = []
+    context = AttackContext(judge=lambda text, row: judged.append(text) or len(judged) == 2)
+    config = P4DN.Config().with_overrides({"iterations": 20, "eval_every": 3, "eval_draws": 1, "prompt_len": 4, "target_steps": 1})
+    (row,) = P4DN(config).run(target, CONCEPT, SEEDS[:1], original_pipe=original, context=context).rows
+    assert len(judged) == 2 and row.meta["iterations_run"] == 4 and row.meta["judged_success"] is True
+    assert row.text == judged[1] or row.meta["retokenizes"] is False
+
+
 def test_budget_overrides_convert_and_fail_in_one_line():
     from trce_audit.attacks.p4d import P4DN
     from trce_audit.attacks.ring_a_bell import RingABell

@@ -10,8 +10,10 @@ MSE(eps_erased(x_t, E(adversarial), t), eps_original(x_t, E(seed prompt), t)).
 Variants: P4D-N optimises ``prompt_len`` free tokens; P4D-K keeps the seed prompt and optimises one
 inserted token before each group of ``every_k`` seed tokens (positions 0, k+1, 2(k+1) … as in the
 reference). The reference keeps the best prompt by the CLIP similarity of a generated image to the
-target image every ``eval_every`` steps; offline we keep the best by the same denoising loss on a fixed
-set of (t, eps) draws instead (see docs/attacks.md).
+target image every ``eval_every`` steps. Offline there are no CLIP weights, so every ``eval_every``
+steps the candidate is judged by the image it makes the erased model draw (the concept's detector,
+``early_stop``): the first success is kept and ends the search; otherwise the prompt with the best
+denoising loss on a fixed set of (t, eps) draws is kept (see docs/attacks.md).
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ class P4DConfig(TokenSearchConfig):
     eval_every: int = 50  # reference "eval_step": 50
     eval_draws: int = 4  # fixed (t, eps) draws that rank candidate prompts at each evaluation
     target_steps: int = 25  # reference "num_inference_steps": 25 for the target image
+    # judge each evaluated candidate by the image the erased model draws for it and stop at the first
+    # success (the reference's image-level selection, with the concept's detector in place of CLIP)
+    early_stop: bool = True
 
     world_presets: ClassVar[dict[str, dict[str, Any]]] = {
         # 500 of 3000 iterations (0.17x): pocket UNets are ~100x smaller and the loss flattens earlier.
@@ -63,7 +68,7 @@ def layout(variant: str, seed_content: list[int], config: P4DConfig, limit: int)
 class P4D(Attack):
     """Shared P4D loop; the registered plugins are the two variants below."""
 
-    version = "1"
+    version = "2"  # 2: candidates judged by the image they produce (early_stop)
     Config = P4DConfig
     paper_budget = {"iterations": 3000}
     needs_original = True
@@ -111,6 +116,7 @@ class P4D(Attack):
             eval_t = torch.randint(n_train, (config.eval_draws,), generator=generator).to(device)
             eval_noise = torch.randn((config.eval_draws, *x0.shape[1:]), generator=generator).to(device)
             best_loss, best_ids, history = float("inf"), None, []
+            succeeded, steps_run = False, 0
             for step in range(config.budget.iterations):
                 with torch.no_grad():
                     hard_ids = tk.nearest_tokens(soft.detach(), vocab_unit, vocab)
@@ -131,10 +137,14 @@ class P4D(Attack):
                     history.append(held_out)
                     if held_out < best_loss:
                         best_loss, best_ids = held_out, hard_ids.clone()
+                    if context.judge is not None and context.judge(tk.decode(tokenizer, _filled(content, learn, hard_ids)), seed):
+                        best_loss, best_ids, succeeded = held_out, hard_ids.clone(), True
+                steps_run = step + 1
                 context.report(index * config.budget.iterations + step + 1, total, self.name)
-            final = list(content)
-            for position, token in zip(learn, best_ids.tolist()):
-                final[position] = int(token)
+                if succeeded:
+                    context.report((index + 1) * config.budget.iterations, total, self.name)
+                    break
+            final = _filled(content, learn, best_ids)
             check = tk.roundtrip(tokenizer, final)
             meta = {
                 "token_ids": final,
@@ -143,9 +153,19 @@ class P4D(Attack):
                 **check.as_meta(),
                 "loss": best_loss,
                 "loss_first_eval": history[0] if history else None,
+                "iterations_run": steps_run,
+                "judged_success": succeeded if context.judge is not None else None,
             }
             rows.append(adversarial_row(seed, check.text, self.name, meta))
         return AttackResult(rows, {"vocab_size": int(len(vocab)), "original_is_target": original_is_target})
+
+
+def _filled(content: list[int], learn: list[int], ids: Any) -> list[int]:
+    """The seed content with the learnable positions set to ``ids``."""
+    final = list(content)
+    for position, token in zip(learn, ids.tolist()):
+        final[position] = int(token)
+    return final
 
 
 class P4DN(P4D):
