@@ -104,3 +104,21 @@ def test_killed_audit_resumes_to_the_same_numbers(tmp_path):
         capture_output=True, text=True,
     )
     assert gate.returncode == 0, gate.stdout + gate.stderr
+
+
+def test_a_changed_component_makes_the_same_spec_a_new_audit(store, workspace, monkeypatch):
+    """The audit's identity holds each component's version and resolved config: after an upgrade
+    that changes an eraser, rerunning the same spec re-erases instead of returning the stale audit,
+    while unchanged steps are still reused."""
+    from trce_audit.api.audit import run_audit_spec
+    from trce_audit.erasers.uce import UCE
+
+    spec = SPEC.split("[[attacks]]")[0]
+    first = run_audit_spec(store, workspace, spec)
+    again = run_audit_spec(store, workspace, spec)
+    assert again["audit_run_id"] == first["audit_run_id"] and again["resumed"]
+    monkeypatch.setattr(UCE, "version", UCE.version + "-changed")
+    upgraded = run_audit_spec(store, workspace, spec)
+    assert upgraded["audit_run_id"] != first["audit_run_id"] and not upgraded.get("resumed")
+    erases = store.list_runs(kind="erase")
+    assert len(erases) == 2 and {run.component_version for run in erases} == {UCE.version, UCE.version.removesuffix("-changed")}

@@ -60,26 +60,32 @@ def _check_preset(kind: str, name: str, preset: str | None, world: str) -> None:
         raise ConfigError(f"{kind} {name!r}: preset {preset!r} does not match the model's world {world!r}")
 
 
-def validate_components(spec: AuditSpec, world: str) -> None:
+def validate_components(spec: AuditSpec, world: str) -> dict[str, Any]:
     """Build every eraser, attack and metric config before anything runs: a typo fails in a second,
-    not after an hour of erasing."""
+    not after an hour of erasing. Returns each component's version and resolved config (world preset
+    and overrides), which belong to the audit's identity: after an upgrade that changes a preset or a
+    component, the same spec is a new audit, not a stale complete one."""
     from .. import registry
     from ..api.attack import attack_config
 
+    resolved: dict[str, Any] = {"erasers": [], "attacks": [], "metrics": {}}
     for eraser in spec.erasers:
         _check_preset("eraser", eraser.name, eraser.preset, world)
         config, stages = _eraser_config(eraser.config)
         eraser_cls = registry.load("eraser", eraser.name)
-        eraser_cls.make_config(world=world, overrides=config)
+        built = eraser_cls.make_config(world=world, overrides=config)
         if stages is not None:
             from ..api.erase import parse_stages
 
             eraser_cls.check_stages(parse_stages(stages))
+        resolved["erasers"].append({"name": eraser.name, "version": eraser_cls.version, "config": built.as_dict()})
     for attack in spec.attacks:
         _check_preset("attack", attack.name, attack.preset, world)
-        attack_config(attack.name, world=world, budget={**attack.config, **attack.budget})
-    for metric in {*spec.metrics.eval, *spec.metrics.preserve}:
-        registry.load("metric", metric)
+        attack_cls, built = attack_config(attack.name, world=world, budget={**attack.config, **attack.budget})
+        resolved["attacks"].append({"name": attack.name, "version": attack_cls.version, "config": built.identity_dict()})
+    for metric in sorted({*spec.metrics.eval, *spec.metrics.preserve}):
+        resolved["metrics"][metric] = registry.load("metric", metric).version
+    return resolved
 
 
 def _eraser_config(config: dict[str, Any]) -> tuple[dict[str, Any], Any]:
@@ -112,10 +118,11 @@ def run_audit(
 
     say = log or (lambda message: None)
     base = resolve_model(spec.model, store=store, workspace=workspace, allow_pickle=allow_pickle)
-    validate_components(spec, base.world)
+    components = validate_components(spec, base.world)
     handle = store.start_run(
         kind="audit", component="audit", config=spec.as_dict(), model_ref=spec.model,
         model_fingerprint=base.fingerprint, runtime={"device": device or spec.generation.device},
+        inputs={"components": components},
     )
     if handle.status == "complete":
         say(f"audit {handle.id} is already complete; reusing its results")
