@@ -6,7 +6,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .common import AllowPickleOpt, DataDirOpt, JsonOpt, ModelOpt, emit, emit_table, parse_assignments, progress, state
+from .common import AllowPickleOpt, DataDirOpt, JsonOpt, ModelOpt, StageProgress, emit, emit_table, parse_assignments, state
 
 
 def _render(summary: dict[str, Any]) -> None:
@@ -27,26 +27,6 @@ def _render(summary: dict[str, Any]) -> None:
     if summary.get("resumed"):
         rows.append(["note", "already complete: stored result shown"])
     emit_table("attack", ["", "value"], rows)
-
-
-class _LazyProgress:
-    """A progress bar that appears with the first step, so errors before the attack print alone."""
-
-    def __init__(self, label: str):
-        self.label = label
-        self.bar: Any = None
-        self.task: Any = None
-
-    def __call__(self, done: int, total: int, what: str) -> None:
-        if self.bar is None:
-            self.bar = progress()
-            self.bar.start()
-            self.task = self.bar.add_task(self.label, total=total)
-        self.bar.update(self.task, completed=done, total=total)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 def register(app: typer.Typer) -> None:
@@ -78,26 +58,22 @@ def register(app: typer.Typer) -> None:
         workspace = app_state.workspace(data_dir)
         overrides = parse_assignments(budget, "--budget")
         settings = {k: v for k, v in {"steps": steps, "batch_size": batch_size, "device": device}.items() if v is not None}
-        bar = _LazyProgress(f"attack {name}")
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), StageProgress() as bars:
             warnings.simplefilter("ignore", BelowPaperBudgetWarning)
-            try:
-                summary = attack(
-                    app_state.store(),
-                    workspace,
-                    name=name,
-                    model=model,
-                    concept=concept,
-                    prompts=prompts,
-                    budget=overrides,
-                    limit=limit,
-                    original_model=original_model,
-                    settings=settings,
-                    allow_pickle=allow_pickle,
-                    progress=bar,
-                )
-            finally:
-                bar.close()
+            summary = attack(
+                app_state.store(),
+                workspace,
+                name=name,
+                model=model,
+                concept=concept,
+                prompts=prompts,
+                budget=overrides,
+                limit=limit,
+                original_model=original_model,
+                settings=settings,
+                allow_pickle=allow_pickle,
+                progress=lambda done, total, what: bars(f"attack {name}", done, total),
+            )
         for text in summary.get("warnings", []):
             sys.stderr.write(f"warning: {text}\n")
         emit(summary, json_, _render)

@@ -104,6 +104,31 @@ def progress():
     )
 
 
+class StageProgress:
+    """Adapts the api's (stage, done, total) callbacks to one Rich bar per stage.
+
+    The bar starts on the first callback, so input errors raised before any work print as one line."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> "StageProgress":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = progress()
+            self.bar.start()
+        if stage not in self.tasks:
+            self.tasks[stage] = self.bar.add_task(stage, total=total)
+        self.bar.update(self.tasks[stage], completed=done, total=total)
+
+
 def parse_assignments(items: Sequence[str] | None, what: str = "--set") -> dict[str, str]:
     """`key=value` pairs from repeated options, with a one-line error for a malformed one."""
     from ..errors import ConfigError

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import AllowPickleOpt, DataDirOpt, JsonOpt, emit, emit_json, emit_table, parse_assignments, progress, state
+from .common import AllowPickleOpt, DataDirOpt, JsonOpt, StageProgress, emit, emit_json, emit_table, parse_assignments, state
 
 
 def register(app: typer.Typer) -> None:
@@ -33,15 +33,12 @@ def register(app: typer.Typer) -> None:
         overrides = parse_assignments(set_)
         app_state = state(ctx)
         workspace = app_state.workspace(data_dir).ensure()
-        reporter = _LazyProgress()
-        try:
+        with StageProgress() as reporter:
             result = erase_api(
                 app_state.store(), workspace, eraser=eraser, concept=concept, model=model, out=out,
                 config_file=config, overrides=overrides, device=device, stages=stages, batch_size=batch_size,
                 allow_pickle=allow_pickle, progress=reporter,
             )
-        finally:
-            reporter.close()
 
         def render(r: dict) -> None:
             note = " (already erased: reused)" if r["reused"] else f" ({r['seconds']:.1f} s)"
@@ -60,23 +57,3 @@ def register(app: typer.Typer) -> None:
             emit_json(rows)
         else:
             emit_table("erasers", ["name", "version", "description"], [[r["name"], r["version"], r["description"]] for r in rows])
-
-
-class _LazyProgress:
-    """A progress bar that appears on the first report, so errors before any work print one line."""
-
-    def __init__(self) -> None:
-        self._bar = None
-        self._tasks: dict[str, int] = {}
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if self._bar is None:
-            self._bar = progress()
-            self._bar.start()
-        if stage not in self._tasks:
-            self._tasks[stage] = self._bar.add_task(stage, total=total)
-        self._bar.update(self._tasks[stage], completed=done, total=total)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()

@@ -7,9 +7,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .common import AllowPickleOpt, DataDirOpt, JsonOpt, ModelOpt, emit, emit_table, state
+from .common import AllowPickleOpt, DataDirOpt, JsonOpt, ModelOpt, StageProgress, emit, emit_table, state
 from .generate import (
-    BatchOpt, DeviceOpt, DtypeOpt, HeightOpt, LimitOpt, ProgressReporter, PromptsOpt, SchedulerOpt, StepsOpt, WidthOpt,
+    BatchOpt, DeviceOpt, DtypeOpt, HeightOpt, LimitOpt, PromptsOpt, SchedulerOpt, StepsOpt, WidthOpt,
     make_settings,
 )
 
@@ -90,7 +90,7 @@ def register(app: typer.Typer) -> None:
         app_state = state(ctx)
         settings = make_settings(steps, height, width, batch_size, dtype, scheduler, device)
         options = metric_options(metric, threshold, classes, nudenet_weights, fid_ref, inception, clip_model)
-        with ProgressReporter() as report:
+        with StageProgress() as report:
             result = evaluate(
                 app_state.store(), app_state.workspace(data_dir), model=model, prompts=prompts, metrics=metric,
                 settings=settings, limit=limit, concept=concept, allow_pickle=allow_pickle, metric_options=options,

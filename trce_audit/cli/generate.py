@@ -6,7 +6,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .common import AllowPickleOpt, DataDirOpt, JsonOpt, ModelOpt, emit, emit_table, progress, state
+from .common import AllowPickleOpt, DataDirOpt, JsonOpt, ModelOpt, StageProgress, emit, emit_table, state
 
 PromptsOpt = Annotated[str, typer.Option("--prompts", "-p", help="Prompt set: a name (i2p, p4d, …), a stored id or set:ID.")]
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N prompts.")]
@@ -34,31 +34,6 @@ def describe(settings: dict[str, Any]) -> str:
     return f"{settings['steps']} steps, {settings['height']}x{settings['width']}, {settings['dtype']}, {scheduler}"
 
 
-class ProgressReporter:
-    """Adapts the api's (stage, done, total) callbacks to one Rich bar per stage.
-
-    The bar starts on the first callback, so input errors raised before any work print as one line."""
-
-    def __init__(self):
-        self.bar = None
-        self.tasks: dict[str, Any] = {}
-
-    def __enter__(self) -> "ProgressReporter":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if self.bar is None:
-            self.bar = progress()
-            self.bar.start()
-        if stage not in self.tasks:
-            self.tasks[stage] = self.bar.add_task(stage, total=total)
-        self.bar.update(self.tasks[stage], completed=done, total=total)
-
-
 def register(app: typer.Typer) -> None:
     @app.command("generate")
     def generate_cmd(
@@ -82,7 +57,7 @@ def register(app: typer.Typer) -> None:
 
         app_state = state(ctx)
         settings = make_settings(steps, height, width, batch_size, dtype, scheduler, device)
-        with ProgressReporter() as report:
+        with StageProgress() as report:
             result = generate(
                 app_state.store(), app_state.workspace(data_dir), model=model, prompts=prompts, settings=settings,
                 limit=limit, allow_pickle=allow_pickle, progress=lambda done, total: report("generate", done, total),
