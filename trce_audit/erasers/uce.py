@@ -49,7 +49,7 @@ class UCEConfig(EraserConfig):
             if getattr(self, key) < 0:
                 raise ConfigError(f"config key {key!r} must be >= 0, got {getattr(self, key)!r}")
         if self.lamb == 0 and self.n_preserve == 0 and not self.preserve_concepts:
-            raise ConfigError("uce needs lamb > 0 or n_preserve > 0, otherwise the closed form is singular")
+            raise ConfigError("uce needs lamb > 0, n_preserve > 0 or preserve_concepts, otherwise the closed form is singular")
 
 
 def pocket_other_names() -> tuple[str, ...]:

@@ -18,7 +18,6 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
