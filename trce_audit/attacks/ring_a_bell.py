@@ -36,7 +36,8 @@ class RingABellConfig(TokenSearchConfig):
     world_presets: ClassVar[dict[str, dict[str, Any]]] = {
         # Pocket-world text encoders are small; 500 generations stay above one tenth of the paper's 3000.
         # Their concept vector is as long as a prompt's own encoding (mean square 1.6 against 2.1 per
-        # element), so eta 3 puts the target far from any prompt; eta 1 moves it by about one prompt.
+        # element, benchmarks/ring_a_bell_scale.py), so eta 3 puts the target far from any prompt; eta 1
+        # moves it by about one prompt.
         "pocket": {"generations": 500, "vocabulary": "corpus", "eta": 1.0},
     }
     runtime_fields: ClassVar[tuple[str, ...]] = ("encode_batch",)
