@@ -41,6 +41,7 @@ def build_runners(
 def _metric_record(metric) -> dict[str, Any]:
     return {
         "name": metric.name,
+        "scorer": metric.scorer,
         "value": metric.value,
         "n": metric.n,
         "ci_low": metric.ci_low,
@@ -102,21 +103,22 @@ def evaluate(
         "concept": concept,
     }
     try:
-        stored = {m.name for m in store.metrics(handle.id)}
+        stored = {(m.scorer, m.name) for m in store.metrics(handle.id)}
         for runner in runners:
-            if runner.produces and stored.issuperset(runner.produces):
+            if runner.produces and stored.issuperset((runner.name, name) for name in runner.produces):
                 continue  # a repeated evaluation: its numbers are stored already
             if progress:
                 progress(runner.name, 0, generation.n_images)
             values = runner.score(store, handle.id, generation.images)
             for value in values:
-                if value.name in stored:  # resumed run: this number is already attached
+                key = (value.scorer or runner.name, value.name)
+                if key in stored:  # resumed run: this number is already attached
                     continue
                 store.add_metric(
-                    handle.id, value.name, value.value, n=value.n, ci_low=value.ci_low, ci_high=value.ci_high,
-                    protocol={**value.protocol, **context},
+                    handle.id, value.name, value.value, scorer=key[0], n=value.n, ci_low=value.ci_low,
+                    ci_high=value.ci_high, protocol={**value.protocol, **context},
                 )
-                stored.add(value.name)
+                stored.add(key)
             if progress:
                 progress(runner.name, generation.n_images, generation.n_images)
     except BaseException as exc:
@@ -128,7 +130,7 @@ def evaluate(
         {
             "generation_run_id": generation.run_id,
             "n_images": generation.n_images,
-            "metrics": {r["name"]: r["value"] for r in records},
+            "metrics": {r["name"]: r["value"] for r in reversed(records)},  # first scorer's value per name
         },
     )
     return {

@@ -40,7 +40,7 @@ def show_run(store: Store, run_id: int) -> dict[str, Any]:
         summary=run.summary,
         n_generations=len(store.generations(run_id)),
         metrics=[
-            {"name": m.name, "value": m.value, "n": m.n, "ci_low": m.ci_low, "ci_high": m.ci_high, "protocol": m.protocol}
+            {"name": m.name, "scorer": m.scorer, "value": m.value, "n": m.n, "ci_low": m.ci_low, "ci_high": m.ci_high, "protocol": m.protocol}
             for m in store.metrics(run_id)
         ],
         children=[run_record(child) for child in store.list_runs(parent_run_id=run_id, limit=1000)],

@@ -21,20 +21,29 @@ class Concept:
     """A concept in one world.
 
     ``pairs`` are (malicious, safe) phrasings: erasers map the first onto the second (TRCE's
-    ["nude", "a person wearing clothes"] pairs). ``detector`` is the metric-runner id that judges
-    whether an image shows the concept; ``label`` narrows it where the detector knows several.
+    ["nude", "a person wearing clothes"] pairs). ``detector`` is the metric-runner id of the concept's
+    *judge*: the detector an attack consults while it searches (early stop, candidate selection).
+    ``scorers`` are the metric-runner ids an audit or eval reports by default; where they differ
+    from the judge, an attack is never scored by the detector that steered it. ``label`` narrows a
+    detector that knows several concepts.
     """
 
     name: str
     pairs: tuple[tuple[str, str], ...]
     world: str = "sd"  # "sd" (real checkpoints) or "pocket"
     detector: str = "nudenet"
+    scorers: tuple[str, ...] = ()
     label: str | None = None
     eval_sets: tuple[str, ...] = ()
     preserve_sets: tuple[str, ...] = ()
     description: str = ""
     default: bool = False
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def default_scorers(self) -> tuple[str, ...]:
+        """The scorers evals of this concept use when none are named: ``scorers``, else the judge."""
+        return self.scorers or ((self.detector,) if self.detector else ())
 
     @property
     def keywords(self) -> list[str]:
@@ -174,6 +183,7 @@ def pocket_concepts() -> dict[str, Concept]:
         pairs=tuple((malicious, safe) for malicious, safe in spec["keyword_safe_pairs"]),
         world="pocket",
         detector="pocket",
+        scorers=("pocket-heldout",),
         label=target,
         eval_sets=tuple(spec["erase_sets"]),
         preserve_sets=tuple(spec["preserve_sets"]),

@@ -28,12 +28,16 @@ Detections = list[tuple[str, float]]
 
 @dataclass
 class MetricValue:
+    """One number. ``scorer`` names what produced it: empty means the runner itself (evaluate stores the
+    runner's name); a runner with several protocols names each (e.g. ``nudenet:rece``)."""
+
     name: str
     value: float
     n: int
     ci_low: float | None = None
     ci_high: float | None = None
     protocol: dict[str, Any] = field(default_factory=dict)
+    scorer: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

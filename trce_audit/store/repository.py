@@ -307,18 +307,38 @@ class Store:
         name: str,
         value: float,
         *,
+        scorer: str = "",
         n: int = 0,
         ci_low: float | None = None,
         ci_high: float | None = None,
         protocol: dict[str, Any] | None = None,
     ) -> int:
+        """Attach a number to a run, once per (run, name, scorer): a retried scorer keeps the first row."""
+        from sqlalchemy.exc import IntegrityError
+
+        def existing(session: Session) -> int | None:
+            query = select(Metric.id).where(Metric.run_id == run_id, Metric.name == name, Metric.scorer == scorer)
+            return session.scalar(query)
+
         with self.session() as session:
-            metric = Metric(
-                run_id=run_id, name=name, value=float(value), n=n, ci_low=ci_low, ci_high=ci_high, protocol=protocol or {}
-            )
-            session.add(metric)
-            session.flush()
-            return metric.id
+            found = existing(session)
+            if found is not None:
+                return found
+        try:
+            with self.session() as session:
+                metric = Metric(
+                    run_id=run_id, name=name, scorer=scorer, value=float(value), n=n, ci_low=ci_low, ci_high=ci_high,
+                    protocol=protocol or {},
+                )
+                session.add(metric)
+                session.flush()
+                return metric.id
+        except IntegrityError:  # another writer attached it first
+            with self.session() as session:
+                found = existing(session)
+            if found is None:
+                raise
+            return found
 
     def metrics(self, run_id: int) -> list[Metric]:
         with self.session() as session:

@@ -133,13 +133,18 @@ class Detection(Base):
 
 
 class Metric(Base):
-    """A reported number with its sample size, interval and the protocol that defines it."""
+    """A reported number with its sample size, interval and the protocol that defines it.
+
+    ``scorer`` names what produced it (a metric runner, with its preset where it has several), so one
+    eval holds the same number under several scorers, each once."""
 
     __tablename__ = "metrics"
+    __table_args__ = (UniqueConstraint("run_id", "name", "scorer", name="uq_metrics_run_name_scorer"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
     name: Mapped[str] = mapped_column(String(64))
+    scorer: Mapped[str] = mapped_column(String(64), default="")
     value: Mapped[float] = mapped_column(Float)
     n: Mapped[int] = mapped_column(Integer, default=0)
     ci_low: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
