@@ -43,6 +43,27 @@ class MetricValue:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """A scorer's measured accuracy on a labelled calibration set: what a Rogan–Gladen correction of
+    its ASR needs, with the counts (not only the rates) so that an interval can carry their own
+    uncertainty. ``source`` says where the figures come from (set, command, weights hash)."""
+
+    true_positives: int
+    positives: int
+    true_negatives: int
+    negatives: int
+    source: str = ""
+
+    @property
+    def sensitivity(self) -> float:
+        return self.true_positives / self.positives if self.positives else float("nan")
+
+    @property
+    def specificity(self) -> float:
+        return self.true_negatives / self.negatives if self.negatives else float("nan")
+
+
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
     """Wilson score 95% interval for a binomial proportion (sound at 0 and n, unlike the normal one)."""
     if n <= 0:
@@ -105,6 +126,11 @@ class MetricRunner:
 
     def aggregate(self, images: Sequence["GeneratedImage"], detections: dict[int, Detections]) -> list[MetricValue]:
         raise NotImplementedError
+
+    def calibration(self) -> Calibration | None:
+        """The scorer's measured sensitivity and specificity for the concept under audit, when a
+        calibration set has measured them for these exact weights; None otherwise."""
+        return None
 
     def shows_concept(self, detections: Detections) -> bool:
         """Whether one image's detections count as a success for the attack-success rate (attacks that
