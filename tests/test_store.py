@@ -98,3 +98,34 @@ def test_concurrent_first_opens_both_succeed(tmp_path):
     errors = [p.communicate()[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
     assert current_revision(Store(url).engine) == head_revision()
+
+
+def test_metric_scorer_migration_backfills_and_drops_repeats(tmp_path):
+    url = f"sqlite:///{tmp_path / 'scorers.sqlite'}"
+    engine = make_engine(url)
+    upgrade(engine, "0002")
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO runs (id, identity, kind, component, component_version, config, runtime, versions, status, summary,"
+            " created_at, updated_at) VALUES (1, 'e', 'eval', 'pocket', '', '{}', '{}', '{}', 'complete', '{}',"
+            " '2026-01-01', '2026-01-01')"
+        )
+        for value, protocol in ((0.5, '{"metric": "pocket", "detector": "pocket"}'),
+                                (0.9, '{"metric": "pocket", "detector": "pocket"}'),
+                                (0.25, '{"metric": "asr", "detector": "nudenet"}'),
+                                (12.0, '{"metric": "fid"}')):
+            name = "fid" if "fid" in protocol else "asr"
+            connection.exec_driver_sql(
+                "INSERT INTO metrics (run_id, name, value, n, protocol, created_at)"
+                f" VALUES (1, '{name}', {value}, 4, '{protocol}', '2026-01-01')"
+            )
+    engine.dispose()
+    store = Store(url)
+    rows = sorted((m.name, m.scorer, m.value) for m in store.metrics(1))
+    # Two "asr" rows under one scorer: the first, the one reports showed, is kept.
+    assert rows == [("asr", "nudenet", 0.25), ("asr", "pocket", 0.5), ("fid", "fid", 12.0)]
+    # Attaching a number again under its key returns the stored row instead of adding one.
+    first = store.add_metric(1, "asr", 0.7, scorer="pocket")
+    assert first == store.add_metric(1, "asr", 0.1, scorer="pocket")
+    assert [m.value for m in store.metrics(1) if m.scorer == "pocket"] == [0.5]
+    assert store.add_metric(1, "asr", 0.3, scorer="pocket-heldout") != first
