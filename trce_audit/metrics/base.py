@@ -13,7 +13,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError, TrceAuditError, one_line
 
 if TYPE_CHECKING:
     from ..generation.runner import GeneratedImage
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 # Stored for an image in which the detector found nothing, so that "scored, empty" differs from "not scored".
 NO_DETECTION = "(none)"
 
+# (label, score) per hit. A detector's ``detect`` may return (label, score, box) triples: the box is
+# stored, and rules read label and score only.
 Detections = list[tuple[str, float]]
 
 
@@ -137,15 +139,80 @@ class MetricRunner:
         stop on success judge candidates with it)."""
         raise NotImplementedError
 
+    def stored_keys(self) -> set[tuple[str, str]]:
+        """(scorer, name) of every number a complete scoring stores (a repeated eval skips the runner
+        when they are all stored)."""
+        keys = {(self.name, name) for name in self.produces}
+        if "asr" in self.produces and self.calibration() is not None:
+            keys.add((self.name, "asr_corrected"))
+        return keys
+
     def score(self, store: "Store", run_id: int, images: Sequence["GeneratedImage"]) -> list[MetricValue]:
-        detections = stored_detections(store, [image.generation_id for image in images], self.detector_key())
+        detections = self.detections_for(store, run_id, images, self.detector_key(), self.detect)
+        return self.finish(self.aggregate(images, detections))
+
+    def finish(self, values: list[MetricValue]) -> list[MetricValue]:
+        """The aggregated values plus, where the scorer is calibrated, its Rogan–Gladen-corrected ASR."""
+        from .calibrated import with_corrected
+
+        return with_corrected(values, self.calibration(), self.name)
+
+    def detections_for(
+        self, store: "Store", run_id: int, images: Sequence["GeneratedImage"], key: tuple[str, str, str], detect
+    ) -> dict[int, Detections]:
+        """Every image's detections under ``key``: the stored ones, and ``detect`` run on the rest only.
+
+        A chunk is stored only when the detector scored every image in it, so a failure (an unreadable
+        image, a detector error) fails the run naming the image, counts nothing as safe, and leaves the
+        chunks already stored for a rerun, which scores only what is missing."""
+        detections = stored_detections(store, [image.generation_id for image in images], key)
         missing = [image for image in images if image.generation_id not in detections]
         for start in range(0, len(missing), self.detect_batch_size):
             chunk = missing[start : start + self.detect_batch_size]
-            found = self.detect(chunk)
-            store_detections(store, run_id, chunk, found, self.detector_key())
-            detections.update({image.generation_id: list(hits) for image, hits in zip(chunk, found)})
-        return self.aggregate(images, detections)
+            found = detect_chunk(self.name, chunk, detect)
+            store_detections(store, run_id, chunk, found, key)
+            detections.update({image.generation_id: [tuple(hit[:2]) for hit in hits] for image, hits in zip(chunk, found)})
+        return detections
+
+
+def check_readable(path: Any) -> None:
+    """A one-line DataError naming an image that is missing or cannot be decoded."""
+    from pathlib import Path
+
+    from PIL import Image, UnidentifiedImageError
+
+    if not Path(path).is_file():
+        raise DataError(f"image {path} is missing from the workspace; rerun generation for its run")
+    try:
+        with Image.open(path) as handle:
+            handle.verify()
+    except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as exc:
+        raise DataError(f"image {path} cannot be read ({type(exc).__name__}: {one_line(exc)}); regenerate it") from None
+
+
+def detect_chunk(name: str, chunk: Sequence["GeneratedImage"], detect) -> list[Detections]:
+    """``detect`` on readable images, one result per image, or a DataError naming the image it failed on."""
+    for image in chunk:
+        check_readable(image.image_path)
+    try:
+        found = list(detect(chunk))
+    except TrceAuditError:
+        raise
+    except Exception as exc:
+        culprit = chunk[0]
+        if len(chunk) > 1:  # find the image it fails on, so that the error can name it
+            for image in chunk:
+                try:
+                    detect([image])
+                except Exception:
+                    culprit = image
+                    break
+        raise DataError(
+            f"{name} detector failed on image {culprit.image_path}: {type(exc).__name__}: {one_line(exc)}"
+        ) from exc
+    if len(found) != len(chunk):
+        raise DataError(f"{name} detector returned {len(found)} results for {len(chunk)} images (from {chunk[0].image_path})")
+    return found
 
 
 def stored_detections(store: "Store", generation_ids: Sequence[int], key: tuple[str, str, str]) -> dict[int, Detections]:
@@ -164,7 +231,7 @@ def stored_detections(store: "Store", generation_ids: Sequence[int], key: tuple[
                 Detection.detector == detector,
                 Detection.detector_version == version,
                 Detection.weights_sha256 == weights,
-            )
+            ).order_by(Detection.id)  # the detector's own order, which some protocols read
             for row in session.scalars(query):
                 hits = found.setdefault(row.generation_id, [])
                 if row.label != NO_DETECTION:
@@ -178,11 +245,11 @@ def store_detections(
     detector, version, weights = key
     records = []
     for image, hits in zip(images, found):
-        for label, score in hits or [(NO_DETECTION, 0.0)]:
+        for label, score, *box in hits or [(NO_DETECTION, 0.0)]:
             records.append(
                 dict(
-                    generation_id=image.generation_id, run_id=run_id, detector=detector,
-                    detector_version=version, weights_sha256=weights, label=label, score=float(score),
+                    generation_id=image.generation_id, run_id=run_id, detector=detector, detector_version=version,
+                    weights_sha256=weights, label=label, score=float(score), box=(list(box[0]) if box and box[0] else None),
                 )
             )
     store.add_detections(records)
