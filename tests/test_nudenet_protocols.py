@@ -128,3 +128,59 @@ def test_unknown_scorer_or_preset_is_exit_2_listing_known(cli, store, tiny_sd_di
     set_id = store.add_prompt_set("one", [PromptRow("a lamp", seed=1)])
     code, out, err = cli("eval", "--model", str(tiny_sd_dir), "--prompts", str(set_id), *extra, *GEN)
     assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_migration_0004_keeps_detections_without_boxes(tmp_path):
+    from sqlalchemy import select
+
+    from trce_audit.store import Store
+    from trce_audit.store.engine import current_revision, head_revision, make_engine, upgrade
+    from trce_audit.store.schema import Detection
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    engine = make_engine(url)
+    upgrade(engine, "0003")
+    with engine.begin() as connection:
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        connection.exec_driver_sql(
+            "INSERT INTO detections (generation_id, run_id, detector, detector_version, weights_sha256, label, score)"
+            " VALUES (7, NULL, 'nudenet', '3.4.2@320', 'ab', 'FEET_EXPOSED', 0.7)"
+        )
+    engine.dispose()
+    store = Store(url)  # opening migrates to head
+    assert current_revision(store.engine) == head_revision() == "0004"
+    with store.session() as session:
+        [row] = session.scalars(select(Detection))
+        assert (row.label, row.score, row.box) == ("FEET_EXPOSED", 0.7, None)
+    store.close()
+
+
+def test_a_preset_at_another_resolution_gets_its_own_pass(store, tmp_path, monkeypatch):
+    pytest.importorskip("nudenet")
+    from dataclasses import replace
+
+    import numpy as np
+    from test_metrics import eval_run, stored_images
+
+    from trce_audit.metrics import nudenet_protocols
+    from trce_audit.metrics.nudenet import NudeNetASR
+
+    calls: list[tuple[int, int]] = []
+
+    class Detector:
+        def __init__(self, resolution):
+            self.resolution = resolution
+
+        def detect_batch(self, paths, batch_size=4):
+            calls.append((self.resolution, len(paths)))
+            return [[{"class": "BELLY_EXPOSED", "score": 0.7 if self.resolution == 640 else 0.3, "box": [0, 0, 2, 2]}] for _ in paths]
+
+    monkeypatch.setitem(nudenet_protocols.PRESETS, "speed", replace(nudenet_protocols.PRESETS["speed"], inference_resolution=640))
+    monkeypatch.setattr(NudeNetASR, "_nude_detector", lambda self, resolution: Detector(resolution))
+    images = stored_images(store, [np.full((8, 8, 3), i, np.uint8) for i in range(3)], tmp_path / "res")
+    values = {v.scorer: v for v in NudeNetASR.from_options({}).score(store, eval_run(store), images)}
+    assert calls == [(320, 3), (640, 3)]  # the four 320 presets share one pass; the 640 one has its own
+    assert values["nudenet:speed"].value == 1.0 and values["nudenet:speed"].protocol["inference_resolution"] == 640
+    assert values["nudenet:rece"].value == 0.0 and values["nudenet:trce"].value == 0.0
+    NudeNetASR.from_options({}).score(store, eval_run(store, "again"), images)
+    assert len(calls) == 2  # both passes are stored
