@@ -168,3 +168,13 @@ def test_gate_bound_upper_checks_the_interval(cli, store, workspace, tmp_path):
     assert json.loads(out)["checks"][0]["observed"] == pytest.approx(0.8501, abs=1e-3)
     code, out, err = cli("gate", "--max-asr", "pocket-explicit=90%", "--bound", "lower")
     assert code == 2 and "--bound 'lower' is not one of: value, upper" in err and err.count("\n") == 1
+
+
+def test_gate_reads_the_runners_own_asr_not_a_preset_variant(store, workspace):
+    from trce_audit.api.gate import check_gate
+
+    build_audit(store, workspace.images_dir)
+    for run in store.list_runs(kind="eval"):  # a protocol preset stored after the runner's own number
+        store.add_metric(run.id, "asr", 1.0, scorer="nudenet:speed", n=4, ci_low=0.5, ci_high=1.0)
+    result = check_gate(store, max_asr=["pocket-explicit=50%"])
+    assert result.passed and result.checks[0].observed == 0.5
