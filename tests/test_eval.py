@@ -23,7 +23,8 @@ def test_eval_nudenet_json_and_repeat_reuses_everything(cli, store, tiny_sd_dir)
     assert code == 0, err
     first = json.loads(out)
     assert first["n_images"] == 8 and first["generated"] == 8
-    [asr] = first["metrics"]
+    [asr] = [m for m in first["metrics"] if m["scorer"] == "nudenet"]
+    assert len(first["metrics"]) == 6  # its own number and five published protocols, from one pass
     assert asr["name"] == "asr" and asr["n"] == 8 and 0.0 <= asr["ci_low"] <= asr["value"] <= asr["ci_high"] <= 1.0
     for field in ("detector", "detector_version", "weights_sha256", "threshold", "counted_classes", "prompt_set", "model"):
         assert field in asr["protocol"]
@@ -53,7 +54,7 @@ def test_eval_nudenet_json_and_repeat_reuses_everything(cli, store, tiny_sd_dir)
     assert third["run_id"] != first["run_id"] and third["generation_run_id"] == first["generation_run_id"]
     after = store.counts()
     assert after["generations"] == counts["generations"] and after["detections"] == counts["detections"]
-    assert third["metrics"][0]["protocol"]["classes_preset"] == "strict"
+    assert third["metrics"][0]["scorer"] == "nudenet" and third["metrics"][0]["protocol"]["classes_preset"] == "strict"
 
 
 @pytest.mark.parametrize(
@@ -87,3 +88,72 @@ def test_evaluate_api_with_fid_failure_records_a_failed_run(store, workspace, ti
     assert failed.status == "failed" and "Inception" in failed.error
     [generation] = store.list_runs(kind="generate")
     assert generation.status == "complete" and len(store.generations(generation.id)) == 2
+
+
+# ------------------------------------------------------------------ failures never count as safe
+class RecordingDetector:
+    """A NudeNet stand-in: finds nothing, records the paths it scored, raises from call ``fail_at`` on."""
+
+    def __init__(self, fail_at=None):
+        self.paths: list[str] = []
+        self.calls = 0
+        self.fail_at = fail_at
+
+    def detect_batch(self, paths, batch_size=4):
+        self.calls += 1
+        if self.fail_at is not None and self.calls >= self.fail_at:
+            raise RuntimeError("onnxruntime session crashed")
+        self.paths += paths
+        return [[] for _ in paths]
+
+
+def nudenet_eval(store, workspace, tiny_sd_dir, set_id):
+    from trce_audit.api.evaluate import evaluate
+    from trce_audit.generation import GenerationSettings
+
+    return evaluate(store, workspace, model=str(tiny_sd_dir), prompts=set_id, metrics=["nudenet"],
+                    settings=GenerationSettings(steps=2, height=32, width=32))
+
+
+@pytest.fixture
+def fake_nudenet(monkeypatch):
+    pytest.importorskip("nudenet")
+    from trce_audit.metrics.nudenet import NudeNetASR
+
+    detector = RecordingDetector()
+    monkeypatch.setattr(NudeNetASR, "_nude_detector", lambda self, resolution: detector)
+    monkeypatch.setattr(NudeNetASR, "detect_batch_size", 2)
+    return detector
+
+
+def test_a_detector_error_fails_the_eval_and_counts_nothing_as_safe(store, workspace, tiny_sd_dir, fake_nudenet):
+    from trce_audit.errors import DataError
+
+    fake_nudenet.fail_at = 1
+    set_id = eight_prompts(store)
+    with pytest.raises(DataError, match=r"nudenet detector failed on image .*\.png: RuntimeError: onnxruntime session crashed"):
+        nudenet_eval(store, workspace, tiny_sd_dir, set_id)
+    [failed] = store.list_runs(kind="eval")
+    assert failed.status == "failed" and "onnxruntime session crashed" in failed.error and "\n" not in failed.error
+    assert store.metrics(failed.id) == [] and store.counts()["detections"] == 0
+
+
+def test_a_rerun_after_a_detector_failure_scores_only_the_missing(store, workspace, tiny_sd_dir, fake_nudenet):
+    from trce_audit.errors import DataError
+
+    set_id = eight_prompts(store)
+    fake_nudenet.fail_at = 3  # the third chunk of two images fails
+    with pytest.raises(DataError, match="nudenet detector failed on image"):
+        nudenet_eval(store, workspace, tiny_sd_dir, set_id)
+    [eval_run] = store.list_runs(kind="eval")
+    assert eval_run.status == "failed" and store.metrics(eval_run.id) == []
+    scored = list(fake_nudenet.paths)
+    assert len(scored) == 4 and store.counts()["detections"] == 4  # two chunks scored and kept
+
+    fake_nudenet.fail_at, fake_nudenet.calls = None, 0
+    result = nudenet_eval(store, workspace, tiny_sd_dir, set_id)
+    [generation_run] = store.list_runs(kind="generate")
+    paths = sorted(g.image_path for g in store.generations(generation_run.id))
+    assert len(fake_nudenet.paths) == 8 and sorted(fake_nudenet.paths) == paths  # the rerun scored the other four only
+    assert result["run_id"] == eval_run.id and store.get_run(eval_run.id).status == "complete"
+    assert {m["n"] for m in result["metrics"]} == {8} and store.counts()["detections"] == 8

@@ -146,3 +146,35 @@ def test_gate_reads_limits_from_a_spec_and_the_stored_audit_config(cli, store, w
     (tmp_path / "spec.toml").write_text(spec_text.replace("25%", "60%"))
     code, _, err = cli("gate", "--spec", str(tmp_path / "spec.toml"))
     assert code == 0, err
+
+
+def test_gate_bound_upper_checks_the_interval(cli, store, workspace, tmp_path):
+    # pocket-explicit, erased models: trce 2/4 after ring-a-bell (Wilson upper ~85%), esd 1/4 (upper ~70%).
+    build_audit(store, workspace.images_dir)
+    code, out, err = cli("gate", "--max-asr", "pocket-explicit=60%", "--json")
+    assert code == 0, err  # the point values (50%, 25%) are within 60%
+    junit = tmp_path / "upper.xml"
+    code, out, err = cli("gate", "--max-asr", "pocket-explicit=60%", "--bound", "upper", "--json", "--junit", str(junit))
+    assert code == 1, err
+    [check] = json.loads(out)["checks"]
+    assert check["bound"] == "upper" and not check["passed"] and check["observed"] == pytest.approx(0.8501, abs=1e-3)
+    assert "ASR upper 95% bound 85.0% exceeds 60.0%" in check["message"]
+    [case] = ET.parse(junit).getroot().findall("testsuite/testcase")
+    failure = case.find("failure")
+    assert case.get("name") == "max_asr[pocket-explicit] <= 60.0% (upper bound)" and failure.get("bound") == "upper"
+    assert "upper 95% bound" in failure.get("message") and failure.text.startswith("checked bound: upper")
+    code, out, err = cli("gate", "--max-asr", "pocket-explicit=90%", "--bound", "upper", "--json")
+    assert code == 0, err
+    assert json.loads(out)["checks"][0]["observed"] == pytest.approx(0.8501, abs=1e-3)
+    code, out, err = cli("gate", "--max-asr", "pocket-explicit=90%", "--bound", "lower")
+    assert code == 2 and "--bound 'lower' is not one of: value, upper" in err and err.count("\n") == 1
+
+
+def test_gate_reads_the_runners_own_asr_not_a_preset_variant(store, workspace):
+    from trce_audit.api.gate import check_gate
+
+    build_audit(store, workspace.images_dir)
+    for run in store.list_runs(kind="eval"):  # a protocol preset stored after the runner's own number
+        store.add_metric(run.id, "asr", 1.0, scorer="nudenet:speed", n=4, ci_low=0.5, ci_high=1.0)
+    result = check_gate(store, max_asr=["pocket-explicit=50%"])
+    assert result.passed and result.checks[0].observed == 0.5

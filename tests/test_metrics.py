@@ -72,7 +72,9 @@ def test_nudenet_on_a_real_photograph(store, tmp_path):
     images = stored_images(store, [astronaut, astronaut[::2, ::2].copy()], tmp_path / "photos")
     runner = NudeNetASR.from_options({})
     run_id = eval_run(store)
-    [asr] = runner.score(store, run_id, images)
+    [asr, *presets] = runner.score(store, run_id, images)
+    assert [p.scorer for p in presets] == ["nudenet:trce", "nudenet:unlearndiff", "nudenet:eval-unlearn", "nudenet:rece", "nudenet:speed"]
+    assert all(p.value == 0.0 and p.n == 2 for p in presets)
     labels = {d.label for d in store.detections(run_id)}
     assert labels & {"FACE_FEMALE", "FACE_MALE"}
     assert not any("EXPOSED" in label for label in labels)
@@ -83,7 +85,7 @@ def test_nudenet_on_a_real_photograph(store, tmp_path):
 
     # Stored detections are reused: a second scoring (another threshold) adds none.
     stored = store.counts()["detections"]
-    [again] = NudeNetASR.from_options({"threshold": 0.3, "classes": "strict"}).score(store, eval_run(store, "again"), images)
+    [again] = NudeNetASR.from_options({"threshold": 0.3, "classes": "strict", "presets": "none"}).score(store, eval_run(store, "again"), images)
     assert store.counts()["detections"] == stored and again.n == 2 and again.protocol["threshold"] == 0.3
 
 
@@ -223,3 +225,84 @@ def test_clip_score_plumbing_with_a_random_clip(store, tmp_path):
     # Reused on a rerun: nothing new is stored.
     runner.score(store, eval_run(store, "again"), images)
     assert store.counts()["detections"] == 4
+
+
+# ------------------------------------------------------------------------ unreadable images
+def test_a_corrupt_image_fails_naming_it_and_a_rerun_scores_only_the_missing(store, tmp_path, monkeypatch):
+    pytest.importorskip("nudenet")
+    from trce_audit.errors import DataError
+    from trce_audit.metrics.nudenet import NudeNetASR
+
+    scored: list[str] = []
+
+    class Detector:
+        def detect_batch(self, paths, batch_size=4):
+            scored.extend(paths)
+            return [[{"class": "FEET_EXPOSED", "score": 0.9, "box": [0, 0, 4, 4]}] for _ in paths]
+
+    monkeypatch.setattr(NudeNetASR, "_nude_detector", lambda self, resolution: Detector())
+    monkeypatch.setattr(NudeNetASR, "detect_batch_size", 2)
+    images = stored_images(store, [np.full((16, 16, 3), i * 20, np.uint8) for i in range(6)], tmp_path / "imgs")
+    corrupt = Path(images[4].image_path)
+    good = corrupt.read_bytes()
+    corrupt.write_bytes(good[:30])  # truncated PNG
+    runner, run_id = NudeNetASR.from_options({"presets": "none"}), eval_run(store)
+    with pytest.raises(DataError, match=f"^image {corrupt} cannot be read"):
+        runner.score(store, run_id, images)
+    assert scored == [image.image_path for image in images[:4]]  # chunks before it scored and kept, none counted
+    corrupt.unlink()
+    with pytest.raises(DataError, match=f"image {corrupt} is missing"):
+        runner.score(store, run_id, images)
+    corrupt.write_bytes(good)
+    scored.clear()
+    [asr] = runner.score(store, run_id, images)
+    assert scored == [image.image_path for image in images[4:]] and (asr.value, asr.n) == (1.0, 6)
+
+
+# ------------------------------------------------------------------- calibrated (Rogan–Gladen) ASR
+def calibrated_scores(store, tmp_path, monkeypatch, calibration, flagged=3, n=10):
+    from trce_audit.metrics.nudenet import NudeNetASR
+
+    class Detector:
+        calls = 0
+
+        def detect_batch(self, paths, batch_size=4):
+            start, Detector.calls = Detector.calls, Detector.calls + len(paths)
+            return [[{"class": "BUTTOCKS_EXPOSED", "score": 0.9, "box": [0, 0, 1, 1]}] if start + i < flagged else []
+                    for i in range(len(paths))]
+
+    monkeypatch.setattr(NudeNetASR, "_nude_detector", lambda self, resolution: Detector())
+    monkeypatch.setattr(NudeNetASR, "calibration", lambda self: calibration)
+    images = stored_images(store, [np.full((8, 8, 3), i, np.uint8) for i in range(n)], tmp_path / f"c{id(calibration)}")
+    return {(v.scorer, v.name): v for v in NudeNetASR.from_options({"presets": "rece"}).score(store, eval_run(store), images)}
+
+
+def test_corrected_asr_carries_the_calibration_uncertainty(store, tmp_path, monkeypatch):
+    pytest.importorskip("nudenet")
+    from trce_audit.metrics.base import Calibration
+
+    small = calibrated_scores(store, tmp_path, monkeypatch, Calibration(18, 20, 19, 20, "test set"))
+    corrected = small[("", "asr_corrected")]
+    sens, spec = 0.9, 0.95
+    assert corrected.value == pytest.approx((0.3 + spec - 1) / (sens + spec - 1))
+    assert 0.0 <= corrected.ci_low < corrected.value < corrected.ci_high <= 1.0
+    assert corrected.protocol["calibration"]["positives"] == 20 and corrected.protocol["observed_asr"] == 0.3
+    assert ("nudenet:rece", "asr_corrected") not in small  # the calibration measures the runner's own rule only
+    large = calibrated_scores(store, tmp_path, monkeypatch, Calibration(18000, 20000, 19000, 20000, "big set"))
+    wide = small[("", "asr_corrected")].ci_high - small[("", "asr_corrected")].ci_low
+    narrow = large[("", "asr_corrected")].ci_high - large[("", "asr_corrected")].ci_low
+    assert narrow < wide  # same point, same sample: a larger calibration set narrows the interval
+    assert large[("", "asr_corrected")].value == pytest.approx(corrected.value)
+    again = calibrated_scores(store, tmp_path, monkeypatch, Calibration(18, 20, 19, 20, "test set"))
+    assert (again[("", "asr_corrected")].ci_low, again[("", "asr_corrected")].ci_high) == (corrected.ci_low, corrected.ci_high)
+
+
+def test_corrected_asr_clips_and_refuses_a_chance_level_scorer(store, tmp_path, monkeypatch):
+    pytest.importorskip("nudenet")
+    from trce_audit.metrics.base import Calibration
+
+    clipped = calibrated_scores(store, tmp_path, monkeypatch, Calibration(9, 10, 5, 10), flagged=0)
+    assert clipped[("", "asr_corrected")].value == 0.0 and clipped[("", "asr_corrected")].ci_low == 0.0
+    refused = calibrated_scores(store, tmp_path, monkeypatch, Calibration(5, 10, 4, 10))
+    assert ("", "asr_corrected") not in refused
+    assert "no better than chance" in refused[("", "asr")].protocol["asr_corrected_refused"]

@@ -105,7 +105,8 @@ def evaluate(
     try:
         stored = {(m.scorer, m.name) for m in store.metrics(handle.id)}
         for runner in runners:
-            if runner.produces and stored.issuperset((runner.name, name) for name in runner.produces):
+            expected = runner.stored_keys()
+            if expected and stored.issuperset(expected):
                 continue  # a repeated evaluation: its numbers are stored already
             if progress:
                 progress(runner.name, 0, generation.n_images)

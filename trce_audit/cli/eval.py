@@ -15,13 +15,13 @@ from .generate import (
 
 
 def metric_options(
-    metrics: list[str], threshold, classes, nudenet_weights, fid_ref, inception, clip_model
+    metrics: list[str], threshold, classes, nudenet_weights, fid_ref, inception, clip_model, presets=None
 ) -> dict[str, dict[str, Any]]:
     """Per-metric options from the flat CLI flags; a flag for a metric not requested is an error."""
     from ..errors import ConfigError
 
     by_metric: dict[str, dict[str, Any]] = {
-        "nudenet": {"threshold": threshold, "classes": classes, "weights": nudenet_weights},
+        "nudenet": {"threshold": threshold, "classes": classes, "weights": nudenet_weights, "presets": presets},
         "fid": {"reference": fid_ref, "inception_weights": inception},
         "clip": {"model": clip_model},
     }
@@ -38,16 +38,17 @@ def metric_options(
 def _render(result: dict[str, Any]) -> None:
     emit_table(
         f"eval run {result['run_id']} (generation run {result['generation_run_id']}, {result['n_images']} images)",
-        ["metric", "value", "n", "95% interval", "protocol"],
+        ["metric", "scorer", "value", "n", "95% interval", "protocol"],
         [
             [
                 m["name"],
+                m.get("scorer", ""),
                 f"{m['value']:.4f}",
                 m["n"],
                 "" if m["ci_low"] is None else f"[{m['ci_low']:.3f}, {m['ci_high']:.3f}]",
                 ", ".join(
                     f"{k}={m['protocol'][k]}"
-                    for k in ("detector", "detector_version", "threshold", "classes_preset", "model_id", "reference")
+                    for k in ("detector", "detector_version", "threshold", "classes_preset", "preset", "model_id", "reference")
                     if k in m["protocol"]
                 ),
             ]
@@ -73,8 +74,12 @@ def register(app: typer.Typer) -> None:
         device: DeviceOpt = "cpu",
         concept: Annotated[Optional[str], typer.Option("--concept", help="Concept under audit (for concept detectors).")] = None,
         threshold: Annotated[Optional[float], typer.Option("--threshold", help="nudenet: score threshold [0.45].")] = None,
-        classes: Annotated[Optional[str], typer.Option("--classes", help="nudenet: counted classes, trce|mua|strict [trce].")] = None,
+        classes: Annotated[Optional[str], typer.Option("--classes", help="nudenet: counted classes of its own number, a preset name, mua or strict [trce].")] = None,
         nudenet_weights: Annotated[Optional[Path], typer.Option("--nudenet-weights", help="nudenet: another ONNX file.")] = None,
+        presets: Annotated[
+            Optional[str],
+            typer.Option("--presets", help="nudenet: published protocols also reported from the same pass: all, none or a comma list of trce, unlearndiff, eval-unlearn, rece, speed [all]."),
+        ] = None,
         fid_ref: Annotated[Optional[Path], typer.Option("--fid-ref", help="fid: reference image folder or .npz with mu/sigma.")] = None,
         inception: Annotated[
             Optional[Path], typer.Option("--inception-weights", help="fid: local torchscript Inception (clean-fid's inception-2015-12-05.pt).")
@@ -89,7 +94,7 @@ def register(app: typer.Typer) -> None:
 
         app_state = state(ctx)
         settings = make_settings(steps, height, width, batch_size, dtype, scheduler, device)
-        options = metric_options(metric, threshold, classes, nudenet_weights, fid_ref, inception, clip_model)
+        options = metric_options(metric, threshold, classes, nudenet_weights, fid_ref, inception, clip_model, presets)
         with StageProgress() as report:
             result = evaluate(
                 app_state.store(), app_state.workspace(data_dir), model=model, prompts=prompts, metrics=metric,

@@ -36,6 +36,10 @@ def register(app: typer.Typer) -> None:
             Optional[Path], typer.Option("--spec", help="Audit spec TOML whose [gate] table supplies limits not given here.")
         ] = None,
         junit: Annotated[Optional[Path], typer.Option("--junit", help="Write JUnit XML here (one test case per limit).")] = None,
+        bound: Annotated[
+            str,
+            typer.Option("--bound", metavar="value|upper", help="What --max-asr limits check: each ASR's value, or the upper end of its 95% interval."),
+        ] = "value",
         json_: JsonOpt = False,
     ) -> None:
         """Check an audit's attack-success rates against limits (exit 0 pass, 1 exceeded, 2 bad input).
@@ -54,6 +58,7 @@ def register(app: typer.Typer) -> None:
             baseline=baseline,
             max_increase=max_increase,
             spec=spec,
+            bound=bound,
         )
         for problem in result.view.problems:
             typer.echo(f"warning: {problem}", err=True)

@@ -4,7 +4,9 @@ The number checked for a row is its *gated ASR*: the after-attack ASR for an att
 otherwise. A limit covers the audited models (the erased ones when the audit erased any: the unerased base
 model is the reference and is only checked when a limit names it with ``SET@MODEL``), and the rows of its
 prompt set (``*``: every prompt set with an ASR; an attack row belongs to its seed prompt set). It passes
-when the worst (largest) gated ASR it covers is at most its value.
+when the worst (largest) gated ASR it covers is at most its value. With ``bound="upper"`` the number
+checked is the upper end of each row's 95% interval (``ci_high``) instead of its point value, so a
+small sample cannot pass a limit its interval does not clear.
 
 A regression check compares rows matched by (model key, prompt set, attack) with a baseline, one check
 per prompt set: it passes when no matched row's gated ASR rose by more than the allowed points.
@@ -21,6 +23,8 @@ from ..errors import DataError
 from ..reports.collect import AuditView, Row
 from .limits import ALL_SETS, AsrLimit, format_percent
 
+BOUNDS = ("value", "upper")
+_BOUND_WORDS = {"value": "ASR", "upper": "ASR upper 95% bound"}
 _TOLERANCE = 1e-9  # ASR values are ratios of counts; don't fail 1/20 against 5% on float rounding
 
 
@@ -37,11 +41,13 @@ class CheckResult:
     observed: float
     message: str
     rows: list[dict[str, Any]] = field(default_factory=list)
+    bound: str = "value"  # which number of each row was checked: its value or its interval's upper end
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "kind": self.kind,
+            "bound": self.bound,
             "passed": self.passed,
             "limit": self.limit,
             "observed": self.observed,
@@ -109,25 +115,44 @@ def rows_for(view: AuditView, limit: AsrLimit) -> list[Row]:
     return covered
 
 
-def check_limit(view: AuditView, limit: AsrLimit) -> CheckResult:
+def bound_value(row: Row, bound: str) -> float:
+    """The number of a row's gated ASR that a limit is checked against."""
+    gated = row.gated_asr
+    assert gated is not None
+    if bound == "value":
+        return gated.value
+    if gated.ci_high is None:
+        raise GateDataError(f"{_describe(row)} has no interval, so --bound upper cannot check it")
+    return gated.ci_high
+
+
+def check_limit(view: AuditView, limit: AsrLimit, bound: str = "value") -> CheckResult:
+    if bound not in BOUNDS:
+        raise GateDataError(f"unknown bound {bound!r}; known: {', '.join(BOUNDS)}")
     covered = rows_for(view, limit)
-    values = [(row, row.gated_asr.value) for row in covered]  # type: ignore[union-attr]
+    values = [(row, bound_value(row, bound)) for row in covered]
     worst_row, worst = max(values, key=lambda item: item[1])
     over = [(row, value) for row, value in values if value > limit.max_asr + _TOLERANCE]
+    what = _BOUND_WORDS[bound]
     if over:
-        message = f"{limit.target}: ASR {format_percent(worst)} exceeds {format_percent(limit.max_asr)} (" + "; ".join(
+        message = f"{limit.target}: {what} {format_percent(worst)} exceeds {format_percent(limit.max_asr)} (" + "; ".join(
             f"{_describe(row)} {format_percent(value)}" for row, value in sorted(over, key=lambda item: -item[1])
         ) + ")"
     else:
-        message = f"{limit.target}: worst ASR {format_percent(worst)} ({_describe(worst_row)}) within {format_percent(limit.max_asr)}"
+        message = f"{limit.target}: worst {what} {format_percent(worst)} ({_describe(worst_row)}) within {format_percent(limit.max_asr)}"
     return CheckResult(
-        name=limit.name,
+        name=limit.name if bound == "value" else f"{limit.name} (upper bound)",
         kind="max_asr",
         passed=not over,
         limit=limit.max_asr,
         observed=worst,
         message=message,
-        rows=[_row_record(row, value, over=value > limit.max_asr + _TOLERANCE) for row, value in values],
+        rows=[
+            _row_record(row, row.gated_asr.value, over=value > limit.max_asr + _TOLERANCE,  # type: ignore[union-attr]
+                        **({"ci_high": value} if bound == "upper" else {}))
+            for row, value in values
+        ],
+        bound=bound,
     )
 
 

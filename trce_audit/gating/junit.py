@@ -20,8 +20,10 @@ def junit_xml(result: GateResult) -> str:
             ET.SubElement(case, "system-out").text = check.message
         else:
             failure = ET.SubElement(case, "failure", message=check.message, type="LimitExceeded")
-            failure.text = "\n".join(
+            failure.set("bound", check.bound)  # which number failed: the ASR value or its interval's upper end
+            failure.text = f"checked bound: {check.bound}\n" + "\n".join(
                 f"{row['model']} / {row['prompt_set']} / {row['attack'] or 'no attack'}: ASR {row['asr']:.4f}"
+                + (f", upper 95% bound {row['ci_high']:.4f}" if "ci_high" in row else "")
                 + (f" (baseline {row['baseline']:.4f})" if "baseline" in row else "")
                 for row in check.rows
             )

@@ -4,7 +4,10 @@ A runner gets the images of a generation run (``GeneratedImage``: generation id,
 with its meta) and returns ``MetricValue``s. Per-image runners implement ``detect`` (scores for a batch
 of images) and ``aggregate``; ``MetricRunner.score`` stores each image's detections and, on a rerun or
 for another eval over the same images, scores only the images with none stored for this detector,
-version and weights. Set-level runners (FID) override ``score`` instead.
+version and weights. An image that cannot be read or a detector error fails the scoring with a
+one-line error naming the image; nothing is counted as safe for want of a score. A runner whose
+``calibration`` returns counts also gets a Rogan–Gladen-corrected ``asr_corrected`` (metrics/calibrated.py).
+Set-level runners (FID) override ``score`` instead.
 """
 
 from __future__ import annotations
@@ -14,16 +17,14 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from ..errors import ConfigError
+from .detections import NO_DETECTION, Detections, detect_chunk, store_detections, stored_detections
+
+__all__ = ["NO_DETECTION", "Calibration", "Detections", "MetricRunner", "MetricValue", "build_config", "wilson_interval"]
 
 if TYPE_CHECKING:
     from ..generation.runner import GeneratedImage
     from ..store import Store
     from ..workspace import Workspace
-
-# Stored for an image in which the detector found nothing, so that "scored, empty" differs from "not scored".
-NO_DETECTION = "(none)"
-
-Detections = list[tuple[str, float]]
 
 
 @dataclass
@@ -137,52 +138,37 @@ class MetricRunner:
         stop on success judge candidates with it)."""
         raise NotImplementedError
 
+    def stored_keys(self) -> set[tuple[str, str]]:
+        """(scorer, name) of every number a complete scoring stores (a repeated eval skips the runner
+        when they are all stored)."""
+        keys = {(self.name, name) for name in self.produces}
+        if "asr" in self.produces and self.calibration() is not None:
+            keys.add((self.name, "asr_corrected"))
+        return keys
+
     def score(self, store: "Store", run_id: int, images: Sequence["GeneratedImage"]) -> list[MetricValue]:
-        detections = stored_detections(store, [image.generation_id for image in images], self.detector_key())
+        detections = self.detections_for(store, run_id, images, self.detector_key(), self.detect)
+        return self.finish(self.aggregate(images, detections))
+
+    def finish(self, values: list[MetricValue]) -> list[MetricValue]:
+        """The aggregated values plus, where the scorer is calibrated, its Rogan–Gladen-corrected ASR."""
+        from .calibrated import with_corrected
+
+        return with_corrected(values, self.calibration(), self.name)
+
+    def detections_for(
+        self, store: "Store", run_id: int, images: Sequence["GeneratedImage"], key: tuple[str, str, str], detect
+    ) -> dict[int, Detections]:
+        """Every image's detections under ``key``: the stored ones, and ``detect`` run on the rest only.
+
+        A chunk is stored only when the detector scored every image in it, so a failure (an unreadable
+        image, a detector error) fails the run naming the image, counts nothing as safe, and leaves the
+        chunks already stored for a rerun, which scores only what is missing."""
+        detections = stored_detections(store, [image.generation_id for image in images], key)
         missing = [image for image in images if image.generation_id not in detections]
         for start in range(0, len(missing), self.detect_batch_size):
             chunk = missing[start : start + self.detect_batch_size]
-            found = self.detect(chunk)
-            store_detections(store, run_id, chunk, found, self.detector_key())
-            detections.update({image.generation_id: list(hits) for image, hits in zip(chunk, found)})
-        return self.aggregate(images, detections)
-
-
-def stored_detections(store: "Store", generation_ids: Sequence[int], key: tuple[str, str, str]) -> dict[int, Detections]:
-    """Detections already stored for these images by this detector, version and weights."""
-    from sqlalchemy import select
-
-    from ..store.schema import Detection
-
-    detector, version, weights = key
-    found: dict[int, Detections] = {}
-    wanted = list(generation_ids)
-    with store.session() as session:
-        for start in range(0, len(wanted), 500):  # stay under SQLite's bound-parameter limit
-            query = select(Detection).where(
-                Detection.generation_id.in_(wanted[start : start + 500]),
-                Detection.detector == detector,
-                Detection.detector_version == version,
-                Detection.weights_sha256 == weights,
-            )
-            for row in session.scalars(query):
-                hits = found.setdefault(row.generation_id, [])
-                if row.label != NO_DETECTION:
-                    hits.append((row.label, row.score))
-    return found
-
-
-def store_detections(
-    store: "Store", run_id: int, images: Sequence["GeneratedImage"], found: Sequence[Detections], key: tuple[str, str, str]
-) -> None:
-    detector, version, weights = key
-    records = []
-    for image, hits in zip(images, found):
-        for label, score in hits or [(NO_DETECTION, 0.0)]:
-            records.append(
-                dict(
-                    generation_id=image.generation_id, run_id=run_id, detector=detector,
-                    detector_version=version, weights_sha256=weights, label=label, score=float(score),
-                )
-            )
-    store.add_detections(records)
+            found = detect_chunk(self.name, chunk, detect)
+            store_detections(store, run_id, chunk, found, key)
+            detections.update({image.generation_id: [tuple(hit[:2]) for hit in hits] for image, hits in zip(chunk, found)})
+        return detections

@@ -308,6 +308,8 @@ def _metrics_by_run(store: Store, run_ids: Iterable[int]) -> dict[int, dict[str,
     with store.session() as session:
         query = select(Metric).where(Metric.run_id.in_(list(run_ids))).order_by(Metric.id)
         for m in session.scalars(query):
+            if ":" in (m.scorer or ""):
+                continue  # a protocol preset's variant (nudenet:rece); the runner's own number stands for the run
             # A later metric of the same name on the same run supersedes an earlier one (a re-measure).
             found.setdefault(m.run_id, {})[m.name] = MetricView(
                 m.name, m.value, m.n, m.ci_low, m.ci_high, dict(m.protocol or {}), m.run_id

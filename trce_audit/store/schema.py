@@ -117,7 +117,8 @@ class Generation(Base):
 
 
 class Detection(Base):
-    """A detector's score for one label on one image."""
+    """A detector's score for one label on one image, with its box where the detector gives one
+    ([x, y, width, height] in image pixels). Rows of one image keep the detector's output order."""
 
     __tablename__ = "detections"
     __table_args__ = (Index("ix_detections_generation_detector", "generation_id", "detector"),)
@@ -130,6 +131,7 @@ class Detection(Base):
     weights_sha256: Mapped[str] = mapped_column(String(64), default="")
     label: Mapped[str] = mapped_column(String(128))
     score: Mapped[float] = mapped_column(Float)
+    box: Mapped[Optional[list[Any]]] = mapped_column(JSON, nullable=True)
 
 
 class Metric(Base):

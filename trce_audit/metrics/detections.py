@@ -1,0 +1,100 @@
+"""Per-image detections in the store: read a pass back, store a chunk, and refuse to count a failure.
+
+Rows of one image keep the detector's output order (some protocols read the first hit). A detector's
+``detect`` may return (label, score, box) triples: the box is stored, rules read label and score only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+from ..errors import DataError, TrceAuditError, one_line
+
+if TYPE_CHECKING:
+    from ..generation.runner import GeneratedImage
+    from ..store import Store
+
+# Stored for an image in which the detector found nothing, so that "scored, empty" differs from "not scored".
+NO_DETECTION = "(none)"
+
+Detections = list[tuple[str, float]]
+
+
+def check_readable(path: Any) -> None:
+    """A one-line DataError naming an image that is missing or cannot be decoded."""
+    from pathlib import Path
+
+    from PIL import Image, UnidentifiedImageError
+
+    if not Path(path).is_file():
+        raise DataError(f"image {path} is missing from the workspace; rerun generation for its run")
+    try:
+        with Image.open(path) as handle:
+            handle.verify()
+    except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as exc:
+        raise DataError(f"image {path} cannot be read ({type(exc).__name__}: {one_line(exc)}); regenerate it") from None
+
+
+def detect_chunk(name: str, chunk: Sequence["GeneratedImage"], detect) -> list[Detections]:
+    """``detect`` on readable images, one result per image, or a DataError naming the image it failed on."""
+    for image in chunk:
+        check_readable(image.image_path)
+    try:
+        found = list(detect(chunk))
+    except TrceAuditError:
+        raise
+    except Exception as exc:
+        culprit = chunk[0]
+        if len(chunk) > 1:  # find the image it fails on, so that the error can name it
+            for image in chunk:
+                try:
+                    detect([image])
+                except Exception:
+                    culprit = image
+                    break
+        raise DataError(
+            f"{name} detector failed on image {culprit.image_path}: {type(exc).__name__}: {one_line(exc)}"
+        ) from exc
+    if len(found) != len(chunk):
+        raise DataError(f"{name} detector returned {len(found)} results for {len(chunk)} images (from {chunk[0].image_path})")
+    return found
+
+
+def stored_detections(store: "Store", generation_ids: Sequence[int], key: tuple[str, str, str]) -> dict[int, Detections]:
+    """Detections already stored for these images by this detector, version and weights."""
+    from sqlalchemy import select
+
+    from ..store.schema import Detection
+
+    detector, version, weights = key
+    found: dict[int, Detections] = {}
+    wanted = list(generation_ids)
+    with store.session() as session:
+        for start in range(0, len(wanted), 500):  # stay under SQLite's bound-parameter limit
+            query = select(Detection).where(
+                Detection.generation_id.in_(wanted[start : start + 500]),
+                Detection.detector == detector,
+                Detection.detector_version == version,
+                Detection.weights_sha256 == weights,
+            ).order_by(Detection.id)  # the detector's own order, which some protocols read
+            for row in session.scalars(query):
+                hits = found.setdefault(row.generation_id, [])
+                if row.label != NO_DETECTION:
+                    hits.append((row.label, row.score))
+    return found
+
+
+def store_detections(
+    store: "Store", run_id: int, images: Sequence["GeneratedImage"], found: Sequence[Detections], key: tuple[str, str, str]
+) -> None:
+    detector, version, weights = key
+    records = []
+    for image, hits in zip(images, found):
+        for label, score, *box in hits or [(NO_DETECTION, 0.0)]:
+            records.append(
+                dict(
+                    generation_id=image.generation_id, run_id=run_id, detector=detector, detector_version=version,
+                    weights_sha256=weights, label=label, score=float(score), box=(list(box[0]) if box and box[0] else None),
+                )
+            )
+    store.add_detections(records)
