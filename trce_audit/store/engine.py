@@ -16,7 +16,8 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 HEAD = "head"
 # Any fixed 64-bit key: every trce-audit process migrating one Postgres database queues on it.
 MIGRATION_LOCK_KEY = 0x7472_6365_0001
-_PASSWORD = re.compile(r"(://[^:/@]*:)[^/]*@")
+# In a string too malformed to parse, anything from a colon to the "@" of its user part may be a password.
+_PASSWORD = re.compile(r":[^/@]*@")
 
 
 def mask_url(url: str | URL) -> str:
@@ -26,7 +27,7 @@ def mask_url(url: str | URL) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):
-        return _PASSWORD.sub(r"\1***@", url)
+        return _PASSWORD.sub(":***@", url)
 
 
 def _reason(exc: BaseException, url: URL) -> str:
@@ -46,6 +47,13 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def _connect_args(url: URL) -> dict:
+    # An unreachable host must fail within seconds, not after the OS's TCP timeout (minutes).
+    if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
+        return {"connect_timeout": 10}
+    return {}
+
+
 def make_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
@@ -63,7 +71,7 @@ def make_engine(url: str) -> Engine:
             raise StoreError(f"cannot open database {mask_url(parsed)!r}: {exc.strerror or exc}") from None
     try:
         # Server connections sit idle through long GPU steps; a ping replaces one the server dropped.
-        engine = create_engine(parsed, pool_pre_ping=not sqlite)
+        engine = create_engine(parsed, pool_pre_ping=not sqlite, connect_args=_connect_args(parsed))
     except ModuleNotFoundError as exc:
         hint = "; install trce-audit[postgres]" if parsed.get_backend_name() == "postgresql" else ""
         raise StoreError(f"cannot open database {mask_url(parsed)!r}: {exc}{hint}") from None
