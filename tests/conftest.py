@@ -60,3 +60,55 @@ def cli(workspace):
         return code, out.getvalue(), err.getvalue()
 
     return invoke
+
+
+# Postgres: TRCE_AUDIT_TEST_PG names a server whose role may CREATE DATABASE; each test gets a fresh
+# database there. Without it those tests skip, unless TRCE_AUDIT_REQUIRE_PG=1 (CI), where they fail.
+@pytest.fixture(scope="session")
+def pg_server():
+    import sqlalchemy as sa
+
+    from trce_audit.errors import one_line
+    from trce_audit.store.engine import mask_url
+
+    url = os.environ.get("TRCE_AUDIT_TEST_PG")
+
+    def missing(why: str):
+        if os.environ.get("TRCE_AUDIT_REQUIRE_PG") == "1":
+            pytest.fail(f"TRCE_AUDIT_REQUIRE_PG=1 but {why}", pytrace=False)
+        pytest.skip(why)
+
+    if not url:
+        missing("TRCE_AUDIT_TEST_PG is not set (a Postgres URL whose role may create databases)")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        missing("psycopg is not installed (pip install 'trce-audit[postgres]')")
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        engine.connect().close()
+    except sa.exc.DBAPIError as exc:
+        missing(f"no Postgres server at {mask_url(url)}: {one_line(exc.orig)}")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def pg_database(pg_server):
+    """The URL of a new, empty database on the test server, dropped after the test."""
+    import uuid
+
+    name = f"trce_test_{uuid.uuid4().hex[:16]}"
+    with pg_server.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    yield pg_server.url.set(database=name).render_as_string(hide_password=False)
+    with pg_server.connect() as connection:
+        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request, tmp_path):
+    """A new store URL on each dialect the store supports (Postgres as pg_database provides it)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.sqlite'}"
+    return request.getfixturevalue("pg_database")

@@ -11,12 +11,14 @@ from typing import Any, Iterator
 
 from ..errors import DataError
 from ..store.repository import PromptRow
+from ..store.schema import MAX_SEED
 from .registry import DEFAULT_GUIDANCE, DEFAULT_SEED, ColumnMap
 
 USER_TEXT_COLUMNS = ("prompt", "text")
 USER_SEED_COLUMNS = ("seed", "evaluation_seed")
 USER_GUIDANCE_COLUMNS = ("guidance", "evaluation_guidance")
-_MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed accepts up to an unsigned 64-bit value
+# torch takes seeds up to 2**64-1, but the store holds them as BIGINT (SQLite and Postgres stop at 2**63-1).
+_MAX_SEED = MAX_SEED
 
 
 def read_bytes(path: Path) -> bytes:
@@ -105,7 +107,7 @@ def parse_seed(value: str) -> int:
             raise ValueError(f"{value!r} is not an integer seed") from None
         seed = int(as_float)
     if not 0 <= seed <= _MAX_SEED:
-        raise ValueError(f"seed {seed} is outside 0..2**64-1")
+        raise ValueError(f"seed {seed} is outside 0..2**63-1 (the store holds seeds as 64-bit signed integers)")
     return seed
 
 

@@ -2,16 +2,40 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, inspect
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError, ProgrammingError
 
-from ..errors import StoreError
+from ..errors import StoreError, one_line
+from .upsert import DIALECTS
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 HEAD = "head"
+# Any fixed 64-bit key: every trce-audit process migrating one Postgres database queues on it.
+MIGRATION_LOCK_KEY = 0x7472_6365_0001
+# In a string too malformed to parse, anything from a colon to the "@" of its user part may be a password.
+_PASSWORD = re.compile(r":[^/@]*@")
+
+
+def mask_url(url: str | URL) -> str:
+    """The URL as it may be shown: any password replaced by ***, even in a URL that does not parse."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return _PASSWORD.sub(":***@", url)
+
+
+def _reason(exc: BaseException, url: URL) -> str:
+    """A driver's message on one line, with the password scrubbed should the driver echo it."""
+    message = one_line(getattr(exc, "orig", None) or exc)
+    if url.password:
+        message = message.replace(str(url.password), "***")
+    return message
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -23,20 +47,49 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def _connect_args(url: URL) -> dict:
+    # An unreachable host must fail within seconds, not after the OS's TCP timeout (minutes).
+    if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
+        return {"connect_timeout": 10}
+    return {}
+
+
 def make_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
-        raise StoreError(f"invalid database URL {url!r}: {exc}") from exc
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    except (ArgumentError, ValueError):
+        raise StoreError(f"invalid database URL {mask_url(url)!r}: expected dialect[+driver]://user:password@host/db or sqlite:///path") from None
+    if parsed.get_backend_name() not in DIALECTS:
+        raise StoreError(
+            f"unsupported database URL {mask_url(parsed)!r}: the store runs on {' or '.join(DIALECTS)}"
+        )
+    sqlite = parsed.get_backend_name() == "sqlite"
+    if sqlite and parsed.database not in (None, "", ":memory:"):
+        try:
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot open database {mask_url(parsed)!r}: {exc.strerror or exc}") from None
     try:
-        engine = create_engine(parsed)
-    except Exception as exc:  # missing DBAPI driver, bad options
-        raise StoreError(f"cannot open database {url!r}: {exc}") from exc
-    if parsed.get_backend_name() == "sqlite":
+        # Server connections sit idle through long GPU steps; a ping replaces one the server dropped.
+        engine = create_engine(parsed, pool_pre_ping=not sqlite, connect_args=_connect_args(parsed))
+    except ModuleNotFoundError as exc:
+        hint = "; install trce-audit[postgres]" if parsed.get_backend_name() == "postgresql" else ""
+        raise StoreError(f"cannot open database {mask_url(parsed)!r}: {exc}{hint}") from None
+    except Exception as exc:  # unknown dialect, bad options
+        raise StoreError(f"cannot open database {mask_url(parsed)!r}: {_reason(exc, parsed)}") from None
+    if sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def check_connection(engine: Engine) -> None:
+    """Fail at once, naming the database, when it cannot be reached (no retry, nothing written)."""
+    try:
+        with engine.connect():
+            pass
+    except DBAPIError as exc:
+        engine.dispose()
+        raise StoreError(f"cannot connect to database {mask_url(engine.url)!r}: {_reason(exc, engine.url)}") from None
 
 
 def _alembic_config(connection):
@@ -64,8 +117,10 @@ def head_revision() -> str:
 def upgrade(engine: Engine, revision: str = HEAD, *, attempts: int = 5) -> None:
     """Migrate the schema to ``revision`` (creating it from empty if needed).
 
-    Two processes opening a new database at once both see it empty; the loser's DDL fails, and it
-    then finds the winner's schema, so a failed migration is re-checked before it is reported.
+    Processes opening a new database at once all see it empty. On Postgres they queue on an advisory
+    lock held for the migration's transaction, so the later ones find the schema done. SQLite has no
+    such lock: the loser's DDL fails (or, on a server without the lock, PG's catalog raises
+    IntegrityError/ProgrammingError), so a failed migration is re-checked before it is reported.
     """
     import time
 
@@ -77,11 +132,13 @@ def upgrade(engine: Engine, revision: str = HEAD, *, attempts: int = 5) -> None:
             if current_revision(engine) == target:
                 return
             with engine.begin() as connection:
+                if connection.dialect.name == "postgresql":
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
                 command.upgrade(_alembic_config(connection), revision)
             return
-        except OperationalError as exc:
+        except (OperationalError, IntegrityError, ProgrammingError) as exc:
             if attempt == attempts - 1:
-                raise StoreError(f"cannot migrate database {engine.url!r}: {exc.orig}") from exc
+                raise StoreError(f"cannot migrate database {mask_url(engine.url)!r}: {_reason(exc, engine.url)}") from exc
             time.sleep(0.2 * (attempt + 1))
 
 

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, tuple_
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..errors import StoreError
+from ..errors import DataError, StoreError
 from ..hashing import hash_obj
 from . import engine as engine_mod
-from .schema import Artefact, Detection, Generation, Metric, Prompt, PromptSet, Run, utcnow
+from .schema import MAX_SEED, Artefact, Detection, Generation, Metric, Prompt, PromptSet, Run, utcnow
+from .upsert import chunks, insert_new
+
+T = TypeVar("T")
 
 # Versions that can change a number; recorded with every run (read from metadata: no imports).
 TRACKED_PACKAGES = ("trce-audit", "torch", "diffusers", "transformers", "nudenet", "onnxruntime", "clean-fid")
@@ -86,9 +90,15 @@ class Store:
     def __init__(self, url: str, *, migrate: bool = True):
         self.url = url
         self.engine = engine_mod.make_engine(url)
+        engine_mod.check_connection(self.engine)
         if migrate:
             engine_mod.upgrade(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def display_url(self) -> str:
+        """The URL with any password masked: the only form to print, log or store."""
+        return engine_mod.mask_url(self.url)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -102,6 +112,19 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def _first_writer(self, create: Callable[[Session], T], find: Callable[[Session], T | None]) -> T:
+        """``create`` in one transaction; when another writer stored the same key in between (its unique
+        constraint fires), the row it stored, found by ``find``."""
+        try:
+            with self.session() as session:
+                return create(session)
+        except IntegrityError:
+            with self.session() as session:
+                found = find(session)
+            if found is None:  # not a lost race: another constraint failed
+                raise
+            return found
 
     # ----------------------------------------------------------------- runs
     def start_run(
@@ -120,28 +143,32 @@ class Store:
     ) -> RunHandle:
         """Start a run, or resume the one with the same identity (a failed one is restarted)."""
         prompt_sha = None
-        with self.session() as session:
-            if prompt_set_id is not None:
-                prompt_set = session.get(PromptSet, prompt_set_id)
-                if prompt_set is None:
-                    raise StoreError(f"prompt set {prompt_set_id} does not exist")
-                prompt_sha = prompt_set.sha256
-            identity = run_identity(
-                kind,
-                component,
-                config,
-                component_version=component_version,
-                model_fingerprint=model_fingerprint,
-                prompt_set_sha=prompt_sha,
-                inputs=inputs,
-            )
+        if prompt_set_id is not None:
+            prompt_sha = self.get_prompt_set(prompt_set_id).sha256
+        identity = run_identity(
+            kind,
+            component,
+            config,
+            component_version=component_version,
+            model_fingerprint=model_fingerprint,
+            prompt_set_sha=prompt_sha,
+            inputs=inputs,
+        )
+
+        def resume(session: Session) -> RunHandle | None:
             existing = session.scalar(select(Run).where(Run.identity == identity))
-            if existing is not None:
-                if existing.status == "failed":
-                    existing.status = "started"
-                    existing.error = None
-                existing.runtime = runtime or {}
-                return RunHandle(existing.id, identity, existing.status, resumed=True)
+            if existing is None:
+                return None
+            if existing.status == "failed":
+                existing.status = "started"
+                existing.error = None
+            existing.runtime = runtime or {}
+            return RunHandle(existing.id, identity, existing.status, resumed=True)
+
+        def create(session: Session) -> RunHandle:
+            found = resume(session)
+            if found is not None:
+                return found
             run = Run(
                 identity=identity,
                 kind=kind,
@@ -160,6 +187,8 @@ class Store:
             session.add(run)
             session.flush()
             return RunHandle(run.id, identity, run.status, resumed=False)
+
+        return self._first_writer(create, resume)
 
     def complete_run(self, run_id: int, summary: dict[str, Any] | None = None) -> None:
         with self.session() as session:
@@ -221,11 +250,21 @@ class Store:
         meta: dict[str, Any] | None = None,
     ) -> int:
         """Store a prompt set once per content; returns its id (the existing one if already stored)."""
+        for i, row in enumerate(rows):
+            if not -MAX_SEED - 1 <= int(row.seed) <= MAX_SEED:
+                raise DataError(
+                    f"prompt set {name!r}, row {i + 1}: seed {int(row.seed)} is outside -2**63..2**63-1, "
+                    "the 64-bit range the store holds"
+                )
         content = hash_obj({"rows": [[r.text, int(r.seed), float(r.guidance), r.meta] for r in rows]})
-        with self.session() as session:
-            found = session.scalar(select(PromptSet).where(PromptSet.sha256 == content))
+
+        def find(session: Session) -> int | None:
+            return session.scalar(select(PromptSet.id).where(PromptSet.sha256 == content))
+
+        def create(session: Session) -> int:
+            found = find(session)
             if found is not None:
-                return found.id
+                return found
             prompt_set = PromptSet(
                 name=name,
                 sha256=content,
@@ -251,6 +290,8 @@ class Store:
             )
             return prompt_set.id
 
+        return self._first_writer(create, find)
+
     def get_prompt_set(self, set_id: int) -> PromptSet:
         with self.session() as session:
             found = session.get(PromptSet, set_id)
@@ -274,12 +315,23 @@ class Store:
             return list(session.scalars(query))
 
     def add_generations(self, run_id: int, records: Iterable[dict[str, Any]]) -> list[int]:
-        """Record one completed batch in one transaction: a kill loses at most the batch in flight."""
+        """Record one completed batch in one transaction: a kill loses at most the batch in flight.
+
+        Idempotent per (run, prompt): a row already stored is kept as it is (a retried batch adds
+        nothing). Returns the generation id of each record, in order, whether stored now or before."""
+        records = [dict(record, run_id=run_id) for record in records]
+        if not records:
+            return []
+        prompt_ids = [record["prompt_id"] for record in records]
         with self.session() as session:
-            rows = [Generation(run_id=run_id, **record) for record in records]
-            session.add_all(rows)
-            session.flush()
-            return [row.id for row in rows]
+            insert_new(session, Generation, records)
+            ids: dict[int, int] = {}
+            for part in chunks(prompt_ids):
+                query = select(Generation.prompt_id, Generation.id).where(
+                    Generation.run_id == run_id, Generation.prompt_id.in_(part)
+                )
+                ids.update((prompt_id, gen_id) for prompt_id, gen_id in session.execute(query))
+            return [ids[prompt_id] for prompt_id in prompt_ids]
 
     def find_generation(self, sample_hash: str) -> Generation | None:
         """An earlier image with the same sample hash (same prompt, seed, settings and model)."""
@@ -287,9 +339,26 @@ class Store:
             return session.scalar(select(Generation).where(Generation.sample_hash == sample_hash).limit(1))
 
     # ----------------------------------------------------------- detections
-    def add_detections(self, records: Iterable[dict[str, Any]]) -> None:
+    def add_detections(self, records: Iterable[dict[str, Any]]) -> list[int]:
+        """Store detections; one call carries all of an image's rows for a detector (version, weights).
+
+        Rows are numbered per image and detector in the order given (``ordinal``), and an image whose
+        rows for that detector are already stored is skipped whole: scoring it again (a retry, a second
+        writer) adds nothing. Returns the ids of the rows stored now."""
+        keyed: dict[tuple, list[dict[str, Any]]] = {}
+        for record in records:
+            key = (record["generation_id"], record["detector"], record.get("detector_version", ""), record.get("weights_sha256", ""))
+            group = keyed.setdefault(key, [])
+            group.append({"detector_version": key[2], "weights_sha256": key[3], "ordinal": len(group), **record})
+        if not keyed:
+            return []
+        columns = (Detection.generation_id, Detection.detector, Detection.detector_version, Detection.weights_sha256)
         with self.session() as session:
-            session.add_all(Detection(**record) for record in records)
+            for part in chunks(list(keyed), 200):  # four parameters a key: stay under SQLite's limit
+                stored = session.execute(select(*columns).distinct().where(tuple_(*columns).in_(part)))
+                for key in stored:
+                    keyed.pop(tuple(key), None)
+            return insert_new(session, Detection, [row for group in keyed.values() for row in group], returning=True)
 
     def detections(self, run_id: int) -> list[Detection]:
         with self.session() as session:
@@ -313,32 +382,16 @@ class Store:
         ci_high: float | None = None,
         protocol: dict[str, Any] | None = None,
     ) -> int:
-        """Attach a number to a run, once per (run, name, scorer): a retried scorer keeps the first row."""
-        from sqlalchemy.exc import IntegrityError
-
-        def existing(session: Session) -> int | None:
+        """Attach a number to a run, once per (run, name, scorer): a retried scorer keeps the first row.
+        Returns the id of the row under that key (stored now or before)."""
+        record = dict(
+            run_id=run_id, name=name, scorer=scorer, value=float(value), n=n, ci_low=ci_low, ci_high=ci_high,
+            protocol=protocol or {},
+        )
+        with self.session() as session:
+            insert_new(session, Metric, [record])
             query = select(Metric.id).where(Metric.run_id == run_id, Metric.name == name, Metric.scorer == scorer)
             return session.scalar(query)
-
-        with self.session() as session:
-            found = existing(session)
-            if found is not None:
-                return found
-        try:
-            with self.session() as session:
-                metric = Metric(
-                    run_id=run_id, name=name, scorer=scorer, value=float(value), n=n, ci_low=ci_low, ci_high=ci_high,
-                    protocol=protocol or {},
-                )
-                session.add(metric)
-                session.flush()
-                return metric.id
-        except IntegrityError:  # another writer attached it first
-            with self.session() as session:
-                found = existing(session)
-            if found is None:
-                raise
-            return found
 
     def metrics(self, run_id: int) -> list[Metric]:
         with self.session() as session:
@@ -356,10 +409,15 @@ class Store:
         kind: str = "model",
         meta: dict[str, Any] | None = None,
     ) -> int:
-        with self.session() as session:
-            found = session.scalar(select(Artefact).where(Artefact.sha256 == sha256, Artefact.path == path))
+        """Record a model folder once per (sha256, path); returns its id (the existing one if stored)."""
+
+        def find(session: Session) -> int | None:
+            return session.scalar(select(Artefact.id).where(Artefact.sha256 == sha256, Artefact.path == path))
+
+        def create(session: Session) -> int:
+            found = find(session)
             if found is not None:
-                return found.id
+                return found
             artefact = Artefact(
                 kind=kind,
                 path=path,
@@ -372,6 +430,8 @@ class Store:
             session.add(artefact)
             session.flush()
             return artefact.id
+
+        return self._first_writer(create, find)
 
     def get_artefact(self, artefact_id: int) -> Artefact:
         with self.session() as session:

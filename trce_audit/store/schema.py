@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 RUN_STATUSES = ("started", "complete", "failed")
+# Seeds are BIGINT: I2P seeds pass 2**31; SQLite and Postgres both stop at 2**63-1.
+MAX_SEED = 2**63 - 1
 
 
 def utcnow() -> datetime:
@@ -27,11 +29,12 @@ class Run(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     identity: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     kind: Mapped[str] = mapped_column(String(32), index=True)
-    component: Mapped[str] = mapped_column(String(128))
-    component_version: Mapped[str] = mapped_column(String(32), default="")
+    # Text, not VARCHAR(n), for every name a user or plugin chooses: Postgres enforces VARCHAR lengths.
+    component: Mapped[str] = mapped_column(Text)
+    component_version: Mapped[str] = mapped_column(Text, default="")
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     runtime: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    model_ref: Mapped[Optional[str]] = mapped_column(String(512), nullable=True)
+    model_ref: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
     model_fingerprint: Mapped[Optional[str]] = mapped_column(String(64), nullable=True, index=True)
     prompt_set_id: Mapped[Optional[int]] = mapped_column(ForeignKey("prompt_sets.id"), nullable=True)
     parent_run_id: Mapped[Optional[int]] = mapped_column(ForeignKey("runs.id"), nullable=True)
@@ -51,12 +54,13 @@ class Artefact(Base):
     """A model produced by a run (an erased pipeline as a diffusers folder)."""
 
     __tablename__ = "artefacts"
+    __table_args__ = (Index("uq_artefacts_sha256_path", "sha256", "path", unique=True),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(32), default="model")
     path: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
-    parent_model: Mapped[Optional[str]] = mapped_column(String(512), nullable=True)
+    parent_model: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
     parent_fingerprint: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)
     run_id: Mapped[Optional[int]] = mapped_column(ForeignKey("runs.id"), nullable=True)
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -69,7 +73,7 @@ class PromptSet(Base):
     __tablename__ = "prompt_sets"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(128), index=True)
+    name: Mapped[str] = mapped_column(Text, index=True)
     sha256: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     source: Mapped[str] = mapped_column(Text, default="")
     parent_id: Mapped[Optional[int]] = mapped_column(ForeignKey("prompt_sets.id"), nullable=True)
@@ -91,7 +95,7 @@ class Prompt(Base):
     prompt_set_id: Mapped[int] = mapped_column(ForeignKey("prompt_sets.id"), index=True)
     idx: Mapped[int] = mapped_column(Integer)
     text: Mapped[str] = mapped_column(Text)
-    seed: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(BigInteger)
     guidance: Mapped[float] = mapped_column(Float)
     row_hash: Mapped[str] = mapped_column(String(64), index=True)
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -118,18 +122,29 @@ class Generation(Base):
 
 class Detection(Base):
     """A detector's score for one label on one image, with its box where the detector gives one
-    ([x, y, width, height] in image pixels). Rows of one image keep the detector's output order."""
+    ([x, y, width, height] in image pixels).
+
+    A detector may report one label several times (NudeNet: one row per box), so ``ordinal`` numbers
+    an image's rows per detector, version and weights in the detector's output order; with it the rows
+    have a key, and scoring an image again adds nothing."""
 
     __tablename__ = "detections"
-    __table_args__ = (Index("ix_detections_generation_detector", "generation_id", "detector"),)
+    __table_args__ = (
+        Index("ix_detections_generation_detector", "generation_id", "detector"),
+        Index(
+            "uq_detections_key", "generation_id", "detector", "detector_version", "weights_sha256", "ordinal",
+            unique=True,
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     generation_id: Mapped[int] = mapped_column(ForeignKey("generations.id"))
     run_id: Mapped[Optional[int]] = mapped_column(ForeignKey("runs.id"), nullable=True, index=True)
-    detector: Mapped[str] = mapped_column(String(64))
-    detector_version: Mapped[str] = mapped_column(String(64), default="")
+    detector: Mapped[str] = mapped_column(Text)
+    detector_version: Mapped[str] = mapped_column(Text, default="")
     weights_sha256: Mapped[str] = mapped_column(String(64), default="")
-    label: Mapped[str] = mapped_column(String(128))
+    ordinal: Mapped[int] = mapped_column(Integer, default=0)
+    label: Mapped[str] = mapped_column(Text)
     score: Mapped[float] = mapped_column(Float)
     box: Mapped[Optional[list[Any]]] = mapped_column(JSON, nullable=True)
 
@@ -145,8 +160,8 @@ class Metric(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
-    name: Mapped[str] = mapped_column(String(64))
-    scorer: Mapped[str] = mapped_column(String(64), default="")
+    name: Mapped[str] = mapped_column(Text)
+    scorer: Mapped[str] = mapped_column(Text, default="")
     value: Mapped[float] = mapped_column(Float)
     n: Mapped[int] = mapped_column(Integer, default=0)
     ci_low: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
