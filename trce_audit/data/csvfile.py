@@ -119,6 +119,16 @@ def parse_guidance(value: str) -> float:
     return guidance
 
 
+def control_character(text: str) -> str | None:
+    """A description of the first control character in ``text`` other than tab (NUL, ESC, newline, DEL, C1 …)."""
+    for position, char in enumerate(text, start=1):
+        code = ord(char)
+        if char != "\t" and (code < 0x20 or 0x7F <= code < 0xA0 or char in "\u2028\u2029"):
+            name = "a NUL byte" if code == 0 else f"control character U+{code:04X}"
+            return f"{name} at character {position}; prompts must be printable text (tab allowed)"
+    return None
+
+
 def _meta_value(value: str) -> Any:
     return int(value) if value.isdigit() else value
 
@@ -147,6 +157,9 @@ def prompt_rows(table: Table, columns: ColumnMap, *, limit: int | None = None) -
                 guidance = parse_guidance(fields[guidance_at])
         except ValueError as exc:
             raise table.error(number, line, column or "", str(exc)) from None
+        problem = control_character(fields[text_at])
+        if problem is not None:
+            raise table.error(number, line, columns.text, problem)
         meta: dict[str, Any] = {"source_row": number}
         meta.update((name, _meta_value(fields[i])) for name, i in meta_at)
         rows.append(PromptRow(fields[text_at], seed, guidance, meta))
