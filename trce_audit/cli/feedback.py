@@ -48,6 +48,7 @@ class PlainProgress:
         self.started = clock()
         self.last_line = self.started
         self.stages: dict[str, float] = {}
+        self.finished: set[str] = set()
         self.current: tuple[str, int, int] | None = None
         self._lock = threading.Lock()
         self._heartbeat = _Heartbeat(interval, lambda: self.clock() - self.last_line, self._beat)
@@ -71,8 +72,11 @@ class PlainProgress:
             if stage not in self.stages:
                 self.stages[stage] = now
                 self._say(f"{stage}: {done}/{total} started")
+            if stage in self.finished:
+                return  # a stage reported complete twice prints once
             self.current = (stage, done, total)
             if total and done >= total:
+                self.finished.add(stage)
                 self._say(f"{stage}: {done}/{total} done in {_elapsed(now - self.stages[stage])}")
                 self.current = None
             elif now - self.last_line >= self.interval:
