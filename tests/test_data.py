@@ -226,11 +226,11 @@ def test_malformed_user_csv_is_a_one_line_error(content, expected, cli, store, t
 
 
 def test_tab_in_a_prompt_is_kept(tmp_path):
-    from trce_audit.data import load_prompt_set
+    from trce_audit.data.sets import load_user_csv
 
     path = tmp_path / "tabs.csv"
     path.write_bytes(b"prompt\na\tb\n")
-    assert [row.text for row in load_prompt_set(str(path))] == ["a\tb"]
+    assert [row.text for row in load_user_csv(path)] == ["a\tb"]
 
 
 def test_missing_user_csv_is_a_one_line_error(cli, tmp_path):
