@@ -73,7 +73,7 @@ def model_checks() -> list[dict[str, Any]]:
     for repo_id, what in {**REFERENCE_HUB_MODELS, **METRIC_MODELS}.items():
         cached = hub_cached(repo_id, "model_index.json" if repo_id in REFERENCE_HUB_MODELS else "config.json")
         rows.append(_check(
-            f"model {repo_id}", cached, "in the Hugging Face cache" if cached else f"not cached ({what})",
+            f"model {repo_id}", cached, "in the Hugging Face cache" if cached else f"not cached: {what}",
             f"huggingface-cli download {repo_id} (with network), or pass a local folder with --model; "
             "offline, --model pocket works without downloads",
         ))
