@@ -194,3 +194,21 @@ def test_warnings_print_once_as_one_line(cli, monkeypatch):
         for _ in range(2):
             warnings.warn("budget below the paper's\n(3000 generations)", UserWarning)
     assert handler.stream.getvalue() == "warning: budget below the paper's (3000 generations)\n"
+
+
+def test_audit_steps_are_numbered_with_elapsed_time_and_a_heartbeat():
+    import time
+
+    from trce_audit.cli.feedback import PlainProgress
+
+    log = io.StringIO()
+    steps = PlainProgress(log, interval=0.2)
+    try:
+        steps.step("erase: trce (trce) on pocket")
+        time.sleep(0.6)
+        steps.step("eval: base on pocket-explicit (pocket)")
+    finally:
+        steps.close()
+    lines = log.getvalue().splitlines()
+    assert lines[0].startswith("[1] erase: trce (trce) on pocket (") and lines[-1].startswith("[2] eval: base")
+    assert any(line.startswith("[1] still on erase: trce") and "in this step" in line for line in lines[1:-1])

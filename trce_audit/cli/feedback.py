@@ -49,7 +49,7 @@ class PlainProgress:
         self.last_line = self.started
         self.stages: dict[str, float] = {}
         self.finished: set[str] = set()
-        self.current: tuple[str, int, int] | None = None
+        self.current: tuple[str, int, int | None] | None = None
         self._lock = threading.Lock()
         self._heartbeat = _Heartbeat(interval, lambda: self.clock() - self.last_line, self._beat)
 
@@ -64,7 +64,11 @@ class PlainProgress:
                 self._say(f"… working ({_elapsed(self.clock() - self.started)} elapsed)")
                 return
             stage, done, total = self.current
-            self._say(f"{stage}: {done}/{total}, {_elapsed(self.clock() - self.stages[stage])} in this step")
+            in_step = _elapsed(self.clock() - self.stages[stage])
+            if total is None:  # a step named by step(): no counts inside it
+                self._say(f"[{len(self.stages)}] still on {stage}: {in_step} in this step, {_elapsed(self.clock() - self.started)} elapsed")
+            else:
+                self._say(f"{stage}: {done}/{total}, {in_step} in this step")
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         with self._lock:
@@ -86,7 +90,7 @@ class PlainProgress:
         """A new step named by its caller (the audit's erase/eval/attack lines)."""
         with self._lock:
             self.stages[message] = self.clock()
-            self.current = (message, 0, 1)
+            self.current = (message, 0, None)
             self._say(f"[{len(self.stages)}] {message} ({_elapsed(self.clock() - self.started)} elapsed)")
 
     def close(self) -> None:
