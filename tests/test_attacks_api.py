@@ -133,7 +133,7 @@ def concept_loader(monkeypatch):
     [
         (["--budget", "generations=abc"], "error: generations must be an integer, got 'abc'"),
         (["--budget", "iterations=5"], "error: unknown budget/config key 'iterations'"),
-        (["--budget", "generations"], "error: --budget expects key=value"),
+        (["--budget", "generations"], "error: --set expects key=value"),  # --budget: the old name of --set
     ],
 )
 def test_cli_budget_errors_are_one_line_and_store_nothing(cli, store, tiny_sd_dir, concept_loader, args, message):

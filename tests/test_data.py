@@ -211,6 +211,9 @@ def test_malformed_set_file_is_a_one_line_error_and_store_is_unchanged(case, cli
         (b"prompt,guidance\nhello,nan\n", "'nan' is not a finite number"),
         (b"prompt,seed\n", "has a header but no prompt rows"),
         (b'prompt\nok\n"unterminated\n', "line 3: malformed CSV"),
+        (b"prompt,seed\nfine,1\nbad\x00word,2\n", "row 2 (line 3), column 'prompt': a NUL byte at character 4"),
+        (b"prompt\nan \x1b[31mescape\n", "row 1 (line 2), column 'prompt': control character U+001B at character 4"),
+        (b'prompt\n"two\nlines"\n', "row 1 (line 3), column 'prompt': control character U+000A at character 4"),
     ],
 )
 def test_malformed_user_csv_is_a_one_line_error(content, expected, cli, store, tmp_path):
@@ -220,6 +223,14 @@ def test_malformed_user_csv_is_a_one_line_error(content, expected, cli, store, t
     code, out, err = cli("data", "add", str(path))
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and expected in err, err
     assert store.counts() == before
+
+
+def test_tab_in_a_prompt_is_kept(tmp_path):
+    from trce_audit.data.sets import load_user_csv
+
+    path = tmp_path / "tabs.csv"
+    path.write_bytes(b"prompt\na\tb\n")
+    assert [row.text for row in load_user_csv(path)] == ["a\tb"]
 
 
 def test_missing_user_csv_is_a_one_line_error(cli, tmp_path):

@@ -158,7 +158,9 @@ def attack(
     for text in warning_texts:  # re-emit so that callers' own warning filters see them
         warnings.warn(text, BelowPaperBudgetWarning, stacklevel=2)
     component = "replay" if cls.is_replay else cls.name
-    device = _setting(settings, "device", "cpu")
+    from ..models.device import resolve_device
+
+    device = resolve_device(_setting(settings, "device", None))
     run = store.start_run(
         kind="attack",
         component=component,

@@ -116,7 +116,10 @@ def run_audit(
     from ..api.evaluate import evaluate
     from ..models.resolve import resolve_model
 
+    from ..models.device import resolve_device
+
     say = log or (lambda message: None)
+    device = resolve_device(device or spec.generation.device)
     base = resolve_model(spec.model, store=store, workspace=workspace, allow_pickle=allow_pickle)
     components = validate_components(spec, base.world)
     handle = store.start_run(

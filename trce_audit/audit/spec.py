@@ -97,7 +97,7 @@ class GenerationSpec:
     width: int | None = None
     dtype: str = "fp32"
     scheduler: str | None = None
-    device: str = "cpu"
+    device: str = "auto"
 
     @classmethod
     def from_mapping(cls, table: Mapping[str, Any], where: str = "generation") -> "GenerationSpec":

@@ -13,11 +13,15 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+import typer.main
 
 from .. import __version__
 from ..errors import TrceAuditError, one_line
 from .common import AppState
 
+# Typer vendors click: its usage errors derive from the vendored ClickException (BadParameter's base).
+_CLICK_ERRORS = tuple(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException")
+USAGE_ERROR = 2  # bad input of any kind, as TrceAuditError.exit_code
 INTERNAL_ERROR = 3
 
 app = typer.Typer(
@@ -54,15 +58,36 @@ def _root(
     ctx.obj = AppState(workspace_dir=workspace, db_url=db)
 
 
-_SKIP = {"common"}
+_SKIP = {"common", "feedback"}
 for _info in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name):
     if _info.name not in _SKIP and not _info.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_info.name}").register(app)
 
 
+def _name_metavars(command) -> None:
+    """Help shows each value as a NAME (``--out OUT``), never the Python type Typer would print (``<path>``)."""
+    for param in getattr(command, "params", ()):
+        if param.metavar is None and not getattr(param, "is_flag", False):
+            param.metavar = (param.name or "value").strip("_").upper()
+        if getattr(param, "param_type_name", "") == "argument":
+            param.display_type_rich = lambda ctx: None  # the NAME alone, as for options
+    for sub in getattr(command, "commands", {}).values():
+        _name_metavars(sub)
+
+
+def click_command():
+    """The click command tree behind ``app`` (also what the docs test parses commands with)."""
+    command = typer.main.get_command(app)
+    _name_metavars(command)
+    return command
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .feedback import install_warning_lines
+
+    install_warning_lines()
     try:
-        result = app(args=argv, standalone_mode=False)
+        result = click_command().main(args=argv, prog_name="trce-audit", standalone_mode=False)
     except TrceAuditError as exc:
         typer.echo(f"error: {one_line(exc)}", err=True)
         return exc.exit_code
@@ -75,11 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("interrupted; rerun the same command to resume", err=True)
         return 130
     except Exception as exc:  # click usage errors are handled below; anything else is a bug or bad data
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
+        if isinstance(exc, _CLICK_ERRORS):  # missing or malformed option, unknown command: one line, exit 2
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            typer.echo(f"error: {one_line(exc.format_message())}{hint}", err=True)
+            return USAGE_ERROR
         # 1 is reserved for "a gate limit was exceeded"; an unexpected failure must not look like one.
         typer.echo(f"error: {type(exc).__name__}: {one_line(exc)}", err=True)
         return INTERNAL_ERROR

@@ -6,7 +6,11 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .common import AllowPickleOpt, DataDirOpt, JsonOpt, ModelOpt, StageProgress, emit, emit_table, parse_assignments, state
+from .common import (
+    AllowPickleOpt, DataDirOpt, DeviceOpt, JsonOpt, StageProgress, TargetModelOpt, emit, emit_table, parse_assignments,
+    pick_model, state,
+)
+from .feedback import say_warning
 
 
 def _render(summary: dict[str, Any]) -> None:
@@ -34,21 +38,26 @@ def register(app: typer.Typer) -> None:
     def attack_cmd(
         ctx: typer.Context,
         name: Annotated[str, typer.Argument(help="ring-a-bell | unlearndiff | p4d-n | p4d-k | replay (see `trce-audit attacks`).")],
-        model: ModelOpt,
+        model: TargetModelOpt = None,
         concept: Annotated[Optional[str], typer.Option("--concept", "-c", help="Concept to bring back [default: the world's default].")] = None,
         prompts: Annotated[Optional[str], typer.Option("--prompts", "-p", help="Seed prompt set (name or set:ID); for replay, the published set.")] = None,
-        budget: Annotated[Optional[list[str]], typer.Option("--budget", help="key=value override of a budget or config field (repeatable).")] = None,
+        budget: Annotated[
+            Optional[list[str]],
+            typer.Option(
+                "--set", "--budget", metavar="KEY=VALUE", show_default=False,
+                help="Override one budget or config key (repeatable; --budget is the deprecated old name).",
+            ),
+        ] = None,
         limit: Annotated[Optional[int], typer.Option("--limit", help="Attack only the first N seed prompts.")] = None,
         original_model: Annotated[Optional[str], typer.Option("--original-model", help="Un-erased model for white-box attacks [default: the artefact's parent].")] = None,
         steps: Annotated[Optional[int], typer.Option("--steps", help="Sampling steps of the before/after evaluation.")] = None,
         batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Generation batch size of the evaluation.")] = None,
-        device: Annotated[Optional[str], typer.Option("--device", help="cpu | cuda | cuda:N (attack and evaluation).")] = None,
+        device: DeviceOpt = "auto",
         data_dir: DataDirOpt = None,
         allow_pickle: AllowPickleOpt = False,
         json_: JsonOpt = False,
     ) -> None:
         """Optimise adversarial prompts against a model (or replay a published set) and store ASR before/after."""
-        import sys
         import warnings
 
         from ..api.attack import attack
@@ -56,7 +65,8 @@ def register(app: typer.Typer) -> None:
 
         app_state = state(ctx)
         workspace = app_state.workspace(data_dir)
-        overrides = parse_assignments(budget, "--budget")
+        overrides = parse_assignments(budget, "--set")
+        model, concept = pick_model(app_state, model, concept)
         settings = {k: v for k, v in {"steps": steps, "batch_size": batch_size, "device": device}.items() if v is not None}
         with warnings.catch_warnings(), StageProgress() as bars:
             warnings.simplefilter("ignore", BelowPaperBudgetWarning)
@@ -75,7 +85,7 @@ def register(app: typer.Typer) -> None:
                 progress=lambda done, total, what: bars(f"attack {name}", done, total),
             )
         for text in summary.get("warnings", []):
-            sys.stderr.write(f"warning: {text}\n")
+            say_warning(text)
         emit(summary, json_, _render)
 
     @app.command("attacks")

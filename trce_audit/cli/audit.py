@@ -8,6 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from .common import AllowPickleOpt, DataDirOpt, JsonOpt, emit, emit_table, state
+from .feedback import PlainProgress, say_warning
 
 
 def _percent(metric: dict[str, Any] | None) -> str:
@@ -30,7 +31,7 @@ def _render(result: dict[str, Any]) -> None:
         rows,
     )
     for problem in result.get("problems", []):
-        typer.echo(f"warning: {problem}", err=True)
+        say_warning(problem)
 
 
 def register(app: typer.Typer) -> None:
@@ -41,7 +42,13 @@ def register(app: typer.Typer) -> None:
             Optional[Path],
             typer.Argument(help="Audit spec (TOML). Default: the pocket-world audit shipped with trce-audit."),
         ] = None,
-        device: Annotated[Optional[str], typer.Option(help="cpu or cuda (runtime only; default: the spec's).")] = None,
+        spec_option: Annotated[
+            Optional[Path], typer.Option("--spec", metavar="FILE", show_default=False, help="The audit spec, as an option (same as SPEC).")
+        ] = None,
+        device: Annotated[
+            Optional[str],
+            typer.Option("--device", metavar="DEVICE", show_default=False, help="auto, cpu, cuda or cuda:N (runtime only) [default: the spec's, auto].")
+        ] = None,
         data_dir: DataDirOpt = None,
         allow_pickle: AllowPickleOpt = False,
         json_: JsonOpt = False,
@@ -50,10 +57,16 @@ def register(app: typer.Typer) -> None:
         from ..api.audit import run_audit_spec
         from ..errors import ConfigError
 
+        if spec is not None and spec_option is not None and spec != spec_option:
+            raise ConfigError("give the audit spec once: as SPEC or as --spec FILE")
+        spec = spec or spec_option
         if spec is not None and not spec.is_file():
             raise ConfigError(f"audit spec {spec} does not exist")
         app_state = state(ctx)
         workspace = app_state.workspace(data_dir)
-        log = (lambda message: typer.echo(message, err=True))
-        result = run_audit_spec(app_state.store(), workspace, spec, device=device, allow_pickle=allow_pickle, log=log)
+        steps = PlainProgress()  # numbered steps with elapsed time, and a heartbeat during long ones
+        try:
+            result = run_audit_spec(app_state.store(), workspace, spec, device=device, allow_pickle=allow_pickle, log=steps.step)
+        finally:
+            steps.close()
         emit(result, json_, _render)

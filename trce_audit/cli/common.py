@@ -30,6 +30,20 @@ class AppState:
     def workspace(self, data_dir: Optional[Path] = None) -> Workspace:
         return Workspace.from_options(self.workspace_dir, self.db_url, data_dir)
 
+    def existing_store(self, purpose: str) -> "Store":
+        """The store, for a command that only reads it: a missing SQLite file is an error, never created."""
+        from ..errors import StoreError
+
+        if self._store is None:
+            workspace = self.workspace()
+            url = workspace.db_url
+            if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
+                raise StoreError(
+                    f"no result store at {url[len('sqlite:///'):]}; {purpose} reads stored results and never creates "
+                    "a store: run `trce-audit audit` first, or point --workspace/--db at an existing one"
+                )
+        return self.store()
+
     def store(self) -> "Store":
         if self._store is None:
             from ..store import Store
@@ -57,6 +71,21 @@ DataDirOpt = Annotated[
 ]
 ModelOpt = Annotated[
     str, typer.Option("--model", "-m", help="pocket | hub id | local diffusers folder | artefact:ID.")
+]
+TargetModelOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--model", "-m", show_default=False,
+        help="pocket | hub id | local diffusers folder | artefact:ID [default: the workspace's latest erased "
+        "model for the concept, else the concept's reference model].",
+    ),
+]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N; auto is CUDA when available (runtime only).")
+]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", metavar="KEY=VALUE", help="Override one config key (repeatable).", show_default=False),
 ]
 AllowPickleOpt = Annotated[
     bool, typer.Option("--allow-pickle", help="Allow .bin/.pt/.ckpt weights (pickle can run code on load).")
@@ -104,29 +133,7 @@ def progress():
     )
 
 
-class StageProgress:
-    """Adapts the api's (stage, done, total) callbacks to one Rich bar per stage.
-
-    The bar starts on the first callback, so input errors raised before any work print as one line."""
-
-    def __init__(self) -> None:
-        self.bar: Any = None
-        self.tasks: dict[str, Any] = {}
-
-    def __enter__(self) -> "StageProgress":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if self.bar is None:
-            self.bar = progress()
-            self.bar.start()
-        if stage not in self.tasks:
-            self.tasks[stage] = self.bar.add_task(stage, total=total)
-        self.bar.update(self.tasks[stage], completed=done, total=total)
+from .feedback import StageProgress  # noqa: E402  (re-exported: commands import it from here)
 
 
 def parse_assignments(items: Sequence[str] | None, what: str = "--set") -> dict[str, str]:
@@ -140,3 +147,16 @@ def parse_assignments(items: Sequence[str] | None, what: str = "--set") -> dict[
             raise ConfigError(f"{what} expects key=value, got {item!r}")
         found[key.strip()] = value.strip()
     return found
+
+
+def pick_model(app_state: AppState, model: Optional[str], concept: Optional[str], *, erase: bool = False) -> tuple[str, Optional[str]]:
+    """(model, concept) for a command given no --model: erase starts from the concept's reference model,
+    attack and eval from the workspace's latest erased model for the concept. Says on stderr which."""
+    if model is not None:
+        return model, concept
+    from ..models.defaults import default_for_erase, default_for_target, require_available
+
+    chosen = default_for_erase(concept or "nudity") if erase else default_for_target(app_state.store(), concept)
+    require_available(chosen.spec)
+    sys.stderr.write(chosen.why + "\n")
+    return chosen.spec, chosen.concept

@@ -1,4 +1,4 @@
-"""`trce-audit erase NAME --concept C --model M` and `trce-audit erasers`."""
+"""`trce-audit erase NAME --concept C [--model M]` and `trce-audit erasers`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import AllowPickleOpt, DataDirOpt, JsonOpt, StageProgress, emit, emit_json, emit_table, parse_assignments, state
+from .common import (
+    AllowPickleOpt, DataDirOpt, DeviceOpt, JsonOpt, SetOpt, StageProgress, emit, emit_json, emit_table, parse_assignments,
+    pick_model, state,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -16,22 +19,30 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         eraser: Annotated[str, typer.Argument(help="Eraser id: trce, esd-x, esd-u, uce (see `trce-audit erasers`).")],
         concept: Annotated[str, typer.Option("--concept", "-c", help="Concept name (nudity, unsafe, a pocket concept) or a TOML/JSON file of pairs.")],
-        model: Annotated[str, typer.Option("--model", "-m", help="pocket | hub id | local diffusers folder | artefact:ID.")],
+        model: Annotated[
+            Optional[str],
+            typer.Option(
+                "--model", "-m", show_default=False,
+                help="pocket | hub id | local diffusers folder | artefact:ID [default: the concept's reference model: "
+                "CompVis/stable-diffusion-v1-4 for nudity and unsafe, pocket for pocket concepts].",
+            ),
+        ] = None,
         out: Annotated[Optional[Path], typer.Option("--out", help="Output folder [default: the workspace's artefacts folder].")] = None,
         config: Annotated[Optional[Path], typer.Option("--config", help="TOML file of config keys (top level or an [ERASER] table).")] = None,
-        set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override one config key: key=value (repeatable).")] = None,
+        set_: SetOpt = None,
         stages: Annotated[Optional[str], typer.Option("--stages", help="trce only: 1, 2 or 1,2 [default: 1,2].")] = None,
-        device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
+        device: DeviceOpt = "auto",
         batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Samples per UNet call (runtime only).")] = 8,
         allow_pickle: AllowPickleOpt = False,
         data_dir: DataDirOpt = None,
         json_: JsonOpt = False,
     ) -> None:
         """Erase a concept from a model; prints the artefact id, usable as --model artefact:ID."""
-        from ..api.erase import erase as erase_api
+        from ..api.erasing import erase as erase_api
 
         overrides = parse_assignments(set_)
         app_state = state(ctx)
+        model, _ = pick_model(app_state, model, concept, erase=True)
         workspace = app_state.workspace(data_dir).ensure()
         with StageProgress() as reporter:
             result = erase_api(
@@ -50,7 +61,7 @@ def register(app: typer.Typer) -> None:
     @app.command("erasers")
     def erasers(ctx: typer.Context, json_: JsonOpt = False) -> None:
         """List the registered erasers and their default configs."""
-        from ..api.erase import list_erasers
+        from ..api.erasing import list_erasers
 
         rows = list_erasers()
         if json_:

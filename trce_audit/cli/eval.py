@@ -7,9 +7,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .common import AllowPickleOpt, DataDirOpt, JsonOpt, ModelOpt, StageProgress, emit, emit_table, state
+from .common import AllowPickleOpt, DataDirOpt, DeviceOpt, JsonOpt, StageProgress, TargetModelOpt, emit, emit_table, pick_model, state
 from .generate import (
-    BatchOpt, DeviceOpt, DtypeOpt, HeightOpt, LimitOpt, PromptsOpt, SchedulerOpt, StepsOpt, WidthOpt,
+    BatchOpt, DtypeOpt, HeightOpt, LimitOpt, PromptsOpt, SchedulerOpt, StepsOpt, WidthOpt,
     make_settings,
 )
 
@@ -61,9 +61,9 @@ def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_cmd(
         ctx: typer.Context,
-        model: ModelOpt,
         prompts: PromptsOpt,
-        metric: Annotated[list[str], typer.Option("--metric", help="Metric to compute (repeatable): nudenet, fid, clip, …")],
+        metric: Annotated[list[str], typer.Option("--metric", metavar="METRIC", help="Metric to compute (repeatable): nudenet, fid, clip, …")],
+        model: TargetModelOpt = None,
         limit: LimitOpt = None,
         steps: StepsOpt = 30,
         height: HeightOpt = None,
@@ -71,30 +71,31 @@ def register(app: typer.Typer) -> None:
         batch_size: BatchOpt = 8,
         dtype: DtypeOpt = "fp32",
         scheduler: SchedulerOpt = None,
-        device: DeviceOpt = "cpu",
-        concept: Annotated[Optional[str], typer.Option("--concept", help="Concept under audit (for concept detectors).")] = None,
-        threshold: Annotated[Optional[float], typer.Option("--threshold", help="nudenet: score threshold [0.45].")] = None,
-        classes: Annotated[Optional[str], typer.Option("--classes", help="nudenet: counted classes of its own number, a preset name, mua or strict [trce].")] = None,
+        device: DeviceOpt = "auto",
+        concept: Annotated[Optional[str], typer.Option("--concept", "-c", help="Concept under audit (for concept detectors).")] = None,
+        threshold: Annotated[Optional[float], typer.Option("--threshold", help="nudenet: score threshold of its own number [default: 0.45].")] = None,
+        classes: Annotated[Optional[str], typer.Option("--classes", help="nudenet: counted classes of its own number, a preset name, mua or strict [default: trce].")] = None,
         nudenet_weights: Annotated[Optional[Path], typer.Option("--nudenet-weights", help="nudenet: another ONNX file.")] = None,
         presets: Annotated[
             Optional[str],
-            typer.Option("--presets", help="nudenet: published protocols also reported from the same pass: all, none or a comma list of trce, unlearndiff, eval-unlearn, rece, speed [all]."),
+            typer.Option("--presets", help="nudenet: published protocols also reported from the same pass: all, none or a comma list of trce, unlearndiff, eval-unlearn, rece, speed [default: all]."),
         ] = None,
         fid_ref: Annotated[Optional[Path], typer.Option("--fid-ref", help="fid: reference image folder or .npz with mu/sigma.")] = None,
         inception: Annotated[
             Optional[Path], typer.Option("--inception-weights", help="fid: local torchscript Inception (clean-fid's inception-2015-12-05.pt).")
         ] = None,
-        clip_model: Annotated[Optional[str], typer.Option("--clip-model", help="clip: model id or folder [openai/clip-vit-large-patch14].")] = None,
+        clip_model: Annotated[Optional[str], typer.Option("--clip-model", help="clip: model id or folder [default: openai/clip-vit-large-patch14].")] = None,
         data_dir: DataDirOpt = None,
         allow_pickle: AllowPickleOpt = False,
         json_: JsonOpt = False,
     ) -> None:
         """Generate (reusing stored images) and measure (reusing stored detections); stores an eval run."""
-        from ..api.evaluate import evaluate
+        from ..api.evaluation import evaluate
 
         app_state = state(ctx)
         settings = make_settings(steps, height, width, batch_size, dtype, scheduler, device)
         options = metric_options(metric, threshold, classes, nudenet_weights, fid_ref, inception, clip_model, presets)
+        model, concept = pick_model(app_state, model, concept)
         with StageProgress() as report:
             result = evaluate(
                 app_state.store(), app_state.workspace(data_dir), model=model, prompts=prompts, metrics=metric,

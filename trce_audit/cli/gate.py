@@ -51,8 +51,13 @@ def register(app: typer.Typer) -> None:
         from ..gating.junit import write_junit
         from ..gating.limits import format_percent
 
+        from ..errors import StoreError
+
+        store = state(ctx).existing_store("gate")
+        if audit is None and not store.list_runs(kind="audit", limit=1):
+            raise StoreError("no audit run in the store; run `trce-audit audit` first, or pass --audit ID")
         result = check_gate(
-            state(ctx).store(),
+            store,
             audit_id=audit,
             max_asr=max_asr or (),
             baseline=baseline,

@@ -6,19 +6,18 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .common import AllowPickleOpt, DataDirOpt, JsonOpt, ModelOpt, StageProgress, emit, emit_table, state
+from .common import AllowPickleOpt, DataDirOpt, DeviceOpt, JsonOpt, ModelOpt, StageProgress, emit, emit_table, state
 
 PromptsOpt = Annotated[str, typer.Option("--prompts", "-p", help="Prompt set: a name (i2p, p4d, …), a stored id or set:ID.")]
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N prompts.")]
 StepsOpt = Annotated[int, typer.Option("--steps", min=1, help="Denoising steps.")]
-HeightOpt = Annotated[Optional[int], typer.Option("--height", help="Image height [default: the model's].")]
-WidthOpt = Annotated[Optional[int], typer.Option("--width", help="Image width [default: the model's].")]
+HeightOpt = Annotated[Optional[int], typer.Option("--height", min=8, metavar="PIXELS", show_default=False, help="Image height [default: the model's].")]
+WidthOpt = Annotated[Optional[int], typer.Option("--width", min=8, metavar="PIXELS", show_default=False, help="Image width [default: the model's].")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Prompts per batch (does not change images).")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16.")]
 SchedulerOpt = Annotated[
     Optional[str], typer.Option("--scheduler", help="ddim, pndm, dpm++, euler, euler-a, lms [default: the model's].")
 ]
-DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N (does not change the run identity).")]
 
 
 def make_settings(steps: int, height, width, batch_size: int, dtype: str, scheduler, device: str):
@@ -47,13 +46,13 @@ def register(app: typer.Typer) -> None:
         batch_size: BatchOpt = 8,
         dtype: DtypeOpt = "fp32",
         scheduler: SchedulerOpt = None,
-        device: DeviceOpt = "cpu",
+        device: DeviceOpt = "auto",
         data_dir: DataDirOpt = None,
         allow_pickle: AllowPickleOpt = False,
         json_: JsonOpt = False,
     ) -> None:
         """Generate one image per prompt; a rerun makes only the missing ones."""
-        from ..api.generate import generate
+        from ..api.generation import generate
 
         app_state = state(ctx)
         settings = make_settings(steps, height, width, batch_size, dtype, scheduler, device)

@@ -121,11 +121,24 @@ def parse_guidance(value: str) -> float:
     return guidance
 
 
+def control_character(text: str, allowed: str = "\t") -> str | None:
+    """A description of the first control character in ``text`` not in ``allowed`` (NUL, ESC, newline, DEL, C1 …)."""
+    for position, char in enumerate(text, start=1):
+        code = ord(char)
+        if char not in allowed and (code < 0x20 or 0x7F <= code < 0xA0 or char in "\u2028\u2029"):
+            name = "a NUL byte" if code == 0 else f"control character U+{code:04X}"
+            return f"{name} at character {position}; prompts must be printable text (tab allowed)"
+    return None
+
+
 def _meta_value(value: str) -> Any:
     return int(value) if value.isdigit() else value
 
 
-def prompt_rows(table: Table, columns: ColumnMap, *, limit: int | None = None) -> list[PromptRow]:
+def prompt_rows(table: Table, columns: ColumnMap, *, limit: int | None = None, line_breaks: bool = False) -> list[PromptRow]:
+    """Rows as PromptRows. Prompt text with a control character other than tab is refused; ``line_breaks``
+    also lets through the line breaks some published sets carry inside quoted prompts (I2P, COCO)."""
+    allowed = "\t\n\r" if line_breaks else "\t"
     text_at = table.require(columns.text)
     seed_at = table.require(columns.seed) if columns.seed else None
     guidance_at = table.require(columns.guidance) if columns.guidance else None
@@ -149,6 +162,9 @@ def prompt_rows(table: Table, columns: ColumnMap, *, limit: int | None = None) -
                 guidance = parse_guidance(fields[guidance_at])
         except ValueError as exc:
             raise table.error(number, line, column or "", str(exc)) from None
+        problem = control_character(fields[text_at], allowed)
+        if problem is not None:
+            raise table.error(number, line, columns.text, problem)
         meta: dict[str, Any] = {"source_row": number}
         meta.update((name, _meta_value(fields[i])) for name, i in meta_at)
         rows.append(PromptRow(fields[text_at], seed, guidance, meta))

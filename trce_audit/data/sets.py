@@ -68,7 +68,8 @@ def read_prompt_csv(path: Path, spec: PromptSetSpec | None = None, *, limit: int
     source = str(path)
     table = Table(decode_text(read_bytes(path), source), source)
     columns = spec.columns if spec is not None and spec.columns is not None else user_columns(table)
-    return prompt_rows(table, columns, limit=limit)
+    # A pinned benchmark file is the published text, line breaks included; a user's file must be one line a prompt.
+    return prompt_rows(table, columns, limit=limit, line_breaks=spec is not None)
 
 
 def load_user_csv(path: str | os.PathLike, *, limit: int | None = None) -> list[PromptRow]:

@@ -33,9 +33,12 @@ class GenerationSettings:
     batch_size: int = 8
     dtype: str = "fp32"
     scheduler: str | None = None
-    device: str = "cpu"
+    device: str = "auto"
 
     def validate(self) -> "GenerationSettings":
+        """Check every field; ``device="auto"`` becomes the concrete device, so runtime() records it."""
+        from ..models.device import resolve_device
+
         if self.steps < 1:
             raise ConfigError(f"steps must be at least 1, got {self.steps}")
         if self.batch_size < 1:
@@ -48,8 +51,7 @@ class GenerationSettings:
             raise ConfigError(f"unknown dtype {self.dtype!r}; expected one of {', '.join(DTYPES)}")
         if self.scheduler is not None and self.scheduler not in SCHEDULERS:
             raise ConfigError(f"unknown scheduler {self.scheduler!r}; expected one of {', '.join(SCHEDULERS)}")
-        if not (self.device == "cpu" or self.device.startswith(("cuda", "mps"))):
-            raise ConfigError(f"unknown device {self.device!r}; expected cpu, cuda[:N] or mps")
+        self.device = resolve_device(self.device)
         return self
 
     def resolved(self, model_path: Path) -> "GenerationSettings":

@@ -29,7 +29,7 @@ BUILTIN_MODELS: dict[str, str] = {
     "pocket": "the pocket-world model shipped inside trce-audit (SD architecture, offline, CPU-fast)",
 }
 REFERENCE_HUB_MODELS: dict[str, str] = {
-    "CompVis/stable-diffusion-v1-4": "the reference model of the TRCE paper (download needs hub access)",
+    "CompVis/stable-diffusion-v1-4": "the reference model of the TRCE paper; download needs hub access",
 }
 
 

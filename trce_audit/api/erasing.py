@@ -94,7 +94,7 @@ def erase_concept(
     out: str | os.PathLike | None = None,
     config_file: str | os.PathLike | None = None,
     overrides: Mapping[str, Any] | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     stages: str | Sequence[int] | None = None,
     captions: "CaptionsFn | None" = None,
     batch_size: int = 8,
@@ -103,7 +103,9 @@ def erase_concept(
 ) -> dict[str, Any]:
     """Erase an already loaded ``Concept``; the lower-level entry point of :func:`erase`."""
     from ..erasers.base import EraseContext
+    from ..models.device import resolve_device
 
+    device = resolve_device(device)
     cls = registry.load("eraser", eraser)
     stage_tuple = parse_stages(stages)
     cls.check_stages(stage_tuple)
@@ -214,7 +216,7 @@ def erase(
     out: str | os.PathLike | None = None,
     config_file: str | os.PathLike | None = None,
     overrides: Mapping[str, Any] | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     stages: str | Sequence[int] | None = None,
     batch_size: int = 8,
     allow_pickle: bool = False,

@@ -69,7 +69,7 @@ def evaluate(
     from ..generation import GenerationSettings
     from ..generation.runner import run_generation
     from ..models.resolve import resolve_model
-    from .generate import resolve_prompt_set
+    from .generation import resolve_prompt_set
 
     settings = (settings or GenerationSettings()).validate()
     runners = build_runners(list(metrics), metric_options, workspace, concept)
