@@ -96,8 +96,13 @@ def validate_components(spec: AuditSpec, world: str) -> dict[str, Any]:
 
 
 def _concept_detector(spec: AuditSpec, world: str) -> str | None:
+    """The concept's judge, without reading its pairs (a built-in SD concept's file may not be fetched yet)."""
     from .. import data
+    from ..data import concepts
 
+    known = {**concepts.SD_CONCEPTS, **concepts.SD_EXTRA_CONCEPTS} if world == "sd" else {}
+    if spec.concept in known:
+        return known[spec.concept].get("detector") or None
     return data.load_concept(spec.concept, world=world).detector or None
 
 
