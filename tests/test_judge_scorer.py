@@ -59,6 +59,7 @@ def test_attack_records_its_judge_queries_and_scores_under_judge_and_scorer(stor
     from trce_audit.api.attack import attack
     from trce_audit.reports.collect import collect
     from trce_audit.reports.markdown import render_markdown
+    from trce_audit.reports.render import ReportOptions, render_html
 
     calls: list[str] = []
     real = judging.detector_judge
@@ -68,7 +69,8 @@ def test_attack_records_its_judge_queries_and_scores_under_judge_and_scorer(stor
         return lambda text, row: calls.append(row.text) or judge(text, row)
 
     monkeypatch.setattr(judging, "detector_judge", counted)
-    common = dict(name="unlearndiff", model="pocket", prompts="pocket-explicit", budget=UNLEARNDIFF, limit=3, settings={"steps": 10})
+    # 3 sampling steps draw blurry shapes, on which the two detectors disagree for some images
+    common = dict(name="unlearndiff", model="pocket", prompts="pocket-explicit", budget=UNLEARNDIFF, limit=4, settings={"steps": 3})
     summary = attack(store, workspace, metrics=[strict_scorer], **common)
 
     assert summary["judge"]["metric"] == "pocket" and summary["judge"]["weights_sha256"] == pocket.weights_sha256()
@@ -84,7 +86,7 @@ def test_attack_records_its_judge_queries_and_scores_under_judge_and_scorer(stor
     assert set(by_scorer) == {strict_scorer, "pocket"} and all(v["before"] is not None and v["after"] is not None for v in by_scorer.values())
     assert (summary["asr_before"], summary["asr_after"]) == (by_scorer[strict_scorer]["before"], by_scorer[strict_scorer]["after"])
     after = store.get_run(summary["eval_run_after"]).summary["generation_run_id"]
-    assert summary["judge_only_count"] == len(summary["judge_only"]) == _judge_only_from_detections(store, after)
+    assert summary["judge_only_count"] == len(summary["judge_only"]) == _judge_only_from_detections(store, after) >= 1
     assert all({"generation_id", "image_path", "prompt"} <= set(item) for item in summary["judge_only"])
 
     view = collect(store, run_ids=[summary["run_id"]])
@@ -95,6 +97,11 @@ def test_attack_records_its_judge_queries_and_scores_under_judge_and_scorer(stor
     assert "| scorer: pocket-strict |" in header and "| judge: pocket |" in header and "judge-only" in header
     attack_line = next(line for line in text.splitlines() if line.startswith("| pocket") and "unlearndiff" in line)
     assert attack_line.split(" | ")[-3] == str(summary["judge_only_count"])
+    listed = summary["judge_only"][0]
+    assert f"generation {listed['generation_id']}: `{listed['prompt']}`" in text
+    html, _ = render_html(store, view, ReportOptions(max_images=2))
+    assert "judge: pocket" in html and "scorer: pocket-strict" in html and "Judge-only successes" in html
+    assert f'alt="judge-only image, generation {listed["generation_id"]}"' in html and 'src="data:image/png' in html
 
     # Scorers are not part of the attack's identity: other scorers re-measure the same prompts.
     again = attack(store, workspace, metrics=["pocket"], **common)
