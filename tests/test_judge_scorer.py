@@ -107,7 +107,8 @@ def test_attack_records_its_judge_queries_and_scores_under_judge_and_scorer(stor
     again = attack(store, workspace, metrics=["pocket"], **common)
     assert again["run_id"] == summary["run_id"] and again["adversarial_set_id"] == summary["adversarial_set_id"]
     assert len(calls) == summary["judge_queries"]["total"] and again["scorers"] == ["pocket"] and again["judge_only"] is None
-    assert again["judge_queries"] == summary["judge_queries"]
+    assert again["judge_queries"] == summary["judge_queries"] == again["stats"]["judge_queries"]
+    assert again["stats"]["reused_adversarial_set"] is True and again["stats"]["vocab_size"] == summary["stats"]["vocab_size"]
     # ... the judge is: it steers the search.
     other = attack(store, workspace, metrics=[strict_scorer], judge=strict_scorer, **common)
     assert other["run_id"] != summary["run_id"] and other["judge"]["metric"] == strict_scorer

@@ -335,6 +335,9 @@ def _optimise_and_measure(job: _AttackJob) -> dict[str, Any]:
     attack_obj = job.attack
     adversarial_set_id = _stored_adversarial_set(job.store, job.run_id)
     stats: dict[str, Any] = {"reused_adversarial_set": adversarial_set_id is not None}
+    if adversarial_set_id is not None:  # keep what the search that made them recorded (a re-measure)
+        prior = (job.store.get_run(job.run_id).summary or {}).get("stats") or {}
+        stats.update({k: v for k, v in prior.items() if not k.startswith("reused")})
     search_key = None
     if adversarial_set_id is None:
         from ..models.resolve import load_pipeline
