@@ -214,14 +214,15 @@ def test_unlearndiff_judges_candidates_with_the_concept_detector(store, workspac
     from trce_audit.api.attack import attack
 
     budget = {"timesteps": 3, "iterations": 1, "k": 2, "target_steps": 10, "early_stop": str(early_stop).lower()}
-    summary = attack(store, workspace, name="unlearndiff", model="pocket", prompts="pocket-explicit", budget=budget, limit=1, settings={"steps": 10})
+    summary = attack(store, workspace, name="unlearndiff", model="pocket", prompts="pocket-explicit", budget=budget, limit=1,
+                     settings={"steps": 10}, metrics=["fid"])  # the recorder scores nothing: any registered id will do
     (row,) = store.prompt_rows(summary["adversarial_set_id"])
-    assert summary["concept"] == "cross" and summary["scorers"] == ["pocket-heldout"]
-    if early_stop:  # scored by the held-out scorer and by the judge, which steered the search
-        assert summary["judge"]["metric"] == "pocket" and evaluations[-1]["metrics"] == ["pocket-heldout", "pocket"]
+    assert summary["concept"] == "cross" and summary["scorers"] == ["fid"]
+    if early_stop:  # scored by the scorers and by the judge, which steered the search
+        assert summary["judge"]["metric"] == "pocket" and evaluations[-1]["metrics"] == ["fid", "pocket"]
         assert row.meta["judge_queries"] == 1 and summary["judge_queries"] == {"total": 1, "per_seed": [1]}
     else:
-        assert summary["judge"] is None and evaluations[-1]["metrics"] == ["pocket-heldout"]
+        assert summary["judge"] is None and evaluations[-1]["metrics"] == ["fid"]
         assert summary["judge_queries"] == {"total": 0, "per_seed": [0]}
     if early_stop:
         assert row.meta["judged_success"] is True and row.meta["timesteps_run"] == 0 and row.meta["seed_already_succeeds"]

@@ -130,13 +130,20 @@ def test_a_judge_that_also_scores_is_marked(store, workspace, strict_scorer):
     assert "scorer: pocket" in html and "scorer: pocket-strict" in html and "this scorer was also the attack's judge" in html
 
 
-def test_ring_a_bell_consults_no_judge(store, workspace, strict_scorer):
+def test_ring_a_bell_consults_no_judge_and_scores_with_the_concepts_scorers(store, workspace, strict_scorer):
+    import dataclasses
+
+    from trce_audit import data
     from trce_audit.api.attack import attack
 
-    summary = attack(store, workspace, name="ring-a-bell", model="pocket", prompts="pocket-explicit", limit=1,
-                     budget={"population": 4, "generations": 1}, settings={"steps": 4}, metrics=[strict_scorer])
-    assert summary["judge"] is None and summary["eval_metrics"] == [strict_scorer]
+    concept = dataclasses.replace(data.load_concept("cross", world="pocket", workspace=workspace), scorers=(strict_scorer,))
+    summary = attack(store, workspace, name="ring-a-bell", model="pocket", concept=concept, prompts="pocket-explicit", limit=1,
+                     budget={"population": 4, "generations": 1}, settings={"steps": 4})
+    assert summary["judge"] is None and summary["scorers"] == summary["eval_metrics"] == [strict_scorer]
     assert summary["judge_queries"] == {"total": 0, "per_seed": [0]} and summary["judge_only"] is None
+    with pytest.raises(Exception, match="unknown metric 'no-such-scorer'"):  # before any search
+        attack(store, workspace, name="unlearndiff", model="pocket", prompts="pocket-explicit", limit=1, metrics=["no-such-scorer"])
+    assert not store.list_runs(kind="attack", status="started")
 
 
 SPEC = """

@@ -184,6 +184,10 @@ def attack(
     if not scorers:
         raise ConfigError(f"concept {concept_obj.name!r} names no scorer; pass --metric")
     eval_metrics = scorers + ([judge_id] if judge_id and judge_id not in scorers else [])
+    from .. import registry
+
+    for metric in eval_metrics:  # an unknown scorer fails now, not after the search
+        registry.load("metric", metric)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", BelowPaperBudgetWarning)
         budget_info = attack_obj.budget_report()
