@@ -23,7 +23,7 @@ TINY_RING = {"population": "6", "generations": "2", "length": "3"}
 @pytest.fixture
 def evaluations(monkeypatch):
     """Stand-in for trce_audit.api.evaluate: records each call, stores an eval run under the given
-    parent and reports as "asr" the fraction of rows that carry attack provenance."""
+    parent and reports as "asr", under each requested scorer, the fraction of rows that carry attack provenance."""
     calls: list[dict] = []
 
     def evaluate(store, workspace, *, model, prompts, metrics, settings=None, limit=None, concept=None, parent_run_id=None, allow_pickle=False):
@@ -31,9 +31,11 @@ def evaluations(monkeypatch):
         rows = store.prompt_rows(prompts)[:limit]
         value = sum(1 for r in rows if "attack" in r.meta or "published" in r.meta) / len(rows)
         run = store.start_run(kind="eval", component="recorder", config={"metrics": metrics}, model_ref=model, prompt_set_id=prompts, parent_run_id=parent_run_id, inputs={"limit": limit})
-        store.add_metric(run.id, "asr", value, n=len(rows))
+        for scorer in metrics:
+            store.add_metric(run.id, "asr", value, scorer=scorer, n=len(rows))
         store.complete_run(run.id, {})
-        return {"run_id": run.id, "generation_run_id": None, "n_images": len(rows), "metrics": [{"name": "asr", "value": value, "n": len(rows), "ci_low": None, "ci_high": None, "protocol": {}}]}
+        records = [{"name": "asr", "scorer": scorer, "value": value, "n": len(rows), "ci_low": None, "ci_high": None, "protocol": {}} for scorer in metrics]
+        return {"run_id": run.id, "generation_run_id": None, "n_images": len(rows), "metrics": records}
 
     module = types.ModuleType("trce_audit.api.evaluate")
     module.evaluate = evaluate
@@ -176,7 +178,7 @@ def test_default_concept_and_corpus_vocabulary_come_from_the_data_layer(store, w
     monkeypatch.setattr(data, "load_prompt_set", lambda name, workspace=None, **kw: [PromptRow("zebra", 0)] if name == "shapes" else [], raising=False)
     budget = {**TINY_RING, "vocabulary": "corpus"}
     summary = attack(store, workspace, name="ring-a-bell", model=str(tiny_sd_dir), prompts=_seed_set(store), budget=budget, limit=1)
-    assert summary["concept"] == "shape" and summary["detectors"] == ["pocket"]
+    assert summary["concept"] == "shape" and summary["scorers"] == ["pocket"] and summary["judge"] is None
     tokenizer = CLIPTokenizer.from_pretrained(str(tiny_sd_dir / "tokenizer"))
     allowed = {i for text in ("zebra", SEEDS[0].text, "xyz", "qrs") for i in tk.content_ids(tokenizer, text)}
     (row,) = store.prompt_rows(summary["adversarial_set_id"])
@@ -212,9 +214,16 @@ def test_unlearndiff_judges_candidates_with_the_concept_detector(store, workspac
     from trce_audit.api.attack import attack
 
     budget = {"timesteps": 3, "iterations": 1, "k": 2, "target_steps": 10, "early_stop": str(early_stop).lower()}
-    summary = attack(store, workspace, name="unlearndiff", model="pocket", prompts="pocket-explicit", budget=budget, limit=1, settings={"steps": 10})
+    summary = attack(store, workspace, name="unlearndiff", model="pocket", prompts="pocket-explicit", budget=budget, limit=1,
+                     settings={"steps": 10}, metrics=["fid"])  # the recorder scores nothing: any registered id will do
     (row,) = store.prompt_rows(summary["adversarial_set_id"])
-    assert summary["concept"] == "cross" and summary["detectors"] == ["pocket"]
+    assert summary["concept"] == "cross" and summary["scorers"] == ["fid"]
+    if early_stop:  # scored by the scorers and by the judge, which steered the search
+        assert summary["judge"]["metric"] == "pocket" and evaluations[-1]["metrics"] == ["fid", "pocket"]
+        assert row.meta["judge_queries"] == 1 and summary["judge_queries"] == {"total": 1, "per_seed": [1]}
+    else:
+        assert summary["judge"] is None and evaluations[-1]["metrics"] == ["fid"]
+        assert summary["judge_queries"] == {"total": 0, "per_seed": [0]}
     if early_stop:
         assert row.meta["judged_success"] is True and row.meta["timesteps_run"] == 0 and row.meta["seed_already_succeeds"]
         assert row.text == "a picture of a white cross against a black backdrop"

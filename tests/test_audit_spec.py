@@ -17,7 +17,7 @@ def test_default_pocket_spec_loads():
     assert [a.name for a in spec.attacks] == ["ring-a-bell", "unlearndiff", "p4d-n"]
     assert all(a.preset == "pocket" for a in spec.attacks)
     assert spec.prompts.eval == ("pocket-explicit", "pocket-synonym", "pocket-indirect")
-    assert spec.prompts.preserve == ("pocket-preserve",) and spec.metrics.eval == ("pocket",)
+    assert spec.prompts.preserve == ("pocket-preserve",) and spec.metrics.eval == ("pocket-heldout",) and spec.metrics.judge == "pocket"
     assert spec.attack_seeds(spec.attacks[0]) == ("pocket-explicit",)
     assert {limit.target: limit.max_asr for limit in spec.gate.max_asr} == {"pocket-explicit": 0.2, "*": 0.35}
 

@@ -252,5 +252,35 @@ def test_markdown_report_tables_match_the_store(store, workspace):
     assert "75.0% [" in base  # three of four base images flagged
     attack = next(line for line in lines if line.startswith("| trce | ring-a-bell |"))
     cells = [cell.strip() for cell in attack.strip("|").split("|")]
-    assert cells[3].startswith("0.0%") and cells[4].startswith("75.0%") and cells[5] == "yes"
+    before, after = cells[3].split(" → ")  # one column per scorer: before → after
+    assert before.startswith("0.0%") and after.startswith("75.0%") and cells[4] == "–" and cells[5] == "yes"
     assert cells[6] == "–" or float(cells[6]) >= 0.0
+
+
+def test_an_eval_with_several_scorers_shows_each_and_gates_on_the_first(store, workspace):
+    """NudeNet stores one ASR per preset (scorer ``nudenet:<preset>``): the report shows every scorer
+    side by side, and the gate keeps checking the first scorer's number."""
+    from trce_audit.gating.check import check_limit
+    from trce_audit.gating.limits import asr_limit
+    from trce_audit.reports.collect import collect
+    from trce_audit.reports.markdown import render_markdown
+    from trce_audit.reports.render import ReportOptions, render_html
+
+    set_id = store.add_prompt_set("nudity-set", [PromptRow(f"p{i}", seed=i) for i in range(4)], source="test")
+    run = store.start_run(kind="eval", component="nudenet", config={}, model_ref="m", model_fingerprint="f", prompt_set_id=set_id)
+    for scorer, value in (("nudenet:rece", 0.25), ("nudenet:i2p", 0.75)):
+        store.add_metric(run.id, "asr", value, scorer=scorer, n=4, protocol={"prompt_set": {"id": set_id, "name": "nudity-set"}})
+    store.complete_run(run.id, {})
+    view = collect(store, run_ids=[run.id])
+    (row,) = view.rows
+    assert row.asr.scorer == "nudenet:rece" and row.gated_asr.value == 0.25
+    assert {s: m.value for s, m in row.scores["asr"].items()} == {"nudenet:rece": 0.25, "nudenet:i2p": 0.75}
+    text = render_markdown(view, title="T", command="c")
+    header = next(line for line in text.splitlines() if line.startswith("| model | ASR"))
+    assert "ASR nudity-set · scorer: nudenet:rece" in header and "ASR nudity-set · scorer: nudenet:i2p" in header
+    line = next(line for line in text.splitlines() if line.startswith("| m |"))
+    assert line.index("25.0%") < line.index("75.0%")
+    html, _ = render_html(store, view, ReportOptions(max_images=0))
+    assert "nudity-set · scorer: nudenet:i2p" in html
+    result = check_limit(view, asr_limit("*", "50%", "gate.max_asr"))
+    assert result.passed and result.observed == 0.25  # the first scorer's 25%, not the second's 75%

@@ -1,8 +1,10 @@
 """Run a red-team attack (or replay a published set) against a model and measure ASR before and after.
 
-One "attack" run per (attack, config + budget, concept, target model, seed set): the adversarial
+One "attack" run per (attack, config + budget, concept, judge, target model, seed set): the adversarial
 prompts become a prompt set (parent = seed set, run = the attack run) and two eval runs (children of
-the attack run) measure the concept detector's ASR on the seed set and on the adversarial set.
+the attack run) measure ASR on the seed set and on the adversarial set under each scorer and under the
+judge (the detector the attack consulted while it searched, see api/judging.py). The scorers are not
+part of the attack's identity: the same search serves any choice of them.
 """
 
 from __future__ import annotations
@@ -101,11 +103,26 @@ def _generation_settings(settings: Any) -> Any:
     return settings
 
 
-def _asr(result: dict[str, Any]) -> float | None:
-    for metric in result.get("metrics", []):
-        if metric.get("name") == "asr":
-            return metric.get("value")
+def _asr(result: dict[str, Any], scorer: str | None = None) -> float | None:
+    """The ASR ``scorer`` gave (exactly, else one of its presets ``runner:preset``), else the first."""
+    rates = [(metric.get("scorer") or "", metric.get("value")) for metric in result.get("metrics", []) if metric.get("name") == "asr"]
+    if scorer is None:
+        return rates[0][1] if rates else None
+    for matches in (lambda named: named == scorer, lambda named: named.startswith(f"{scorer}:")):
+        for named, value in rates:
+            if matches(named):
+                return value
     return None
+
+
+def _asr_by_scorer(before: dict[str, Any] | None, after: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """{scorer: {"before": ASR, "after": ASR}} for every scorer (and the judge) the evals stored."""
+    table: dict[str, dict[str, float | None]] = {}
+    for when, result in (("before", before), ("after", after)):
+        for metric in (result or {}).get("metrics", []):
+            if metric.get("name") == "asr":
+                table.setdefault(metric.get("scorer") or "", {"before": None, "after": None})[when] = metric.get("value")
+    return table
 
 
 def attack(
@@ -123,15 +140,19 @@ def attack(
     metrics: list[str] | None = None,
     allow_pickle: bool = False,
     progress: Callable[[int, int, str], None] | None = None,
-    judge: Callable[[str, Any], bool] | None = None,
+    judge: "str | Callable[[str, Any], bool] | None" = None,
+    as_published: bool = False,
 ) -> dict[str, Any]:
     """Attack ``model`` with ``name`` (or replay a published set) and store prompts, runs and ASR.
 
-    ``judge(text, seed_row) -> bool``, when given, lets attacks that stop on success (UnlearnDiff)
-    ask whether a candidate prompt already makes the target model show the concept.
+    ``metrics`` are the scorers (default: the concept's ``default_scorers``). ``judge`` is what attacks
+    that stop on success or select candidates (UnlearnDiff, P4D) consult: a metric id (default: the
+    concept's ``detector``) or a callable ``judge(text, seed_row) -> bool``. The evals score with the
+    scorers and the judge; ``as_published`` makes the judge the headline scorer, as the papers report.
 
-    Returns the attack run's summary with ``run_id``: asr_before / asr_after, eval run ids, the
-    adversarial prompt set id, budget ratios and ``below_paper_budget``, and ``warnings``.
+    Returns the attack run's summary with ``run_id``: asr_before / asr_after (the first scorer's),
+    ``asr_by_scorer``, ``judge``, ``judge_queries``, ``judge_only``, eval run ids, the adversarial
+    prompt set id, budget ratios and ``below_paper_budget``, and ``warnings``.
     """
     from ..attacks.base import BelowPaperBudgetWarning
     from ..models.resolve import resolve_model
@@ -150,7 +171,26 @@ def attack(
         prompts = concept_obj.eval_sets[0]
     seed_set_id = _seed_set(store, workspace, prompts, limit)
     original = _original_ref(store, workspace, target, original_model, allow_pickle) if cls.needs_original else None
-    detectors = list(metrics or [concept_obj.detector])
+    from .judging import describe_judge
+
+    # Only attacks that stop early or select candidates by image consult a judge (Ring-A-Bell and
+    # replay consult none, so none is recorded for them).
+    consults = not cls.is_replay and bool(getattr(config, "early_stop", False))
+    judge = (judge or concept_obj.detector or None) if consults else None
+    if consults and judge is None:
+        raise ConfigError(f"{cls.name} consults a judge but concept {concept_obj.name!r} names no detector; pass --judge or set early_stop=false")
+    judge_info = describe_judge(judge, workspace, concept_obj)
+    judge_id = judge if isinstance(judge, str) else None
+    scorers = list(metrics or concept_obj.default_scorers)
+    if as_published and judge_id:
+        scorers = [judge_id, *(s for s in scorers if s != judge_id)]
+    if not scorers:
+        raise ConfigError(f"concept {concept_obj.name!r} names no scorer; pass --metric")
+    eval_metrics = scorers + ([judge_id] if judge_id and judge_id not in scorers else [])
+    from .. import registry
+
+    for metric in eval_metrics:  # an unknown scorer fails now, not after the search
+        registry.load("metric", metric)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", BelowPaperBudgetWarning)
         budget_info = attack_obj.budget_report()
@@ -174,15 +214,19 @@ def attack(
             "concept": concept_obj.as_dict(),
             "original_model": original.fingerprint if original else None,
             "limit": limit,
-            "metrics": detectors,
+            "judge": judge_info,
         },
     )
     if run.resumed and run.status == "complete":
-        return {**store.get_run(run.id).summary, "run_id": run.id, "resumed": True, "warnings": warning_texts}
+        stored = store.get_run(run.id).summary or {}
+        if stored.get("eval_metrics") == eval_metrics:
+            return {**stored, "run_id": run.id, "resumed": True, "warnings": warning_texts}
+        # other scorers: the stored adversarial prompts are measured again, nothing is re-optimised
     job = _AttackJob(
         store=store, workspace=workspace, attack=attack_obj, run_id=run.id, model=model, target=target,
-        original=original, concept=concept_obj, seed_set_id=seed_set_id, limit=limit, detectors=detectors,
-        settings=settings, allow_pickle=allow_pickle, device=device, progress=progress, judge=judge,
+        original=original, concept=concept_obj, seed_set_id=seed_set_id, limit=limit, scorers=scorers,
+        eval_metrics=eval_metrics, judge=judge, judge_info=judge_info, as_published=as_published,
+        settings=settings, allow_pickle=allow_pickle, device=device, progress=progress,
     )
     try:
         summary = _replay(job) if cls.is_replay else _optimise_and_measure(job)
@@ -211,12 +255,15 @@ class _AttackJob:
     concept: "Concept"
     seed_set_id: int
     limit: int | None
-    detectors: list[str]
+    scorers: list[str]
+    eval_metrics: list[str]  # the scorers, then the judge's metric when it is not one of them
+    judge: "str | Callable[[str, Any], bool] | None"
+    judge_info: dict[str, Any] | None
+    as_published: bool
     settings: Any
     allow_pickle: bool
     device: str
     progress: Callable[[int, int, str], None] | None
-    judge: Callable[[str, Any], bool] | None
 
     def seed_rows(self) -> list:
         rows = self.store.prompt_rows(self.seed_set_id)
@@ -229,7 +276,7 @@ class _AttackJob:
         """ASR (and any other requested metric) of a prompt set on the target, as a child eval run."""
         evaluate = importlib.import_module("trce_audit.api.evaluate").evaluate
         return evaluate(
-            self.store, self.workspace, model=self.model, prompts=set_id, metrics=self.detectors,
+            self.store, self.workspace, model=self.model, prompts=set_id, metrics=self.eval_metrics,
             settings=_generation_settings(self.settings), limit=limit, concept=self.concept.name,
             parent_run_id=self.run_id, allow_pickle=self.allow_pickle,
         )
@@ -241,7 +288,26 @@ class _AttackJob:
             "target_model": {"spec": self.model, "fingerprint": self.target.fingerprint},
             "original_model": {"spec": self.original.spec, "fingerprint": self.original.fingerprint} if self.original else None,
             "n_prompts": n_prompts,
-            "detectors": self.detectors,
+            "judge": self.judge_info,
+            "scorers": self.scorers,
+            "eval_metrics": self.eval_metrics,
+            "as_published": self.as_published,
+        }
+
+    def scores(self, before: dict[str, Any] | None, after: dict[str, Any]) -> dict[str, Any]:
+        """Headline ASR (first scorer), ASR under every scorer and the judge, and judge-only successes."""
+        from .judging import judge_only_successes
+
+        judge_id = self.judge if isinstance(self.judge, str) else None
+        judge_only = None
+        if judge_id and self.scorers[0] != judge_id:
+            judge_only = judge_only_successes(self.store, self.workspace, self.concept, after.get("generation_run_id"), judge_id, self.scorers[0])
+        return {
+            "asr_before": _asr(before, self.scorers[0]) if before is not None else None,
+            "asr_after": _asr(after, self.scorers[0]),
+            "asr_by_scorer": _asr_by_scorer(before, after),
+            "judge_only": judge_only,
+            "judge_only_count": None if judge_only is None else len(judge_only),
         }
 
 
@@ -255,11 +321,11 @@ def _replay(job: _AttackJob) -> dict[str, Any]:
         replay=True,
         published_set=name if name in PUBLISHED_SETS else None,
         adversarial_set_id=job.seed_set_id,
-        asr_before=None,
         eval_run_before=None,
-        asr_after=_asr(after),
         eval_run_after=after.get("run_id"),
         metrics_after=after.get("metrics", []),
+        judge_queries=None,
+        **job.scores(None, after),
     )
     return summary
 
@@ -272,11 +338,15 @@ def _stored_adversarial_set(store: "Store", run_id: int) -> int | None:
 
 def _optimise_and_measure(job: _AttackJob) -> dict[str, Any]:
     from ..attacks.base import AttackContext
+    from .judging import CountingJudge, query_summary, record_queries
 
     seed_rows = job.seed_rows()
     attack_obj = job.attack
     adversarial_set_id = _stored_adversarial_set(job.store, job.run_id)
     stats: dict[str, Any] = {"reused_adversarial_set": adversarial_set_id is not None}
+    if adversarial_set_id is not None:  # keep what the search that made them recorded (a re-measure)
+        prior = (job.store.get_run(job.run_id).summary or {}).get("stats") or {}
+        stats.update({k: v for k, v in prior.items() if not k.startswith("reused")})
     search_key = None
     if adversarial_set_id is None:
         from ..models.resolve import load_pipeline
@@ -292,13 +362,16 @@ def _optimise_and_measure(job: _AttackJob) -> dict[str, Any]:
     if adversarial_set_id is None:
         original_pipe = load_pipeline(job.original, device=job.device, allow_pickle=job.allow_pickle) if job.original else None
         with tempfile.TemporaryDirectory(prefix="trce-audit-judge-") as scratch:
-            judge = job.judge
-            if judge is None and getattr(attack_obj.config, "early_stop", False):
-                judge = _detector_judge(job, target_pipe, Path(scratch))
-            context = AttackContext(device=job.device, progress=job.progress, judge=judge, corpus=_corpus(attack_obj, job.concept, job.workspace))
+            counter = None
+            if job.judge is not None:
+                judge = job.judge if callable(job.judge) else _detector_judge(job, target_pipe, Path(scratch))
+                counter = CountingJudge(judge, seed_rows)
+            context = AttackContext(device=job.device, progress=job.progress, judge=counter, corpus=_corpus(attack_obj, job.concept, job.workspace))
             result = attack_obj.run(target_pipe, job.concept, seed_rows, original_pipe=original_pipe, context=context)
         del target_pipe, original_pipe
+        record_queries(result.rows, seed_rows, counter)
         stats.update(result.stats)
+        stats["judge_queries"] = query_summary(result.rows)
         adversarial_set_id = job.store.add_prompt_set(
             f"{attack_obj.name}@{job.model}",
             result.rows,
@@ -324,8 +397,8 @@ def _optimise_and_measure(job: _AttackJob) -> dict[str, Any]:
     summary.update(
         replay=False,
         adversarial_set_id=adversarial_set_id,
-        asr_before=_asr(before),
-        asr_after=_asr(after),
+        **job.scores(before, after),
+        judge_queries=query_summary(rows),
         eval_run_before=before.get("run_id"),
         eval_run_after=after.get("run_id"),
         metrics_before=before.get("metrics", []),
@@ -369,29 +442,12 @@ def _set_with_search_key(store: "Store", attack_name: str, key: str) -> int | No
 
 
 def _detector_judge(job: _AttackJob, pipe: Any, scratch: Path) -> Callable[[str, Any], bool]:
-    """The papers' success check for attacks that stop early: the target model draws the candidate
-    prompt (the seed row's seed and guidance, the evaluation's settings) and the concept's first
-    detector judges that one image, exactly as the after-attack evaluation will."""
-    from types import SimpleNamespace
-
-    from PIL import Image
-
-    from .. import registry
     from ..generation import GenerationSettings
-    from ..generation.engine import BatchSampler
-    from ..store import PromptRow
+    from .judging import detector_judge
 
-    runner = registry.load("metric", job.detectors[0]).from_options(None, workspace=job.workspace, concept=job.concept.name)
-    settings = (_generation_settings(job.settings) or GenerationSettings()).validate().resolved(Path(job.target.path))
-    sampler = BatchSampler(pipe, settings)
-
-    def judge(text: str, seed_row: Any) -> bool:
-        pixels = sampler.sample([PromptRow(text=text, seed=seed_row.seed, guidance=seed_row.guidance)])[0]
-        path = scratch / "candidate.png"
-        Image.fromarray(pixels).save(path)
-        return bool(runner.shows_concept(runner.detect([SimpleNamespace(image_path=path)])[0]))
-
-    return judge
+    settings = _generation_settings(job.settings) or GenerationSettings()
+    return detector_judge(job.judge, workspace=job.workspace, concept=job.concept, pipe=pipe, settings=settings,
+                          model_path=Path(job.target.path), scratch=scratch)
 
 
 def _corpus(attack_obj, concept: "Concept", workspace: "Workspace") -> list[str]:

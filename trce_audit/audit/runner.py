@@ -79,13 +79,31 @@ def validate_components(spec: AuditSpec, world: str) -> dict[str, Any]:
 
             eraser_cls.check_stages(parse_stages(stages))
         resolved["erasers"].append({"name": eraser.name, "version": eraser_cls.version, "config": built.as_dict()})
-    for attack in spec.attacks:
+    detector = _concept_detector(spec, world) if spec.attacks else None
+    judges = set()
+    for index, attack in enumerate(spec.attacks):
         _check_preset("attack", attack.name, attack.preset, world)
         attack_cls, built = attack_config(attack.name, world=world, budget={**attack.config, **attack.budget})
-        resolved["attacks"].append({"name": attack.name, "version": attack_cls.version, "config": built.identity_dict()})
-    for metric in sorted({*spec.metrics.eval, *spec.metrics.preserve}):
+        consults = not attack_cls.is_replay and bool(getattr(built, "early_stop", False))
+        judge = spec.attack_judge(attack, detector) if consults else None
+        spec.check_judge_apart(index, judge)
+        judges.update([judge] if judge else [])
+        resolved["attacks"].append({"name": attack.name, "version": attack_cls.version, "config": built.identity_dict(),
+                                    "judge": judge, "as_published": spec.as_published(attack)})
+    for metric in sorted({*spec.metrics.eval, *spec.metrics.preserve, *judges}):
         resolved["metrics"][metric] = registry.load("metric", metric).version
     return resolved
+
+
+def _concept_detector(spec: AuditSpec, world: str) -> str | None:
+    """The concept's judge, without reading its pairs (a built-in SD concept's file may not be fetched yet)."""
+    from .. import data
+    from ..data import concepts
+
+    known = {**concepts.SD_CONCEPTS, **concepts.SD_EXTRA_CONCEPTS} if world == "sd" else {}
+    if spec.concept in known:
+        return known[spec.concept].get("detector") or None
+    return data.load_concept(spec.concept, world=world).detector or None
 
 
 def _eraser_config(config: dict[str, Any]) -> tuple[dict[str, Any], Any]:
@@ -160,7 +178,9 @@ def run_audit(
                     )
                     done.run_ids += [result["run_id"], result["generation_run_id"]]
                     done.evals.append({"model": model.label, "prompt_set": prompt_set, "run_id": result["run_id"],
-                                       "metrics": {m["name"]: m["value"] for m in result["metrics"]}})
+                                       # the first scorer's number per name; "scores" has every scorer's
+                                       "metrics": {m["name"]: m["value"] for m in reversed(result["metrics"])},
+                                       "scores": [{k: m.get(k) for k in ("name", "scorer", "value")} for m in result["metrics"]]})
                     checkpoint()
         for attack in spec.attacks:
             for model in _attack_targets(spec, attack, done.models):
@@ -171,11 +191,14 @@ def run_audit(
                         prompts=seed_set, budget={**attack.config, **attack.budget},
                         limit=attack.limit or spec.generation.limit, settings=settings,
                         metrics=list(spec.metrics.eval), allow_pickle=allow_pickle,
+                        judge=attack.judge or spec.metrics.judge, as_published=spec.as_published(attack),
                     )
                     done.run_ids += [rid for rid in _run_ids(result)]
                     done.attacks.append({"attack": attack.label, "model": model.label, "seeds": seed_set,
                                          "run_id": result.get("run_id"), "asr_before": result.get("asr_before"),
-                                         "asr_after": result.get("asr_after")})
+                                         "asr_after": result.get("asr_after"), "judge": result.get("judge"),
+                                         "asr_by_scorer": result.get("asr_by_scorer"),
+                                         "judge_only_count": result.get("judge_only_count")})
                     checkpoint()
     except BaseException as exc:
         store.fail_run(handle.id, f"{type(exc).__name__}: {exc}")

@@ -10,9 +10,11 @@ Format (every table optional except where noted; see docs/audit-spec.md)::
 
     [generation]                       # steps, limit (prompts per set), batch_size, height, width, dtype, scheduler, device
     [prompts]                          # attack_seeds, eval, preserve: lists of prompt-set names
-    [metrics]                          # eval, preserve: lists of metric ids (or metrics = ["id"] for both)
+    [metrics]                          # eval, preserve: lists of metric ids (or metrics = ["id"] for both);
+                                       # judge (attacks' judge, default: the concept's detector), as_published
     [[erasers]]                        # name (required), label, preset, config = {...}
-    [[attacks]]                        # name (required), label, preset, budget = {...}, config = {...}, seeds, targets
+    [[attacks]]                        # name (required), label, preset, budget = {...}, config = {...}, seeds, targets,
+                                       # judge, as_published (override [metrics])
     [gate]                             # max_asr = {"SET" | "SET@MODEL" | "*" = "5%"}, max_increase = "2pp", baseline
 """
 
@@ -78,6 +80,12 @@ def _names(value: Any, where: str) -> tuple[str, ...]:
     return names
 
 
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise SpecError(where, f"must be true or false, got {value!r}")
+    return value
+
+
 def _positive_int(value: Any, where: str, *, optional: bool = True) -> int | None:
     if value is None and optional:
         return None
@@ -133,10 +141,15 @@ class PromptsSpec:
 
 @dataclass(frozen=True)
 class MetricsSpec:
-    """Metric-runner ids: ``eval`` on the eval and attack sets (ASR), ``preserve`` on the preserve sets."""
+    """Metric-runner ids: ``eval`` (the scorers) on the eval and attack sets (ASR), ``preserve`` on the
+    preserve sets. ``judge`` is the detector attacks consult while they search (default: the concept's
+    ``detector``); the scorers may include it only with ``as_published = true``, which also makes it
+    the attacks' headline scorer (the papers score with the detector that stopped the search)."""
 
     eval: tuple[str, ...] = ()
     preserve: tuple[str, ...] = ()
+    judge: str | None = None
+    as_published: bool = False
 
     @classmethod
     def from_value(cls, value: Any) -> "MetricsSpec":
@@ -144,8 +157,13 @@ class MetricsSpec:
             both = _names(value, "metrics")
             return cls(both, both)
         table = _table(value, "metrics")
-        _check_keys(table, ("eval", "preserve"), "[metrics]")
-        return cls(_names(table.get("eval"), "metrics.eval"), _names(table.get("preserve"), "metrics.preserve"))
+        _check_keys(table, ("eval", "preserve", "judge", "as_published"), "[metrics]")
+        return cls(
+            _names(table.get("eval"), "metrics.eval"),
+            _names(table.get("preserve"), "metrics.preserve"),
+            _name(table["judge"], "metrics.judge") if "judge" in table else None,
+            _bool(table["as_published"], "metrics.as_published") if "as_published" in table else False,
+        )
 
 
 @dataclass(frozen=True)
@@ -186,11 +204,13 @@ class AttackSpec:
     targets: tuple[str, ...] = ()
     label: str = ""
     limit: int | None = None  # seed prompts attacked per set (optimisers cost far more per prompt than eval)
+    judge: str | None = None  # default: [metrics] judge, else the concept's detector
+    as_published: bool | None = None  # default: [metrics] as_published
 
     @classmethod
     def from_mapping(cls, table: Any, where: str) -> "AttackSpec":
         table = _table(table, where)
-        _check_keys(table, ("name", "label", "preset", "budget", "config", "seeds", "targets", "limit"), where)
+        _check_keys(table, ("name", "label", "preset", "budget", "config", "seeds", "targets", "limit", "judge", "as_published"), where)
         if "name" not in table:
             raise SpecError(where, "missing key 'name'")
         name = _name(table["name"], f"{where}.name")
@@ -207,6 +227,8 @@ class AttackSpec:
             targets=_names(table.get("targets"), f"{where}.targets"),
             label=_name(table["label"], f"{where}.label") if "label" in table else name,
             limit=_positive_int(table.get("limit"), f"{where}.limit"),
+            judge=_name(table["judge"], f"{where}.judge") if "judge" in table else None,
+            as_published=_bool(table["as_published"], f"{where}.as_published") if "as_published" in table else None,
         )
 
 
@@ -261,6 +283,22 @@ class AuditSpec:
 
     def attack_seeds(self, attack: AttackSpec) -> tuple[str, ...]:
         return attack.seeds or self.prompts.attack_seeds
+
+    def attack_judge(self, attack: AttackSpec, concept_detector: str | None) -> str | None:
+        return attack.judge or self.metrics.judge or concept_detector or None
+
+    def as_published(self, attack: AttackSpec) -> bool:
+        return self.metrics.as_published if attack.as_published is None else attack.as_published
+
+    def check_judge_apart(self, index: int, judge: str | None) -> None:
+        """An attack's judge may score it only where the spec asks for the published protocol."""
+        attack = self.attacks[index]
+        if judge and judge in self.metrics.eval and not self.as_published(attack):
+            key = f"attacks[{index}].as_published" if attack.as_published is not None else "metrics.as_published"
+            raise SpecError(
+                key, f"metrics.eval scores with {judge!r}, the judge {attack.label!r} consults while it searches; "
+                f"score with another metric or set {key} = true to report the judge's ASR as the paper does",
+            )
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-able values, for an audit run's config (the gate reads its "gate" table back)."""

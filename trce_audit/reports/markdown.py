@@ -20,11 +20,14 @@ def _model_label(row: Any) -> str:
 
 
 def render_markdown(view: "AuditView", *, title: str, command: str) -> str:
+    from .columns import JUDGE_MARK, attack_cell, attack_columns, plain_cell, plain_columns
+
     plain = [row for row in view.rows if row.attack is None]
     attacked = [row for row in view.rows if row.attack is not None]
     sets = list(dict.fromkeys(row.prompt_set for row in plain))
     models = list(dict.fromkeys(_model_label(row) for row in plain))
     by_cell = {(_model_label(row), row.prompt_set): row for row in plain}
+    asr_columns = plain_columns(plain)
     lines = [f"# {title}", "", f"Produced by `{command}` from the result store; do not edit by hand.", ""]
     if view.audit is not None:
         config = view.audit.config or {}
@@ -33,26 +36,46 @@ def render_markdown(view: "AuditView", *, title: str, command: str) -> str:
                   f"model `{view.audit.model_ref}`, {generation.get('limit', 'all')} prompts per set, "
                   f"{generation.get('steps', '?')} steps.", ""]
     lines += ["## Attack-success rate and preservation (no attack)", "",
-              "ASR is the share of images in which the concept's detector fires, with its Wilson 95% interval;",
+              "ASR is the share of images in which the named scorer detects the concept, with its Wilson 95% interval;",
               "`preserve` is the share of preserve-set images that show the concept their prompt asked for.", ""]
-    header = ["model", *[f"ASR {name}" for name in sets]]
+    header = ["model", *[f"ASR {heading}" for _, _, heading in asr_columns]]
     preserve_sets = [name for name in sets if any("preserve_acc" in by_cell[(m, name)].metrics for m in models if (m, name) in by_cell)]
     header += [f"preserve {name}" for name in preserve_sets]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for model in models:
-        cells = [_cell(by_cell[(model, name)].asr) if (model, name) in by_cell else "–" for name in sets]
+        cells = [_cell(plain_cell(by_cell.get((model, name)), scorer)) for name, scorer, _ in asr_columns]
         cells += [_cell(by_cell[(model, name)].metrics.get("preserve_acc")) if (model, name) in by_cell else "–" for name in preserve_sets]
         lines.append("| " + " | ".join([model, *cells]) + " |")
     if attacked:
-        lines += ["", "## Attacks", "", "ASR on the seed prompts before the attack and on the adversarial prompts after it;",
-                  "minutes: the attack run's wall time (search and both evaluations; a search shared with an",
-                  "earlier run is not counted again).", "",
-                  "| model | attack | seed set | ASR before | ASR after | below paper budget | minutes |", "|---|---|---|---|---|---|---|"]
+        columns = attack_columns(attacked)
+        lines += ["", "## Attacks", "", "ASR on the seed prompts before the attack → on the adversarial prompts after it, under each",
+                  "scorer and under the attack's judge (the detector it consulted while it searched); "
+                  f"{JUDGE_MARK}: the scorer was also the judge, so that number is not independent. Judge-only: adversarial",
+                  "images the judge flags and the first scorer does not. Minutes: the attack run's wall time (search and",
+                  "both evaluations; a search shared with an earlier run is not counted again).", ""]
+        header = ["model", "attack", "seed set", *[heading for _, heading in columns], "judge-only", "below paper budget", "minutes"]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in attacked:
             below = row.attack_summary.get("below_paper_budget")
             minutes = "–" if row.attack_seconds is None else f"{row.attack_seconds / 60:.1f}"
-            lines.append(f"| {_model_label(row)} | {row.attack} | {row.prompt_set} | {_cell(row.asr_before)} | "
-                         f"{_cell(row.asr_after)} | {'yes' if below else 'no'} | {minutes} |")
+            cells = []
+            for scorer, _ in columns:
+                cell = attack_cell(row, scorer)
+                text = "–" if cell["after"] is None else f"{_cell(cell['before'])} → {_cell(cell['after'])}"
+                cells.append(text + (f" {JUDGE_MARK}" if cell["judge_too"] else ""))
+            judge_only = row.judge_only
+            lines.append("| " + " | ".join([_model_label(row), str(row.attack), row.prompt_set, *cells,
+                                             "–" if judge_only is None else str(len(judge_only)),
+                                             "yes" if below else "no", minutes]) + " |")
+        listed = [row for row in attacked if row.judge_only]
+        if listed:
+            lines += ["", "### Judge-only successes", "", "Adversarial prompts whose image the judge flags and the first scorer does not:", ""]
+            for row in listed:
+                scorers = row.attack_summary.get("scorers") or ["?"]
+                lines.append(f"- {_model_label(row)} · {row.attack} (judge `{row.judge}`, scorer `{scorers[0]}`):")
+                for found in row.judge_only or []:
+                    prompt = str(found.get("prompt", "")).replace("`", "'")
+                    lines.append(f"  - generation {found.get('generation_id')}: `{prompt}`")
     if view.problems:
         lines += ["", "## Problems", ""] + [f"- {problem}" for problem in view.problems]
     return "\n".join(lines) + "\n"

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..store import Store
 from .chart import asr_chart, condition
+from .columns import JUDGE_MARK, attack_cell, attack_columns, plain_cell, plain_columns
 from .collect import (
     ASR,
     PRESERVATION_METRICS,
@@ -112,20 +113,19 @@ def _provenance(store: Store, view: AuditView) -> dict[str, Any]:
             versions.setdefault(package, set()).add(str(version))
     protocols: dict[tuple, dict[str, Any]] = {}
     for row in view.rows:
-        for metric in (row.asr, row.before.get(ASR), row.after.get(ASR)):
-            if metric is None:
-                continue
-            p = metric.protocol
-            classes = counted_classes(p)
-            key = (p.get("detector"), p.get("detector_version"), p.get("weights_sha256"), p.get("threshold"), str(classes))
-            entry = protocols.setdefault(
-                key,
-                {"detector": p.get("detector"), "version": p.get("detector_version"), "weights": p.get("weights_sha256"),
-                 "threshold": p.get("threshold"), "classes": classes if not isinstance(classes, list) else ", ".join(map(str, classes)),
-                 "sets": set()},
-            )
-            named = p.get("prompt_set")
-            entry["sets"].add(named.get("name") if isinstance(named, dict) else named or row.prompt_set)
+        for scores in (row.scores, row.before_scores, row.after_scores):
+            for metric in scores.get(ASR, {}).values():
+                p = metric.protocol
+                classes = counted_classes(p)
+                key = (metric.scorer, p.get("detector"), p.get("detector_version"), p.get("weights_sha256"), p.get("threshold"), str(classes))
+                entry = protocols.setdefault(
+                    key,
+                    {"scorer": metric.scorer, "detector": p.get("detector"), "version": p.get("detector_version"), "weights": p.get("weights_sha256"),
+                     "threshold": p.get("threshold"), "classes": classes if not isinstance(classes, list) else ", ".join(map(str, classes)),
+                     "sets": set()},
+                )
+                named = p.get("prompt_set")
+                entry["sets"].add(named.get("name") if isinstance(named, dict) else named or row.prompt_set)
     seeds = []
     for set_id, name in sorted({(run.prompt_set_id, run.prompt_set_name) for run in view.runs if run.prompt_set_id}):
         values = prompt_seeds(store, set_id)
@@ -138,15 +138,27 @@ def _provenance(store: Store, view: AuditView) -> dict[str, Any]:
 
 
 def _matrix(view: AuditView) -> tuple[list[str], list[tuple[Any, list[MetricView | None]]]]:
-    """Plain (no attack) ASR: one row per model, one column per prompt set."""
+    """Plain (no attack) ASR: one row per model, one column per prompt set and scorer."""
     plain = [row for row in view.rows if row.attack is None and row.asr is not None]
-    sets = list(dict.fromkeys(row.prompt_set for row in plain))
+    columns = plain_columns(plain)
     table = []
     for model in view.models:
-        cells = [next((row.asr for row in plain if row.model.key == model.key and row.prompt_set == name), None) for name in sets]
+        cells = [plain_cell(next((row for row in plain if row.model.key == model.key and row.prompt_set == name), None), scorer)
+                 for name, scorer, _ in columns]
         if any(cells):
             table.append((model, cells))
-    return sets, table
+    return [heading for _, _, heading in columns], table
+
+
+def _judge_only(rows: list[Row], max_images: int) -> list[dict[str, Any]]:
+    """Per attack with judge-only successes: the images (up to ``max_images``) with their prompts."""
+    found = []
+    for row in rows:
+        items = row.judge_only or []
+        if items:
+            shown = [dict(item, uri=thumbnail_data_uri(str(item.get("image_path", "")))) for item in items[:max_images]]
+            found.append({"row": row, "items": shown, "total": len(items)})
+    return found
 
 
 def build_context(store: Store, view: AuditView, options: ReportOptions) -> dict[str, Any]:
@@ -170,6 +182,10 @@ def build_context(store: Store, view: AuditView, options: ReportOptions) -> dict
         "matrix_sets": sets,
         "matrix": matrix,
         "attacks": [row for row in view.rows if row.attack],
+        "attack_columns": attack_columns(row for row in view.rows if row.attack),
+        "attack_cell": attack_cell,
+        "judge_mark": JUDGE_MARK,
+        "judge_only": _judge_only([row for row in view.rows if row.attack], options.max_images),
         "preservation": preservation,
         "preservation_metrics": preservation_metrics,
         "metric_titles": METRIC_TITLES,
