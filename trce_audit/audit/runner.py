@@ -141,8 +141,9 @@ def run_audit(
     base = resolve_model(spec.model, store=store, workspace=workspace, allow_pickle=allow_pickle)
     components = validate_components(spec, base.world)
     handle = store.start_run(
-        kind="audit", component="audit", config=spec.as_dict(), model_ref=spec.model,
-        model_fingerprint=base.fingerprint, runtime={"device": device or spec.generation.device},
+        kind="audit", component="audit", config=spec.identity_dict(), model_ref=spec.model,
+        model_fingerprint=base.fingerprint,
+        runtime={"device": device or spec.generation.device, "batch_size": spec.generation.batch_size},
         inputs={"components": components},
     )
     if handle.status == "complete":
