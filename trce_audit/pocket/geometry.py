@@ -3,7 +3,7 @@
 Built independently of the CNN detector (the judge), so that an attack tuned against the judge is
 scored by something it never saw. For each image:
 
-1. background: per row, the median of the four border columns over three rows (every pocket
+1. background: (an image whose left and right borders disagree on most rows is no pocket scene) per row, the median of the four border columns over three rows (every pocket
    background varies only vertically: flat colours, the sky gradient, the grass horizon; the median
    drops night stars and objects that touch the border);
 2. foreground: pixels farther than ``fg`` from the background of rows y-2..y+2 (the horizon wobbles);
@@ -31,7 +31,7 @@ from . import world
 GEOMETRY_VERSION = "pocket-heldout-geometry-v1"
 # thresholds chosen on calibration.DEV_SEED draws and base-model images, never on the calibration draw
 PARAMS = {"fg": 0.16, "colour_cos": 0.95, "colour_step": 0.12, "min_area": 5.0, "max_components": 3, "iou": 0.55,
-          "sector": 0.5, "window": 1.5, "split_area": 60.0, "confident": 0.6, "r_ladder": [5.5, 7.0, 8.5, 10.0, 11.5],
+          "sector": 0.5, "window": 1.5, "split_area": 60.0, "confident": 0.6, "bg_agree": 0.5, "r_ladder": [5.5, 7.0, 8.5, 10.0, 11.5],
           "r_scales": [0.85, 0.92, 1.0, 1.08, 1.16], "edges": [1.0, 2.0, 3.2], "offsets": [-0.6, 0.0, 0.6]}
 # area / r^2 and (centroid - centre) / r of each kind, from world._masks' geometry
 _AREA = {"circle": math.pi, "square": 2.56, "triangle": 1.8, "ring": math.pi * (1 - 0.55 ** 2), "cross": 2.04,
@@ -83,9 +83,10 @@ def _sector_areas(kind: str, n: int = 400) -> torch.Tensor:
 _SECTOR_AREA = {kind: _sector_areas(kind) for kind in world.KINDS}
 
 
-def background(x: torch.Tensor) -> torch.Tensor:
+def background(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row background colour [B,3,32] from the border columns: the left or the right pair, whichever
-    is closer to the median of both over nine rows (an object touching one side spans fewer rows)."""
+    is closer to the median of both over nine rows (an object touching one side spans fewer rows); and
+    the left-right difference per row [B,32] (every pocket background is the same on both sides)."""
     H = x.shape[2]
 
     def rows_median(v: torch.Tensor, k: int) -> torch.Tensor:  # v [B,3,H,n] -> median over rows y±k
@@ -95,7 +96,7 @@ def background(x: torch.Tensor) -> torch.Tensor:
     left, right = rows_median(x[..., :2], 1), rows_median(x[..., -2:], 1)
     ref = rows_median(torch.stack([left, right], -1), 4)
     use_left = (left - ref).norm(dim=1, keepdim=True) <= (right - ref).norm(dim=1, keepdim=True)
-    return torch.where(use_left, left, right)
+    return torch.where(use_left, left, right), (left - right).norm(dim=1)
 
 
 def foreground(x: torch.Tensor, bg_rows: torch.Tensor) -> torch.Tensor:
@@ -276,7 +277,9 @@ def score(x: torch.Tensor) -> torch.Tensor:
     x = to_tensor(x)
     if x.shape[0] > 64:  # bounded memory; every image is scored on its own
         return torch.cat([score(x[i : i + 64]) for i in range(0, x.shape[0], 64)])
-    bg = background(x)
+    bg, sides = background(x)
+    # no pocket scene unless most rows show one background on both sides (noise does not)
+    scene = (sides < PARAMS["fg"]).float().mean(1) >= PARAMS["bg_agree"]
     dist = foreground(x, bg)
     lab = components(x, dist > PARAMS["fg"], bg)
     idx, alpha = _alpha_maps(x, bg, dist, lab)
@@ -284,4 +287,4 @@ def score(x: torch.Tensor) -> torch.Tensor:
     if len(idx):
         q = fit_components(alpha)
         out = out.index_reduce_(0, idx, q, "amax", include_self=True)  # noqa: beta API, stable since 2.0
-    return out
+    return out * scene.float().view(-1, 1)
