@@ -361,20 +361,35 @@ def _optimise_and_measure(job: _AttackJob) -> dict[str, Any]:
                 stats["reused_search_of_run"] = searched_by.id
     if adversarial_set_id is None:
         original_pipe = load_pipeline(job.original, device=job.device, allow_pickle=job.allow_pickle) if job.original else None
+        finished = job.store.attack_rows(job.run_id)  # seeds an interrupted attempt already optimised
         with tempfile.TemporaryDirectory(prefix="trce-audit-judge-") as scratch:
             counter = None
             if job.judge is not None:
                 judge = job.judge if callable(job.judge) else _detector_judge(job, target_pipe, Path(scratch))
                 counter = CountingJudge(judge, seed_rows)
-            context = AttackContext(device=job.device, progress=job.progress, judge=counter, corpus=_corpus(attack_obj, job.concept, job.workspace))
-            result = attack_obj.run(target_pipe, job.concept, seed_rows, original_pipe=original_pipe, context=context)
+
+            def store_seed(index: int, row: Any) -> None:
+                record_queries([row], [seed_rows[index]], _SeedQueries(counter, index))
+                job.store.add_attack_row(job.run_id, index, row, seed_prompt_id=seed_rows[index].id)
+
+            context = AttackContext(device=job.device, progress=job.progress, judge=counter,
+                                    corpus=_corpus(attack_obj, job.concept, job.workspace), on_seed=store_seed)
+            missing = [i for i in range(len(seed_rows)) if i not in finished]
+            # run even when no seed is missing: the search's run-level stats come from this call
+            result = attack_obj.run(target_pipe, job.concept, seed_rows, original_pipe=original_pipe, context=context, indices=missing)
         del target_pipe, original_pipe
-        record_queries(result.rows, seed_rows, counter)
+        stored = job.store.attack_rows(job.run_id)
+        if sorted(stored) != list(range(len(seed_rows))):
+            raise TrceAuditError(f"{attack_obj.name} stored {len(stored)} of {len(seed_rows)} seed prompts")
+        adversarial_rows = [stored[i] for i in range(len(seed_rows))]  # seed order: the same set as one serial call
         stats.update(result.stats)
-        stats["judge_queries"] = query_summary(result.rows)
+        if "final_losses" in stats:  # per seed: the resumed call saw only the seeds it optimised
+            stats["final_losses"] = [row.meta.get("loss") for row in adversarial_rows]
+        stats["resumed_seeds"] = len(finished)
+        stats["judge_queries"] = query_summary(adversarial_rows)
         adversarial_set_id = job.store.add_prompt_set(
             f"{attack_obj.name}@{job.model}",
-            result.rows,
+            adversarial_rows,
             source=f"attack:{attack_obj.name}",
             parent_id=job.seed_set_id,
             run_id=job.run_id,
@@ -384,7 +399,7 @@ def _optimise_and_measure(job: _AttackJob) -> dict[str, Any]:
                 "config": attack_obj.config.as_dict(),
                 "concept": job.concept.name,
                 "target_model": job.model,
-                "per_prompt_loss": [row.meta.get("loss") for row in result.rows],
+                "per_prompt_loss": [row.meta.get("loss") for row in adversarial_rows],
                 "search_key": search_key,
                 **_budget_meta(attack_obj),
             },
@@ -408,6 +423,13 @@ def _optimise_and_measure(job: _AttackJob) -> dict[str, Any]:
         stats=stats,
     )
     return summary
+
+
+class _SeedQueries:
+    """One seed's judge query count, shaped as record_queries reads a CountingJudge."""
+
+    def __init__(self, counter: Any, index: int):
+        self.per_seed = [counter.per_seed[index] if counter is not None else 0]
 
 
 def _text_encoder_search_key(job: _AttackJob, pipe: Any, seed_rows: list) -> str:
