@@ -142,6 +142,7 @@ def attack(
     progress: Callable[[int, int, str], None] | None = None,
     judge: "str | Callable[[str, Any], bool] | None" = None,
     as_published: bool = False,
+    executor: Any = None,
 ) -> dict[str, Any]:
     """Attack ``model`` with ``name`` (or replay a published set) and store prompts, runs and ASR.
 
@@ -152,7 +153,8 @@ def attack(
 
     Returns the attack run's summary with ``run_id``: asr_before / asr_after (the first scorer's),
     ``asr_by_scorer``, ``judge``, ``judge_queries``, ``judge_only``, eval run ids, the adversarial
-    prompt set id, budget ratios and ``below_paper_budget``, and ``warnings``.
+    prompt set id, budget ratios and ``below_paper_budget``, and ``warnings``. ``executor`` draws the
+    before/after evaluations' image shards (the search itself runs in this process).
     """
     from ..attacks.base import BelowPaperBudgetWarning
     from ..models.resolve import resolve_model
@@ -206,7 +208,7 @@ def attack(
         component=component,
         component_version=cls.version,
         config={"attack": cls.name, **config.identity_dict()},
-        runtime={"device": device},
+        runtime={"device": device, **(executor.runtime() if executor is not None else {})},
         model_ref=model,
         model_fingerprint=target.fingerprint,
         prompt_set_id=seed_set_id,
@@ -226,7 +228,7 @@ def attack(
         store=store, workspace=workspace, attack=attack_obj, run_id=run.id, model=model, target=target,
         original=original, concept=concept_obj, seed_set_id=seed_set_id, limit=limit, scorers=scorers,
         eval_metrics=eval_metrics, judge=judge, judge_info=judge_info, as_published=as_published,
-        settings=settings, allow_pickle=allow_pickle, device=device, progress=progress,
+        settings=settings, allow_pickle=allow_pickle, device=device, progress=progress, executor=executor,
     )
     try:
         summary = _replay(job) if cls.is_replay else _optimise_and_measure(job)
@@ -264,6 +266,7 @@ class _AttackJob:
     allow_pickle: bool
     device: str
     progress: Callable[[int, int, str], None] | None
+    executor: Any = None
 
     def seed_rows(self) -> list:
         rows = self.store.prompt_rows(self.seed_set_id)
@@ -279,6 +282,7 @@ class _AttackJob:
             self.store, self.workspace, model=self.model, prompts=set_id, metrics=self.eval_metrics,
             settings=_generation_settings(self.settings), limit=limit, concept=self.concept.name,
             parent_run_id=self.run_id, allow_pickle=self.allow_pickle,
+            **({"executor": self.executor} if self.executor is not None else {}),
         )
 
     def summary(self, n_prompts: int) -> dict[str, Any]:

@@ -64,8 +64,10 @@ def evaluate(
     allow_pickle: bool = False,
     metric_options: dict[str, dict[str, Any]] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    executor: Any = None,
 ) -> dict[str, Any]:
-    """Generate-then-measure; returns {run_id, generation_run_id, n_images, metrics: [...]}."""
+    """Generate-then-measure; returns {run_id, generation_run_id, n_images, metrics: [...]}. ``executor``
+    (a trce_audit.execution.Executor) draws the image shards; default: this process."""
     from ..generation import GenerationSettings
     from ..generation.runner import run_generation
     from ..models.resolve import resolve_model
@@ -80,7 +82,7 @@ def evaluate(
     generation = run_generation(
         store, workspace, ref, set_id, settings,
         limit=limit, parent_run_id=parent_run_id, allow_pickle=allow_pickle,
-        progress=(lambda done, total: progress("generate", done, total)) if progress else None,
+        progress=(lambda done, total: progress("generate", done, total)) if progress else None, executor=executor,
     )
     handle = store.start_run(
         kind="eval",
@@ -89,7 +91,7 @@ def evaluate(
             "metrics": {runner.name: {"version": runner.version, **runner.config_dict()} for runner in runners},
             "concept": concept,
         },
-        runtime=generation.settings.runtime(),
+        runtime={**generation.settings.runtime(), **(executor.runtime() if executor is not None else {})},
         model_ref=ref.spec,
         model_fingerprint=ref.fingerprint,
         prompt_set_id=set_id,
