@@ -55,7 +55,9 @@ def make_executor(options: ExecutorOptions | None = None, *, device: str = "cpu"
     """The executor the options name, connected and with its workers admitted."""
     options = (options or ExecutorOptions()).validate()
     if options.kind == "ray":
-        raise ConfigError("--executor ray is not in this build yet (the Ray worker pool lands in the next commit)")
+        from .ray_pool import RayExecutor
+
+        return RayExecutor(options, device=device)
     from .local import LocalExecutor
 
     return LocalExecutor()
