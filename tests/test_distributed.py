@@ -136,6 +136,16 @@ def test_spent_retries_fail_in_one_line_and_the_rerun_completes(cluster, straigh
     _no_duplicates(store)
 
 
+def test_workers_that_differ_from_the_driver_are_refused(cluster, tmp_path, monkeypatch):
+    from trce_audit.errors import ConfigError
+    from trce_audit.execution import ray_pool
+
+    real = ray_pool.package_versions
+    monkeypatch.setattr(ray_pool, "package_versions", lambda: {**real(), "torch": "0.0-driver"})
+    with pytest.raises(ConfigError, match=r"Ray worker trce-gpu-0-\w+ refused: package versions differ from the driver's: torch"):
+        make_executor(ExecutorOptions("ray", workers=1), device="cpu")
+
+
 def test_unreachable_address_exits_2_in_one_line(tmp_path):
     env = dict(os.environ)
     done = subprocess.run(

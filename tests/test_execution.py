@@ -87,3 +87,17 @@ def test_local_executor_keeps_a_bounded_cache_of_job_state():
     worker.run(Job("c"), 3)
     worker.run(Job("a"), 4)  # evicted by c (least recently used), so built again
     assert built == ["a", "b", "c", "a"] and len(worker._cache) == CACHE_SIZE
+
+
+def test_a_worker_with_other_detector_weights_is_refused_before_it_draws(store, workspace, tiny_sd_dir):
+    from trce_audit.generation import GenerationSettings
+    from trce_audit.generation.runner import run_generation
+    from trce_audit.generation.shards import DetectorCheck
+    from trce_audit.models.resolve import resolve_model
+
+    ref = resolve_model(str(tiny_sd_dir), store=store, workspace=workspace)
+    set_id = store.add_prompt_set("shapes", ROWS, source="test")
+    other = DetectorCheck("pocket", None, "cross", workspace, ("pocket-cnn", "2", "0" * 64))
+    with pytest.raises(ConfigError, match="refused: detector pocket is .* but pocket-cnn/2/0{64} on the driver"):
+        run_generation(store, workspace, ref, set_id, GenerationSettings(steps=2, device="cpu"), executor=LocalExecutor(), detectors=[other])
+    assert store.counts()["generations"] == 0

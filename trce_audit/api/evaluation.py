@@ -38,6 +38,20 @@ def build_runners(
     ]
 
 
+def _detector_checks(runners, metric_options, workspace, concept) -> list:
+    """What a remote worker must see as the driver does: each per-image runner's detector key."""
+    from ..generation.shards import DetectorCheck
+
+    checks = []
+    for runner in runners:
+        try:
+            key = tuple(runner.detector_key())
+        except NotImplementedError:  # a set-level metric (FID, CLIP) has no per-image detector
+            continue
+        checks.append(DetectorCheck(runner.name, (metric_options or {}).get(runner.name), concept, workspace, key))
+    return checks
+
+
 def _metric_record(metric) -> dict[str, Any]:
     return {
         "name": metric.name,
@@ -79,8 +93,9 @@ def evaluate(
     set_id = resolve_prompt_set(store, workspace, prompts, limit=limit)
     prompt_set = store.get_prompt_set(set_id)
 
+    checks = _detector_checks(runners, metric_options, workspace, concept) if executor is not None else ()
     generation = run_generation(
-        store, workspace, ref, set_id, settings,
+        store, workspace, ref, set_id, settings, detectors=checks,
         limit=limit, parent_run_id=parent_run_id, allow_pickle=allow_pickle,
         progress=(lambda done, total: progress("generate", done, total)) if progress else None, executor=executor,
     )

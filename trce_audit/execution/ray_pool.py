@@ -66,9 +66,10 @@ def _connect(ray: Any, options: ExecutorOptions, device: str) -> bool:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR")
         return False
-    workers = options.workers or 1
-    ray.init(num_cpus=workers * options.cpus_per_worker, namespace=NAMESPACE, include_dashboard=False,
-             _node_ip_address="127.0.0.1", log_to_driver=False, logging_level="ERROR")
+    # --workers given: just enough CPUs for them; else every CPU and GPU of this machine
+    cpus = {"num_cpus": options.workers * options.cpus_per_worker} if options.workers else {}
+    ray.init(namespace=NAMESPACE, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
+             logging_level="ERROR", **cpus)
     return True
 
 

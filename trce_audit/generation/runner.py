@@ -115,8 +115,10 @@ def run_generation(
     allow_pickle: bool = False,
     progress: ProgressFn | None = None,
     executor: "Executor | None" = None,
+    detectors: Sequence[Any] = (),
 ) -> GenerationResult:
-    """Make the run's missing images, shard by shard on ``executor`` (default: in this process)."""
+    """Make the run's missing images, shard by shard on ``executor`` (default: in this process).
+    ``detectors`` (shards.DetectorCheck) must match on every worker before it draws."""
     settings = (settings or GenerationSettings()).validate().resolved(model.path)
     if limit is not None and limit < 1:
         raise DataError(f"limit must be at least 1, got {limit}")
@@ -137,7 +139,7 @@ def run_generation(
     )
     result = GenerationResult(handle.id, handle.identity, prompt_set_id, settings)
     try:
-        _fill_run(store, workspace, model, rows, settings, result, allow_pickle, progress, executor)
+        _fill_run(store, workspace, model, rows, settings, result, allow_pickle, progress, executor, tuple(detectors))
     except BaseException as exc:
         store.fail_run(handle.id, one_line(f"{type(exc).__name__}: {exc}"))
         raise
@@ -155,7 +157,7 @@ def run_generation(
     return result
 
 
-def _fill_run(store, workspace, model, rows, settings, result: GenerationResult, allow_pickle, progress, executor) -> None:
+def _fill_run(store, workspace, model, rows, settings, result: GenerationResult, allow_pickle, progress, executor, detectors) -> None:
     pixel_config = settings.pixel_config()
     done = {g.prompt_id for g in store.generations(result.run_id)}
     result.already_stored = len(done)
@@ -191,7 +193,7 @@ def _fill_run(store, workspace, model, rows, settings, result: GenerationResult,
 
         executor = LocalExecutor()
     try:
-        job = RenderJob(model, settings, allow_pickle)
+        job = RenderJob(model, settings, allow_pickle, detectors)
         for index, pngs in executor.map_unordered(job, [[row for row, _ in shard] for shard in shards]):
             records = []
             for (row, digest), png in zip(shards[index], pngs):

@@ -8,6 +8,7 @@ workers. The worker returns PNG bytes; the driver writes the files and commits t
 from __future__ import annotations
 
 import io
+import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -27,19 +28,48 @@ def png_bytes(array: Any) -> bytes:
 
 
 @dataclass(frozen=True)
+class DetectorCheck:
+    """A per-image detector the run's numbers depend on, and the key the driver sees for it."""
+
+    metric: str
+    options: dict[str, Any] | None
+    concept: str | None
+    workspace: Any
+    key: tuple[str, str, str]
+
+    def refused(self) -> str | None:
+        from .. import registry
+
+        runner = registry.load("metric", self.metric).from_options(self.options, workspace=self.workspace, concept=self.concept)
+        seen = tuple(runner.detector_key())
+        if seen != tuple(self.key):
+            return f"detector {self.metric} is {'/'.join(seen)} here but {'/'.join(self.key)} on the driver"
+        return None
+
+
+@dataclass(frozen=True)
 class RenderJob:
-    """Draw shards of prompt rows with one model and one set of pixel settings."""
+    """Draw shards of prompt rows with one model and one set of pixel settings. ``detectors`` are
+    checked on the worker before it draws anything: a worker with other weights is refused."""
 
     model: "ModelRef"
     settings: GenerationSettings
     allow_pickle: bool = False
+    detectors: tuple[DetectorCheck, ...] = ()
 
     @property
     def cache_key(self) -> tuple:
-        return ("render", self.model.fingerprint, self.settings.dtype, self.settings.device, self.settings.scheduler)
+        checks = tuple((d.metric, tuple(d.key)) for d in self.detectors)
+        return ("render", self.model.fingerprint, self.settings.dtype, self.settings.device, self.settings.scheduler, checks)
 
     def setup(self) -> Any:
+        from ..errors import ConfigError
         from ..models.resolve import load_pipeline
+
+        for check in self.detectors:
+            why = check.refused()
+            if why is not None:
+                raise ConfigError(f"worker on {socket.gethostname()} refused: {why}")
 
         pipe = load_pipeline(self.model, dtype=self.settings.dtype, device=self.settings.device, allow_pickle=self.allow_pickle)
         return pipe, {}
