@@ -254,3 +254,69 @@ def test_ring_a_bell_search_is_shared_by_models_with_the_same_text_encoder(store
     assert second["stats"]["vocab_size"] == first["stats"]["vocab_size"]
     third = attack(store, workspace, name="ring-a-bell", model=str(erased_dir), concept=CONCEPT, prompts=seed_set, budget=TINY_RING, limit=1)
     assert len(calls) == 2 and third["adversarial_set_id"] != first["adversarial_set_id"]
+
+
+FOUR_SEEDS = [*SEEDS, PromptRow("a dog on grass", 5, 7.0)]
+
+
+def _killed_after(store, monkeypatch, seeds: int):
+    """Make the store fail right after the attack stored ``seeds`` per-seed rows (a kill mid-search)."""
+    from trce_audit.store import Store
+
+    stored = Store.add_attack_row
+
+    def add_then_die(self, *args, **kwargs):
+        stored(self, *args, **kwargs)
+        if len(self.attack_rows(args[0])) >= seeds:
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(Store, "add_attack_row", add_then_die)
+    return lambda: monkeypatch.setattr(Store, "add_attack_row", stored)
+
+
+def test_killed_attack_resumes_at_the_next_seed_with_the_serial_set(store, workspace, tiny_sd_dir, tmp_path, evaluations, monkeypatch):
+    """Killed after 2 of 4 seeds, the rerun optimises only seeds 2 and 3; the assembled set is the
+    one an uninterrupted run stores (same sha256), and judge bookkeeping covers every seed."""
+    from trce_audit.api.attack import attack
+    from trce_audit.attacks.ring_a_bell import RingABell
+    from trce_audit.store import Store
+
+    searched: list[list[int]] = []
+    original_run = RingABell.run
+    monkeypatch.setattr(RingABell, "run", lambda self, *a, **k: searched.append(list(k["indices"])) or original_run(self, *a, **k))
+    kwargs = dict(name="ring-a-bell", model=str(tiny_sd_dir), concept=CONCEPT, budget=TINY_RING)
+    restore = _killed_after(store, monkeypatch, 2)
+    seed_set = store.add_prompt_set("seeds", FOUR_SEEDS, source="test")
+    with pytest.raises(KeyboardInterrupt):
+        attack(store, workspace, prompts=seed_set, **kwargs)
+    (run,) = store.list_runs(kind="attack")
+    assert run.status == "failed" and sorted(store.attack_rows(run.id)) == [0, 1]
+    assert not [s for s in store.list_prompt_sets() if s.run_id == run.id]  # no partial adversarial set
+    restore()
+    resumed = attack(store, workspace, prompts=seed_set, **kwargs)
+    assert searched == [[0, 1, 2, 3], [2, 3]] and resumed["run_id"] == run.id
+    assert resumed["stats"]["resumed_seeds"] == 2 and len(resumed["stats"]["final_losses"]) == 4
+    assert resumed["judge_queries"] == {"total": 0, "per_seed": [0, 0, 0, 0]}
+    assert store.counts()["attack_rows"] == 4
+
+    serial_store = Store(f"sqlite:///{tmp_path / 'serial.db'}")
+    serial_set = serial_store.add_prompt_set("seeds", FOUR_SEEDS, source="test")
+    serial = attack(serial_store, workspace, prompts=serial_set, **kwargs)
+    assert searched[-1] == [0, 1, 2, 3]
+    assert store.get_prompt_set(resumed["adversarial_set_id"]).sha256 == serial_store.get_prompt_set(serial["adversarial_set_id"]).sha256
+    assert [r.text for r in store.prompt_rows(resumed["adversarial_set_id"])] == [r.text for r in serial_store.prompt_rows(serial["adversarial_set_id"])]
+
+
+def test_attack_seed_indices_give_the_rows_of_one_serial_call():
+    """Seeds optimised in any split (a worker per seed) equal the serial call's rows: each seed's RNG
+    comes from its global index."""
+    from trce_audit.attacks.ring_a_bell import RingABell, RingABellConfig
+    from trce_audit.models.tiny import build_pipeline
+
+    pipe = build_pipeline("tiny", seed=0)
+    attack_obj = RingABell(RingABellConfig().with_overrides(TINY_RING))
+    serial = attack_obj.run(pipe, CONCEPT, FOUR_SEEDS).rows
+    split = attack_obj.run(pipe, CONCEPT, FOUR_SEEDS, indices=[3, 1]).rows + attack_obj.run(pipe, CONCEPT, FOUR_SEEDS, indices=[0, 2]).rows
+    assert [r.text for r in split] == [serial[i].text for i in (3, 1, 0, 2)]
+    with pytest.raises(ConfigError, match="outside the 4 seed prompts"):
+        attack_obj.run(pipe, CONCEPT, FOUR_SEEDS, indices=[4])

@@ -41,6 +41,17 @@ MALFORMED = [
     (["data", "show", "pocket-explicit", "--limit", "0"], "'--limit'"),
     (["data", "add", "pocket-explicit", "--limit", "-1"], "'--limit'"),
     (["trce-audit-no-such-command"], "No such command"),
+    # executor options (one set on generate, eval, attack, erase and audit)
+    (["generate", "-m", "pocket", "-p", "pocket-explicit", "--executor", "dask"], "unknown executor 'dask'"),
+    (["eval", "-m", "pocket", "-p", "pocket-explicit", "--metric", "pocket", "--workers", "2"], "--workers apply to --executor ray"),
+    (["eval", "-m", "pocket", "-p", "pocket-explicit", "--metric", "pocket", "--executor", "ray", "--workers", "0"], "--workers must be at least 1"),
+    (["attack", "ring-a-bell", "-m", "pocket", "--executor", "ray", "--max-retries", "11"], "--max-retries must be between 0 and 10"),
+    (["attack", "ring-a-bell", "-m", "pocket", "--address", "auto"], "--address apply to --executor ray"),
+    (["audit", "--executor", "ray", "--cpus-per-worker", "0"], "--cpus-per-worker must be at least 1"),
+    (["audit", "--executor", "ray", "--gpus-per-worker", "-1"], "--gpus-per-worker must be 0 or more"),
+    (["audit", "--executor", "ray", "--workers", "few"], "'--workers'"),
+    (["erase", "trce", "-c", "cross", "-m", "pocket", "--executor", "ray"], "erase runs its eraser in this process"),
+    (["erase", "trce", "-c", "cross", "-m", "pocket", "--max-retries", "1"], "--max-retries apply to --executor ray"),
 ]
 
 
@@ -73,6 +84,11 @@ def test_missing_option_or_value_is_a_one_line_usage_error(words, args, expected
 def test_malformed_value_is_a_one_line_usage_error(args, expected, cli, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     _assert_usage_error(*cli(*args), expected)
+
+
+def test_executor_comes_from_the_environment(cli, monkeypatch):
+    monkeypatch.setenv("TRCE_AUDIT_EXECUTOR", "dask")
+    _assert_usage_error(*cli("generate", "-m", "pocket", "-p", "pocket-explicit"), "unknown executor 'dask'")
 
 
 def test_an_unexpected_failure_exits_3_not_1(cli, monkeypatch):

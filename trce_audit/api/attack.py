@@ -142,6 +142,7 @@ def attack(
     progress: Callable[[int, int, str], None] | None = None,
     judge: "str | Callable[[str, Any], bool] | None" = None,
     as_published: bool = False,
+    executor: Any = None,
 ) -> dict[str, Any]:
     """Attack ``model`` with ``name`` (or replay a published set) and store prompts, runs and ASR.
 
@@ -152,7 +153,8 @@ def attack(
 
     Returns the attack run's summary with ``run_id``: asr_before / asr_after (the first scorer's),
     ``asr_by_scorer``, ``judge``, ``judge_queries``, ``judge_only``, eval run ids, the adversarial
-    prompt set id, budget ratios and ``below_paper_budget``, and ``warnings``.
+    prompt set id, budget ratios and ``below_paper_budget``, and ``warnings``. ``executor`` draws the
+    before/after evaluations' image shards (the search itself runs in this process).
     """
     from ..attacks.base import BelowPaperBudgetWarning
     from ..models.resolve import resolve_model
@@ -206,7 +208,7 @@ def attack(
         component=component,
         component_version=cls.version,
         config={"attack": cls.name, **config.identity_dict()},
-        runtime={"device": device},
+        runtime={"device": device, **(executor.runtime() if executor is not None else {})},
         model_ref=model,
         model_fingerprint=target.fingerprint,
         prompt_set_id=seed_set_id,
@@ -226,7 +228,7 @@ def attack(
         store=store, workspace=workspace, attack=attack_obj, run_id=run.id, model=model, target=target,
         original=original, concept=concept_obj, seed_set_id=seed_set_id, limit=limit, scorers=scorers,
         eval_metrics=eval_metrics, judge=judge, judge_info=judge_info, as_published=as_published,
-        settings=settings, allow_pickle=allow_pickle, device=device, progress=progress,
+        settings=settings, allow_pickle=allow_pickle, device=device, progress=progress, executor=executor,
     )
     try:
         summary = _replay(job) if cls.is_replay else _optimise_and_measure(job)
@@ -264,6 +266,7 @@ class _AttackJob:
     allow_pickle: bool
     device: str
     progress: Callable[[int, int, str], None] | None
+    executor: Any = None
 
     def seed_rows(self) -> list:
         rows = self.store.prompt_rows(self.seed_set_id)
@@ -279,6 +282,7 @@ class _AttackJob:
             self.store, self.workspace, model=self.model, prompts=set_id, metrics=self.eval_metrics,
             settings=_generation_settings(self.settings), limit=limit, concept=self.concept.name,
             parent_run_id=self.run_id, allow_pickle=self.allow_pickle,
+            **({"executor": self.executor} if self.executor is not None else {}),
         )
 
     def summary(self, n_prompts: int) -> dict[str, Any]:
@@ -361,20 +365,35 @@ def _optimise_and_measure(job: _AttackJob) -> dict[str, Any]:
                 stats["reused_search_of_run"] = searched_by.id
     if adversarial_set_id is None:
         original_pipe = load_pipeline(job.original, device=job.device, allow_pickle=job.allow_pickle) if job.original else None
+        finished = job.store.attack_rows(job.run_id)  # seeds an interrupted attempt already optimised
         with tempfile.TemporaryDirectory(prefix="trce-audit-judge-") as scratch:
             counter = None
             if job.judge is not None:
                 judge = job.judge if callable(job.judge) else _detector_judge(job, target_pipe, Path(scratch))
                 counter = CountingJudge(judge, seed_rows)
-            context = AttackContext(device=job.device, progress=job.progress, judge=counter, corpus=_corpus(attack_obj, job.concept, job.workspace))
-            result = attack_obj.run(target_pipe, job.concept, seed_rows, original_pipe=original_pipe, context=context)
+
+            def store_seed(index: int, row: Any) -> None:
+                record_queries([row], [seed_rows[index]], _SeedQueries(counter, index))
+                job.store.add_attack_row(job.run_id, index, row, seed_prompt_id=seed_rows[index].id)
+
+            context = AttackContext(device=job.device, progress=job.progress, judge=counter,
+                                    corpus=_corpus(attack_obj, job.concept, job.workspace), on_seed=store_seed)
+            missing = [i for i in range(len(seed_rows)) if i not in finished]
+            # run even when no seed is missing: the search's run-level stats come from this call
+            result = attack_obj.run(target_pipe, job.concept, seed_rows, original_pipe=original_pipe, context=context, indices=missing)
         del target_pipe, original_pipe
-        record_queries(result.rows, seed_rows, counter)
+        stored = job.store.attack_rows(job.run_id)
+        if sorted(stored) != list(range(len(seed_rows))):
+            raise TrceAuditError(f"{attack_obj.name} stored {len(stored)} of {len(seed_rows)} seed prompts")
+        adversarial_rows = [stored[i] for i in range(len(seed_rows))]  # seed order: the same set as one serial call
         stats.update(result.stats)
-        stats["judge_queries"] = query_summary(result.rows)
+        if "final_losses" in stats:  # per seed: the resumed call saw only the seeds it optimised
+            stats["final_losses"] = [row.meta.get("loss") for row in adversarial_rows]
+        stats["resumed_seeds"] = len(finished)
+        stats["judge_queries"] = query_summary(adversarial_rows)
         adversarial_set_id = job.store.add_prompt_set(
             f"{attack_obj.name}@{job.model}",
-            result.rows,
+            adversarial_rows,
             source=f"attack:{attack_obj.name}",
             parent_id=job.seed_set_id,
             run_id=job.run_id,
@@ -384,7 +403,7 @@ def _optimise_and_measure(job: _AttackJob) -> dict[str, Any]:
                 "config": attack_obj.config.as_dict(),
                 "concept": job.concept.name,
                 "target_model": job.model,
-                "per_prompt_loss": [row.meta.get("loss") for row in result.rows],
+                "per_prompt_loss": [row.meta.get("loss") for row in adversarial_rows],
                 "search_key": search_key,
                 **_budget_meta(attack_obj),
             },
@@ -408,6 +427,13 @@ def _optimise_and_measure(job: _AttackJob) -> dict[str, Any]:
         stats=stats,
     )
     return summary
+
+
+class _SeedQueries:
+    """One seed's judge query count, shaped as record_queries reads a CountingJudge."""
+
+    def __init__(self, counter: Any, index: int):
+        self.per_seed = [counter.per_seed[index] if counter is not None else 0]
 
 
 def _text_encoder_search_key(job: _AttackJob, pipe: Any, seed_rows: list) -> str:

@@ -17,9 +17,11 @@ def run_audit_spec(
     device: str | None = None,
     allow_pickle: bool = False,
     log: Callable[[str], None] | None = None,
+    executor: Any = None,
 ) -> dict[str, Any]:
     """Run the audit described by ``spec`` (a TOML path or text; default: the shipped pocket audit).
 
+    ``executor`` draws every evaluation's image shards (erasers and attack searches run here).
     Returns the audit run id, what it ran, and the comparison rows read back from the store.
     """
     from ..audit.runner import run_audit
@@ -27,6 +29,6 @@ def run_audit_spec(
     from ..reports.collect import collect
 
     parsed = load_spec(spec if spec is not None else default_pocket_spec())
-    result = run_audit(store, workspace, parsed, device=device, log=log, allow_pickle=allow_pickle)
+    result = run_audit(store, workspace, parsed, device=device, log=log, allow_pickle=allow_pickle, executor=executor)
     view = collect(store, audit_id=result["audit_run_id"])
     return {**result, "rows": [row.as_dict() for row in view.rows], "problems": list(view.problems)}

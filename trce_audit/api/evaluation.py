@@ -38,6 +38,20 @@ def build_runners(
     ]
 
 
+def _detector_checks(runners, metric_options, workspace, concept) -> list:
+    """What a remote worker must see as the driver does: each per-image runner's detector key."""
+    from ..generation.shards import DetectorCheck
+
+    checks = []
+    for runner in runners:
+        try:
+            key = tuple(runner.detector_key())
+        except NotImplementedError:  # a set-level metric (FID, CLIP) has no per-image detector
+            continue
+        checks.append(DetectorCheck(runner.name, (metric_options or {}).get(runner.name), concept, workspace, key))
+    return checks
+
+
 def _metric_record(metric) -> dict[str, Any]:
     return {
         "name": metric.name,
@@ -64,8 +78,10 @@ def evaluate(
     allow_pickle: bool = False,
     metric_options: dict[str, dict[str, Any]] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    executor: Any = None,
 ) -> dict[str, Any]:
-    """Generate-then-measure; returns {run_id, generation_run_id, n_images, metrics: [...]}."""
+    """Generate-then-measure; returns {run_id, generation_run_id, n_images, metrics: [...]}. ``executor``
+    (a trce_audit.execution.Executor) draws the image shards; default: this process."""
     from ..generation import GenerationSettings
     from ..generation.runner import run_generation
     from ..models.resolve import resolve_model
@@ -77,10 +93,11 @@ def evaluate(
     set_id = resolve_prompt_set(store, workspace, prompts, limit=limit)
     prompt_set = store.get_prompt_set(set_id)
 
+    checks = _detector_checks(runners, metric_options, workspace, concept) if executor is not None else ()
     generation = run_generation(
-        store, workspace, ref, set_id, settings,
+        store, workspace, ref, set_id, settings, detectors=checks,
         limit=limit, parent_run_id=parent_run_id, allow_pickle=allow_pickle,
-        progress=(lambda done, total: progress("generate", done, total)) if progress else None,
+        progress=(lambda done, total: progress("generate", done, total)) if progress else None, executor=executor,
     )
     handle = store.start_run(
         kind="eval",
@@ -89,7 +106,7 @@ def evaluate(
             "metrics": {runner.name: {"version": runner.version, **runner.config_dict()} for runner in runners},
             "concept": concept,
         },
-        runtime=generation.settings.runtime(),
+        runtime={**generation.settings.runtime(), **(executor.runtime() if executor is not None else {})},
         model_ref=ref.spec,
         model_fingerprint=ref.fingerprint,
         prompt_set_id=set_id,

@@ -38,8 +38,10 @@ def generate(
     parent_run_id: int | None = None,
     allow_pickle: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    executor: Any = None,
 ) -> dict[str, Any]:
-    """Make (or find) one image per prompt; returns the generation run's id and counts."""
+    """Make (or find) one image per prompt; returns the generation run's id and counts. ``executor``
+    (a trce_audit.execution.Executor) draws the image shards; default: this process."""
     from ..generation import GenerationSettings
     from ..generation.runner import run_generation
     from ..models.resolve import resolve_model
@@ -49,6 +51,6 @@ def generate(
     set_id = resolve_prompt_set(store, workspace, prompts, limit=limit)
     result = run_generation(
         store, workspace, ref, set_id, settings,
-        limit=limit, parent_run_id=parent_run_id, allow_pickle=allow_pickle, progress=progress,
+        limit=limit, parent_run_id=parent_run_id, allow_pickle=allow_pickle, progress=progress, executor=executor,
     )
     return {"model": ref.spec, "model_fingerprint": ref.fingerprint, **result.as_dict()}

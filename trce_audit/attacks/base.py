@@ -156,6 +156,14 @@ class AttackContext:
     progress: Callable[[int, int, str], None] | None = None
     judge: Callable[[str, "PromptRow"], bool] | None = None
     corpus: list[str] = field(default_factory=list)  # extra texts for vocabulary="corpus"
+    # Called with (seed index, adversarial row) as each seed's search ends, so the caller can store
+    # it at once and a killed run resumes at the next seed.
+    on_seed: Callable[[int, "PromptRow"], None] | None = None
+
+    def seed_done(self, index: int, row: "PromptRow") -> "PromptRow":
+        if self.on_seed is not None:
+            self.on_seed(index, row)
+        return row
 
     def report(self, done: int, total: int, what: str) -> None:
         if self.progress is not None:
@@ -234,8 +242,21 @@ class Attack:
         *,
         original_pipe: Any = None,
         context: AttackContext | None = None,
+        indices: list[int] | None = None,
     ) -> AttackResult:
+        """Adversarial rows for the seeds at ``indices`` (default: all), in that order. A seed's
+        randomness comes from its index in the full ``seed_rows`` (which a corpus vocabulary reads
+        whole), so any split of the indices gives the same row per seed as one call."""
         raise NotImplementedError
+
+    @staticmethod
+    def seed_indices(seed_rows: list["PromptRow"], indices: list[int] | None) -> list[int]:
+        if indices is None:
+            return list(range(len(seed_rows)))
+        bad = [i for i in indices if not 0 <= i < len(seed_rows)]
+        if bad:
+            raise ConfigError(f"seed indices {bad} are outside the {len(seed_rows)} seed prompts")
+        return list(indices)
 
 
 def adversarial_row(seed: "PromptRow", text: str, attack: str, meta: dict[str, Any]) -> "PromptRow":

@@ -74,7 +74,7 @@ class P4D(Attack):
     needs_original = True
     variant: ClassVar[str] = "n"
 
-    def run(self, target_pipe, concept, seed_rows, *, original_pipe=None, context=None) -> AttackResult:
+    def run(self, target_pipe, concept, seed_rows, *, original_pipe=None, context=None, indices=None) -> AttackResult:
         import torch
 
         context = context or AttackContext()
@@ -85,9 +85,11 @@ class P4D(Attack):
         embedding = tk.token_embedding(text_encoder)
         vocab_unit = torch.nn.functional.normalize(embedding.weight[vocab].detach(), dim=-1)
         n_train = dm.train_timesteps(target_pipe)
-        total = len(seed_rows) * config.budget.iterations
+        order = self.seed_indices(seed_rows, indices)
+        total = len(order) * config.budget.iterations
         rows = []
-        for index, seed in enumerate(seed_rows):
+        for position, index in enumerate(order):
+            seed = seed_rows[index]
             generator = torch.Generator(device="cpu").manual_seed(config.seed * 100_003 + index)
             x0 = dm.target_latents(original_pipe, seed, steps=config.target_steps, device=device, use_mean=False)
             seed_ids = torch.tensor([tk.full_ids(original_pipe.tokenizer, tk.content_ids(original_pipe.tokenizer, seed.text))], device=device)
@@ -140,9 +142,9 @@ class P4D(Attack):
                     if context.judge is not None and context.judge(tk.decode(tokenizer, _filled(content, learn, hard_ids)), seed):
                         best_loss, best_ids, succeeded = held_out, hard_ids.clone(), True
                 steps_run = step + 1
-                context.report(index * config.budget.iterations + step + 1, total, self.name)
+                context.report(position * config.budget.iterations + step + 1, total, self.name)
                 if succeeded:
-                    context.report((index + 1) * config.budget.iterations, total, self.name)
+                    context.report((position + 1) * config.budget.iterations, total, self.name)
                     break
             final = _filled(content, learn, best_ids)
             check = tk.roundtrip(tokenizer, final)
@@ -156,7 +158,7 @@ class P4D(Attack):
                 "iterations_run": steps_run,
                 "judged_success": succeeded if context.judge is not None else None,
             }
-            rows.append(adversarial_row(seed, check.text, self.name, meta))
+            rows.append(context.seed_done(index, adversarial_row(seed, check.text, self.name, meta)))
         return AttackResult(rows, {"vocab_size": int(len(vocab)), "original_is_target": original_is_target})
 
 

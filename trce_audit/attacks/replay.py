@@ -30,6 +30,7 @@ class Replay(Attack):
     paper_budget: dict[str, float] = {}
     is_replay = True
 
-    def run(self, target_pipe, concept, seed_rows, *, original_pipe=None, context=None) -> AttackResult:
+    def run(self, target_pipe, concept, seed_rows, *, original_pipe=None, context=None, indices=None) -> AttackResult:
         """The rows themselves: a replay changes no prompt, seed or guidance."""
-        return AttackResult(list(seed_rows), {"replayed_rows": len(seed_rows)})
+        rows = [seed_rows[i] for i in self.seed_indices(seed_rows, indices)]
+        return AttackResult(rows, {"replayed_rows": len(rows)})

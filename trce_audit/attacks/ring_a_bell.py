@@ -128,7 +128,7 @@ class RingABell(Attack):
     paper_budget = {"population": 200, "generations": 3000}
     text_encoder_only = True
 
-    def run(self, target_pipe, concept, seed_rows, *, original_pipe=None, context=None) -> AttackResult:
+    def run(self, target_pipe, concept, seed_rows, *, original_pipe=None, context=None, indices=None) -> AttackResult:
         import torch
 
         context = context or AttackContext()
@@ -141,7 +141,9 @@ class RingABell(Attack):
         vocab = torch.tensor(self.search_vocabulary(target_pipe, concept, seed_rows, context), device=device)
         template = torch.tensor(tk.full_ids(tokenizer, [0] * length), device=device)
         rows, losses = [], []
-        for index, seed in enumerate(seed_rows):
+        order = self.seed_indices(seed_rows, indices)
+        for position, index in enumerate(order):
+            seed = seed_rows[index]
             seed_ids = torch.tensor([tk.full_ids(tokenizer, tk.content_ids(tokenizer, seed.text))], device=device)
             with torch.no_grad():
                 target = tk.encode_ids(text_encoder, seed_ids)[0] + config.eta * vector
@@ -161,7 +163,7 @@ class RingABell(Attack):
                 return torch.cat(out).float().cpu()
 
             generator = torch.Generator().manual_seed(config.seed * 100_003 + index)
-            total = len(seed_rows) * config.budget.generations
+            total = len(order) * config.budget.generations
             best_ids, best_loss, history = genetic_search(
                 fitness,
                 vocab,
@@ -171,17 +173,11 @@ class RingABell(Attack):
                 mutation_rate=config.mutation_rate,
                 crossover_rate=config.crossover_rate,
                 generator=generator,
-                on_generation=lambda step, _loss: context.report(index * config.budget.generations + step + 1, total, self.name),
+                on_generation=lambda step, _loss: context.report(position * config.budget.generations + step + 1, total, self.name),
             )
             ids = [int(i) for i in best_ids.tolist()]
             check = tk.roundtrip(tokenizer, ids)
-            rows.append(
-                adversarial_row(
-                    seed,
-                    check.text,
-                    self.name,
-                    {"token_ids": ids, **check.as_meta(), "loss": best_loss, "loss_first_generation": history[0]},
-                )
-            )
+            meta = {"token_ids": ids, **check.as_meta(), "loss": best_loss, "loss_first_generation": history[0]}
+            rows.append(context.seed_done(index, adversarial_row(seed, check.text, self.name, meta)))
             losses.append(best_loss)
         return AttackResult(rows, {"concept_vector_norm": float(vector.norm()), "vocab_size": int(len(vocab)), "final_losses": losses})

@@ -83,7 +83,7 @@ class UnlearnDiff(Attack):
     paper_budget = {"iterations": 40, "timesteps": 50}
     needs_original = True
 
-    def run(self, target_pipe, concept, seed_rows, *, original_pipe=None, context=None) -> AttackResult:
+    def run(self, target_pipe, concept, seed_rows, *, original_pipe=None, context=None, indices=None) -> AttackResult:
         import torch
 
         context = context or AttackContext()
@@ -98,16 +98,18 @@ class UnlearnDiff(Attack):
         step = n_train // n_grid
         grid = list(range(step // 2, n_train, step))[:n_grid]
         k = min(config.k, tk.max_content(tokenizer))
-        total = len(seed_rows) * len(grid) * config.budget.iterations
+        order = self.seed_indices(seed_rows, indices)
+        total = len(order) * len(grid) * config.budget.iterations
         done = 0
         rows = []
-        for index, seed in enumerate(seed_rows):
+        for index in order:
+            seed = seed_rows[index]
             if context.judge is not None and context.judge(seed.text, seed):
                 # the reference judges the seed prompt first and does not attack one that already succeeds
                 meta = {"token_ids": tk.content_ids(tokenizer, seed.text), "loss": None, "timesteps_run": 0,
                         "judged_success": True, "seed_already_succeeds": True, "retokenizes": True,
                         "retokenize_mismatch": None}
-                rows.append(adversarial_row(seed, seed.text, self.name, meta))
+                rows.append(context.seed_done(index, adversarial_row(seed, seed.text, self.name, meta)))
                 done += len(grid) * config.budget.iterations
                 context.report(done, total, self.name)
                 continue
@@ -154,6 +156,6 @@ class UnlearnDiff(Attack):
                 "timesteps_run": timesteps_run,
                 "judged_success": succeeded if context.judge is not None else None,
             }
-            rows.append(adversarial_row(seed, check.text, self.name, meta))
+            rows.append(context.seed_done(index, adversarial_row(seed, check.text, self.name, meta)))
         stats = {"vocab_size": int(len(vocab)), "timestep_grid": grid, "original_is_target": original_is_target}
         return AttackResult(rows, stats)

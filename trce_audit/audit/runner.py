@@ -140,6 +140,7 @@ def run_audit(
     device: str | None = None,
     log: Log | None = None,
     allow_pickle: bool = False,
+    executor: Any = None,
 ) -> dict[str, Any]:
     from ..api.attack import attack as run_attack
     from ..api.erase import erase
@@ -155,7 +156,8 @@ def run_audit(
     handle = store.start_run(
         kind="audit", component="audit", config=spec.identity_dict(), model_ref=spec.model,
         model_fingerprint=base.fingerprint,
-        runtime={"device": device or spec.generation.device, "batch_size": spec.generation.batch_size},
+        runtime={"device": device or spec.generation.device, "batch_size": spec.generation.batch_size,
+                 **(executor.runtime() if executor is not None else {})},
         inputs={"components": components},
     )
     if handle.status == "complete":
@@ -163,6 +165,7 @@ def run_audit(
         return {"audit_run_id": handle.id, "resumed": True, **store.get_run(handle.id).summary}
     settings = _settings(spec, device)
     done = AuditProgress()
+    on_executor = {"executor": executor} if executor is not None else {}
 
     def checkpoint() -> None:
         store.update_summary(handle.id, done.summary())
@@ -187,7 +190,7 @@ def run_audit(
                     result = evaluate(
                         store, workspace, model=model.spec, prompts=prompt_set, metrics=list(metrics),
                         settings=settings, limit=spec.generation.limit, concept=spec.concept,
-                        parent_run_id=handle.id, allow_pickle=allow_pickle,
+                        parent_run_id=handle.id, allow_pickle=allow_pickle, **on_executor,
                     )
                     done.run_ids += [result["run_id"], result["generation_run_id"]]
                     done.evals.append({"model": model.label, "prompt_set": prompt_set, "run_id": result["run_id"],
@@ -204,7 +207,7 @@ def run_audit(
                         prompts=seed_set, budget={**attack.config, **attack.budget},
                         limit=attack.limit or spec.generation.limit, settings=settings,
                         metrics=list(spec.metrics.eval), allow_pickle=allow_pickle,
-                        judge=attack.judge or spec.metrics.judge, as_published=spec.as_published(attack),
+                        judge=attack.judge or spec.metrics.judge, as_published=spec.as_published(attack), **on_executor,
                     )
                     done.run_ids += [rid for rid in _run_ids(result)]
                     done.attacks.append({"attack": attack.label, "model": model.label, "seeds": seed_set,

@@ -7,8 +7,9 @@ from typing import Annotated, Any, Optional
 import typer
 
 from .common import (
-    AllowPickleOpt, DataDirOpt, DeviceOpt, JsonOpt, StageProgress, TargetModelOpt, emit, emit_table, parse_assignments,
-    pick_model, state,
+    AddressOpt, AllowPickleOpt, CpusPerWorkerOpt, DataDirOpt, DeviceOpt, ExecutorOpt, GpusPerWorkerOpt, JsonOpt,
+    MaxRetriesOpt, StageProgress, TargetModelOpt, WorkersOpt, emit, emit_table, executor_options, open_executor,
+    parse_assignments, pick_model, state,
 )
 from .feedback import say_warning
 
@@ -53,6 +54,12 @@ def register(app: typer.Typer) -> None:
         steps: Annotated[Optional[int], typer.Option("--steps", help="Sampling steps of the before/after evaluation.")] = None,
         batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Generation batch size of the evaluation.")] = None,
         device: DeviceOpt = "auto",
+        executor: ExecutorOpt = "local",
+        address: AddressOpt = None,
+        workers: WorkersOpt = None,
+        gpus_per_worker: GpusPerWorkerOpt = None,
+        cpus_per_worker: CpusPerWorkerOpt = 1,
+        max_retries: MaxRetriesOpt = 2,
         data_dir: DataDirOpt = None,
         allow_pickle: AllowPickleOpt = False,
         json_: JsonOpt = False,
@@ -66,24 +73,18 @@ def register(app: typer.Typer) -> None:
         app_state = state(ctx)
         workspace = app_state.workspace(data_dir)
         overrides = parse_assignments(budget, "--set")
-        model, concept = pick_model(app_state, model, concept)
+        executor_opts = executor_options(executor, address, workers, gpus_per_worker, cpus_per_worker, max_retries)
         settings = {k: v for k, v in {"steps": steps, "batch_size": batch_size, "device": device}.items() if v is not None}
-        with warnings.catch_warnings(), StageProgress() as bars:
+        with open_executor(executor_opts, device) as pool, warnings.catch_warnings():
+            model, concept = pick_model(app_state, model, concept)
             warnings.simplefilter("ignore", BelowPaperBudgetWarning)
-            summary = attack(
-                app_state.store(),
-                workspace,
-                name=name,
-                model=model,
-                concept=concept,
-                prompts=prompts,
-                budget=overrides,
-                limit=limit,
-                original_model=original_model,
-                settings=settings,
-                allow_pickle=allow_pickle,
-                progress=lambda done, total, what: bars(f"attack {name}", done, total),
-            )
+            with StageProgress() as bars:
+                summary = attack(
+                    app_state.store(), workspace, name=name, model=model, concept=concept, prompts=prompts,
+                    budget=overrides, limit=limit, original_model=original_model, settings=settings,
+                    allow_pickle=allow_pickle, progress=lambda done, total, what: bars(f"attack {name}", done, total),
+                    **({"executor": pool} if pool is not None else {}),
+                )
         for text in summary.get("warnings", []):
             say_warning(text)
         emit(summary, json_, _render)

@@ -7,6 +7,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from .common import (
+    AddressOpt, CpusPerWorkerOpt, ExecutorOpt, GpusPerWorkerOpt, MaxRetriesOpt, WorkersOpt, executor_options, open_executor,
+)
 from .common import AllowPickleOpt, DataDirOpt, JsonOpt, emit, emit_table, state
 from .feedback import PlainProgress, say_warning
 
@@ -49,6 +52,12 @@ def register(app: typer.Typer) -> None:
             Optional[str],
             typer.Option("--device", metavar="DEVICE", show_default=False, help="auto, cpu, cuda or cuda:N (runtime only) [default: the spec's, auto].")
         ] = None,
+        executor: ExecutorOpt = "local",
+        address: AddressOpt = None,
+        workers: WorkersOpt = None,
+        gpus_per_worker: GpusPerWorkerOpt = None,
+        cpus_per_worker: CpusPerWorkerOpt = 1,
+        max_retries: MaxRetriesOpt = 2,
         data_dir: DataDirOpt = None,
         allow_pickle: AllowPickleOpt = False,
         json_: JsonOpt = False,
@@ -62,11 +71,14 @@ def register(app: typer.Typer) -> None:
         spec = spec or spec_option
         if spec is not None and not spec.is_file():
             raise ConfigError(f"audit spec {spec} does not exist")
+        executor_opts = executor_options(executor, address, workers, gpus_per_worker, cpus_per_worker, max_retries)
         app_state = state(ctx)
         workspace = app_state.workspace(data_dir)
-        steps = PlainProgress()  # numbered steps with elapsed time, and a heartbeat during long ones
-        try:
-            result = run_audit_spec(app_state.store(), workspace, spec, device=device, allow_pickle=allow_pickle, log=steps.step)
-        finally:
-            steps.close()
+        with open_executor(executor_opts, device) as pool:
+            steps = PlainProgress()  # numbered steps with elapsed time, and a heartbeat during long ones
+            try:
+                result = run_audit_spec(app_state.store(), workspace, spec, device=device, allow_pickle=allow_pickle, log=steps.step,
+                                        **({"executor": pool} if pool is not None else {}))
+            finally:
+                steps.close()
         emit(result, json_, _render)

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Iterator, Optional, Sequence
 
 import typer
 
@@ -90,6 +91,47 @@ SetOpt = Annotated[
 AllowPickleOpt = Annotated[
     bool, typer.Option("--allow-pickle", help="Allow .bin/.pt/.ckpt weights (pickle can run code on load).")
 ]
+
+
+ExecutorOpt = Annotated[
+    str,
+    typer.Option("--executor", envvar="TRCE_AUDIT_EXECUTOR", metavar="local|ray",
+                 help="Where image shards run: local (this process) or ray (worker actors on a Ray cluster; runtime only)."),
+]
+AddressOpt = Annotated[
+    Optional[str],
+    typer.Option("--address", metavar="ADDRESS", show_default=False,
+                 help="ray: cluster to join (auto, HOST:PORT or ray://HOST:10001) [default: RAY_ADDRESS, else a cluster on localhost]."),
+]
+WorkersOpt = Annotated[
+    Optional[int], typer.Option("--workers", show_default=False, help="ray: worker actors [default: cluster GPUs / --gpus-per-worker, or CPUs / --cpus-per-worker].")
+]
+GpusPerWorkerOpt = Annotated[
+    Optional[float], typer.Option("--gpus-per-worker", show_default=False, help="ray: GPUs per worker, fractions allowed [default: 1 on CUDA, else 0].")
+]
+CpusPerWorkerOpt = Annotated[int, typer.Option("--cpus-per-worker", help="ray: CPUs (and torch threads) per worker.")]
+MaxRetriesOpt = Annotated[int, typer.Option("--max-retries", help="ray: restarts of a dead worker and retries of its shards (bounded, 0-10).")]
+
+
+def executor_options(executor: str, address, workers, gpus_per_worker, cpus_per_worker: int, max_retries: int):
+    """The executor options, checked (the same set on every command that draws images)."""
+    from ..execution.options import ExecutorOptions
+
+    return ExecutorOptions(executor, address, workers, gpus_per_worker, cpus_per_worker, max_retries).validate()
+
+
+@contextmanager
+def open_executor(options, device: str | None) -> Iterator[Any]:
+    """The executor for a command, connected before the store is opened (an unreachable cluster
+    writes nothing); None for local, whose path is the API's default."""
+    if options.kind == "local":
+        yield None
+        return
+    from ..execution import make_executor
+    from ..models.device import resolve_device
+
+    with make_executor(options, device=resolve_device(device)) as executor:
+        yield executor
 
 
 def emit_json(payload: Any) -> None:

@@ -8,6 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from .common import (
+    AddressOpt, CpusPerWorkerOpt, ExecutorOpt, GpusPerWorkerOpt, MaxRetriesOpt, WorkersOpt, executor_options,
+)
+from .common import (
     AllowPickleOpt, DataDirOpt, DeviceOpt, JsonOpt, SetOpt, StageProgress, emit, emit_json, emit_table, parse_assignments,
     pick_model, state,
 )
@@ -33,6 +36,12 @@ def register(app: typer.Typer) -> None:
         stages: Annotated[Optional[str], typer.Option("--stages", help="trce only: 1, 2 or 1,2 [default: 1,2].")] = None,
         device: DeviceOpt = "auto",
         batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Samples per UNet call (runtime only).")] = 8,
+        executor: ExecutorOpt = "local",
+        address: AddressOpt = None,
+        workers: WorkersOpt = None,
+        gpus_per_worker: GpusPerWorkerOpt = None,
+        cpus_per_worker: CpusPerWorkerOpt = 1,
+        max_retries: MaxRetriesOpt = 2,
         allow_pickle: AllowPickleOpt = False,
         data_dir: DataDirOpt = None,
         json_: JsonOpt = False,
@@ -41,6 +50,12 @@ def register(app: typer.Typer) -> None:
         from ..api.erasing import erase as erase_api
 
         overrides = parse_assignments(set_)
+        executor_opts = executor_options(executor, address, workers, gpus_per_worker, cpus_per_worker, max_retries)
+        if executor_opts.kind != "local":
+            from ..errors import ConfigError
+
+            raise ConfigError("erase runs its eraser in this process: --executor ray runs image shards (generate, eval, "
+                              "attack and audit evaluations), not erasers yet")
         app_state = state(ctx)
         model, _ = pick_model(app_state, model, concept, erase=True)
         workspace = app_state.workspace(data_dir).ensure()

@@ -7,6 +7,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from .common import (
+    AddressOpt, CpusPerWorkerOpt, ExecutorOpt, GpusPerWorkerOpt, MaxRetriesOpt, WorkersOpt, executor_options, open_executor,
+)
 from .common import AllowPickleOpt, DataDirOpt, DeviceOpt, JsonOpt, StageProgress, TargetModelOpt, emit, emit_table, pick_model, state
 from .generate import (
     BatchOpt, DtypeOpt, HeightOpt, LimitOpt, PromptsOpt, SchedulerOpt, StepsOpt, WidthOpt,
@@ -85,6 +88,12 @@ def register(app: typer.Typer) -> None:
             Optional[Path], typer.Option("--inception-weights", help="fid: local torchscript Inception (clean-fid's inception-2015-12-05.pt).")
         ] = None,
         clip_model: Annotated[Optional[str], typer.Option("--clip-model", help="clip: model id or folder [default: openai/clip-vit-large-patch14].")] = None,
+        executor: ExecutorOpt = "local",
+        address: AddressOpt = None,
+        workers: WorkersOpt = None,
+        gpus_per_worker: GpusPerWorkerOpt = None,
+        cpus_per_worker: CpusPerWorkerOpt = 1,
+        max_retries: MaxRetriesOpt = 2,
         data_dir: DataDirOpt = None,
         allow_pickle: AllowPickleOpt = False,
         json_: JsonOpt = False,
@@ -95,11 +104,13 @@ def register(app: typer.Typer) -> None:
         app_state = state(ctx)
         settings = make_settings(steps, height, width, batch_size, dtype, scheduler, device)
         options = metric_options(metric, threshold, classes, nudenet_weights, fid_ref, inception, clip_model, presets)
-        model, concept = pick_model(app_state, model, concept)
-        with StageProgress() as report:
-            result = evaluate(
-                app_state.store(), app_state.workspace(data_dir), model=model, prompts=prompts, metrics=metric,
-                settings=settings, limit=limit, concept=concept, allow_pickle=allow_pickle, metric_options=options,
-                progress=report,
-            )
+        executor_opts = executor_options(executor, address, workers, gpus_per_worker, cpus_per_worker, max_retries)
+        with open_executor(executor_opts, settings.device) as pool:
+            model, concept = pick_model(app_state, model, concept)
+            with StageProgress() as report:
+                result = evaluate(
+                    app_state.store(), app_state.workspace(data_dir), model=model, prompts=prompts, metrics=metric,
+                    settings=settings, limit=limit, concept=concept, allow_pickle=allow_pickle, metric_options=options,
+                    progress=report, **({"executor": pool} if pool is not None else {}),
+                )
         emit(result, json_, _render)

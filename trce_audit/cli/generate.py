@@ -6,6 +6,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from .common import (
+    AddressOpt, CpusPerWorkerOpt, ExecutorOpt, GpusPerWorkerOpt, MaxRetriesOpt, WorkersOpt, executor_options, open_executor,
+)
 from .common import AllowPickleOpt, DataDirOpt, DeviceOpt, JsonOpt, ModelOpt, StageProgress, emit, emit_table, state
 
 PromptsOpt = Annotated[str, typer.Option("--prompts", "-p", help="Prompt set: a name (i2p, p4d, …), a stored id or set:ID.")]
@@ -47,6 +50,12 @@ def register(app: typer.Typer) -> None:
         dtype: DtypeOpt = "fp32",
         scheduler: SchedulerOpt = None,
         device: DeviceOpt = "auto",
+        executor: ExecutorOpt = "local",
+        address: AddressOpt = None,
+        workers: WorkersOpt = None,
+        gpus_per_worker: GpusPerWorkerOpt = None,
+        cpus_per_worker: CpusPerWorkerOpt = 1,
+        max_retries: MaxRetriesOpt = 2,
         data_dir: DataDirOpt = None,
         allow_pickle: AllowPickleOpt = False,
         json_: JsonOpt = False,
@@ -56,10 +65,12 @@ def register(app: typer.Typer) -> None:
 
         app_state = state(ctx)
         settings = make_settings(steps, height, width, batch_size, dtype, scheduler, device)
-        with StageProgress() as report:
+        executor_opts = executor_options(executor, address, workers, gpus_per_worker, cpus_per_worker, max_retries)
+        with open_executor(executor_opts, settings.device) as pool, StageProgress() as report:
             result = generate(
                 app_state.store(), app_state.workspace(data_dir), model=model, prompts=prompts, settings=settings,
                 limit=limit, allow_pickle=allow_pickle, progress=lambda done, total: report("generate", done, total),
+                **({"executor": pool} if pool is not None else {}),
             )
         emit(
             result,

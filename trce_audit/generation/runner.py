@@ -20,6 +20,7 @@ from ..store import PromptRow
 from .settings import GenerationSettings
 
 if TYPE_CHECKING:
+    from ..execution import Executor
     from ..models.resolve import ModelRef
     from ..store import Store
     from ..workspace import Workspace
@@ -80,12 +81,10 @@ def sample_hash(row: PromptRow, pixel_config: dict[str, Any], model_fingerprint:
     )
 
 
-def _write_png(array, path: Path) -> str:
-    from PIL import Image
-
+def _write_png(data: bytes, path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
     os.replace(tmp, path)  # a kill mid-write never leaves a truncated PNG under the final name
     return sha256_file(path)
 
@@ -115,7 +114,11 @@ def run_generation(
     parent_run_id: int | None = None,
     allow_pickle: bool = False,
     progress: ProgressFn | None = None,
+    executor: "Executor | None" = None,
+    detectors: Sequence[Any] = (),
 ) -> GenerationResult:
+    """Make the run's missing images, shard by shard on ``executor`` (default: in this process).
+    ``detectors`` (shards.DetectorCheck) must match on every worker before it draws."""
     settings = (settings or GenerationSettings()).validate().resolved(model.path)
     if limit is not None and limit < 1:
         raise DataError(f"limit must be at least 1, got {limit}")
@@ -128,7 +131,7 @@ def run_generation(
         component=ENGINE_NAME,
         component_version=ENGINE_VERSION,
         config={**pixel_config, "limit": limit},
-        runtime=settings.runtime(),
+        runtime={**settings.runtime(), **(executor.runtime() if executor is not None else {})},
         model_ref=model.spec,
         model_fingerprint=model.fingerprint,
         prompt_set_id=prompt_set_id,
@@ -136,7 +139,7 @@ def run_generation(
     )
     result = GenerationResult(handle.id, handle.identity, prompt_set_id, settings)
     try:
-        _fill_run(store, workspace, model, rows, settings, result, allow_pickle, progress)
+        _fill_run(store, workspace, model, rows, settings, result, allow_pickle, progress, executor, tuple(detectors))
     except BaseException as exc:
         store.fail_run(handle.id, one_line(f"{type(exc).__name__}: {exc}"))
         raise
@@ -154,7 +157,7 @@ def run_generation(
     return result
 
 
-def _fill_run(store, workspace, model, rows, settings, result: GenerationResult, allow_pickle, progress) -> None:
+def _fill_run(store, workspace, model, rows, settings, result: GenerationResult, allow_pickle, progress, executor, detectors) -> None:
     pixel_config = settings.pixel_config()
     done = {g.prompt_id for g in store.generations(result.run_id)}
     result.already_stored = len(done)
@@ -180,20 +183,27 @@ def _fill_run(store, workspace, model, rows, settings, result: GenerationResult,
     if not to_draw:
         return
 
-    from ..models.resolve import load_pipeline
-    from .engine import BatchSampler
+    from .shards import RenderJob
 
-    pipe = load_pipeline(model, dtype=settings.dtype, device=settings.device, allow_pickle=allow_pickle)
-    sampler = BatchSampler(pipe, settings)
+    shards = list(_batches(to_draw, settings.batch_size))
     folder = workspace.images_dir / result.identity[:16]
-    for batch in _batches(to_draw, settings.batch_size):
-        images = sampler.sample([row for row, _ in batch])
-        records = []
-        for (row, digest), image in zip(batch, images):
-            path = folder / f"{row.idx:06d}_{digest[:12]}.png"
-            records.append(dict(prompt_id=row.id, sample_hash=digest, image_path=str(path), image_sha256=_write_png(image, path)))
-        store.add_generations(result.run_id, records)
-        result.generated += len(records)
-        finished += len(records)
-        if progress:
-            progress(finished, total)
+    owned = executor is None
+    if owned:
+        from ..execution.local import LocalExecutor
+
+        executor = LocalExecutor()
+    try:
+        job = RenderJob(model, settings, allow_pickle, detectors)
+        for index, pngs in executor.map_unordered(job, [[row for row, _ in shard] for shard in shards]):
+            records = []
+            for (row, digest), png in zip(shards[index], pngs):
+                path = folder / f"{row.idx:06d}_{digest[:12]}.png"
+                records.append(dict(prompt_id=row.id, sample_hash=digest, image_path=str(path), image_sha256=_write_png(png, path)))
+            store.add_generations(result.run_id, records)  # one transaction per shard
+            result.generated += len(records)
+            finished += len(records)
+            if progress:
+                progress(finished, total)
+    finally:
+        if owned:
+            executor.close()

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..errors import DataError, StoreError
 from ..hashing import hash_obj
 from . import engine as engine_mod
-from .schema import MAX_SEED, Artefact, Detection, Generation, Metric, Prompt, PromptSet, Run, utcnow
+from .schema import MAX_SEED, Artefact, AttackRow, Detection, Generation, Metric, Prompt, PromptSet, Run, utcnow
 from .upsert import chunks, insert_new
 
 T = TypeVar("T")
@@ -308,6 +308,22 @@ class Store:
         with self.session() as session:
             return list(session.scalars(select(PromptSet).order_by(PromptSet.id)))
 
+    # ---------------------------------------------------------- attack rows
+    def add_attack_row(self, run_id: int, idx: int, row: PromptRow, *, seed_prompt_id: int | None = None) -> None:
+        """Store one seed's adversarial prompt; a seed already stored for the run is kept as it is."""
+        loss = row.meta.get("loss")
+        record = {"run_id": run_id, "idx": idx, "seed_prompt_id": seed_prompt_id, "text": row.text, "seed": int(row.seed),
+                  "guidance": float(row.guidance), "loss": None if loss is None else float(loss), "meta": row.meta or {},
+                  "created_at": utcnow()}
+        with self.session() as session:
+            insert_new(session, AttackRow, [record])
+
+    def attack_rows(self, run_id: int) -> dict[int, PromptRow]:
+        """{seed index: adversarial row} of the seeds an attack run has finished."""
+        with self.session() as session:
+            found = session.scalars(select(AttackRow).where(AttackRow.run_id == run_id).order_by(AttackRow.idx))
+            return {r.idx: PromptRow(r.text, r.seed, r.guidance, dict(r.meta or {})) for r in found}
+
     # ---------------------------------------------------------- generations
     def generations(self, run_id: int) -> list[Generation]:
         with self.session() as session:
@@ -449,5 +465,5 @@ class Store:
         with self.session() as session:
             return {
                 model.__tablename__: session.scalar(select(func.count()).select_from(model))
-                for model in (Run, Artefact, PromptSet, Prompt, Generation, Detection, Metric)
+                for model in (Run, Artefact, PromptSet, Prompt, Generation, Detection, Metric, AttackRow)
             }

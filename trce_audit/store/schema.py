@@ -170,3 +170,23 @@ class Metric(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     run: Mapped[Run] = relationship(back_populates="metrics")
+
+
+class AttackRow(Base):
+    """One seed prompt's adversarial prompt, stored as soon as its search ends: a killed attack
+    resumes at the next seed. ``idx`` is the seed's position in the attack's seed list (its RNG
+    stream)."""
+
+    __tablename__ = "attack_rows"
+    __table_args__ = (UniqueConstraint("run_id", "idx", name="uq_attack_rows_run_idx"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    idx: Mapped[int] = mapped_column(Integer)
+    seed_prompt_id: Mapped[Optional[int]] = mapped_column(ForeignKey("prompts.id"), nullable=True)
+    text: Mapped[str] = mapped_column(Text)
+    seed: Mapped[int] = mapped_column(BigInteger)
+    guidance: Mapped[float] = mapped_column(Float)
+    loss: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,158 @@
+"""The Ray executor on a two-node mini-cluster (two 1-CPU "nodes" on this machine): a small pocket
+eval gives the local executor's rows with 1 and 2 workers, survives a killed worker, fails in one
+line when retries are spent and resumes on rerun. Skipped where ray is not installed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from trce_audit.execution import ExecutorOptions, make_executor  # noqa: E402
+
+pytestmark = pytest.mark.slow
+SHARED_DATA = Path(os.environ.get("TRCE_AUDIT_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+EVAL = dict(model="pocket", prompts="pocket-explicit", metrics=["pocket"], limit=6, concept="cross")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    mini = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    mini.add_node(num_cpus=1)
+    mini.wait_for_nodes()
+    ray.init(address=mini.address, namespace="trce-audit", log_to_driver=False)
+    yield mini
+    ray.shutdown()
+    mini.shutdown()
+
+
+def _settings():
+    from trce_audit.generation import GenerationSettings
+
+    return GenerationSettings(steps=4, batch_size=2, device="cpu")
+
+
+def _eval(tmp_path, name: str, executor=None, progress=None):
+    """A pocket eval in a fresh workspace and store (so no image is reused from another run)."""
+    from trce_audit.api.evaluation import evaluate
+    from trce_audit.store import Store
+    from trce_audit.workspace import Workspace
+
+    workspace = Workspace.from_options(tmp_path / name, None, SHARED_DATA if SHARED_DATA.is_dir() else None).ensure()
+    store = Store(workspace.db_url)
+    kwargs = {"executor": executor} if executor is not None else {}
+    result = evaluate(store, workspace, settings=_settings(), progress=progress, **EVAL, **kwargs)
+    return store, result
+
+
+def _rows(store, result):
+    """(run identity, prompt idx, image sha256) of every stored image, and the metric values."""
+    from sqlalchemy import select
+
+    from trce_audit.store.schema import Generation, Prompt, Run
+
+    with store.session() as session:
+        query = (select(Run.identity, Prompt.idx, Generation.image_sha256).join(Run, Generation.run_id == Run.id)
+                 .join(Prompt, Generation.prompt_id == Prompt.id).order_by(Run.identity, Prompt.idx))
+        images = [tuple(row) for row in session.execute(query)]
+    return images, sorted((m["scorer"], m["name"], m["value"], m["n"]) for m in result["metrics"])
+
+
+def _no_duplicates(store) -> None:
+    from sqlalchemy import func, select
+
+    from trce_audit.store.schema import Detection, Generation
+
+    with store.session() as session:
+        for columns in ((Generation.run_id, Generation.prompt_id),
+                        (Detection.generation_id, Detection.detector, Detection.detector_version, Detection.weights_sha256, Detection.ordinal)):
+            assert not list(session.execute(select(*columns).group_by(*columns).having(func.count() > 1)))
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    store, result = _eval(tmp_path_factory.mktemp("local"), "local")
+    return _rows(store, result), store.counts()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ray_workers_give_the_local_rows(cluster, straight, tmp_path, workers):
+    with make_executor(ExecutorOptions("ray", workers=workers), device="cpu") as executor:
+        store, result = _eval(tmp_path, f"ray{workers}", executor)
+    assert _rows(store, result) == straight[0] and store.counts() == straight[1]
+    runtime = store.get_run(result["generation_run_id"]).runtime
+    assert runtime["executor"] == "ray" and runtime["workers"] == workers
+
+
+def test_killed_worker_after_a_committed_shard_gives_the_straight_run(cluster, straight, tmp_path):
+    with make_executor(ExecutorOptions("ray", workers=2, max_retries=2), device="cpu") as executor:
+        pids = executor.worker_pids()
+        killed = []
+
+        def kill_once(stage, done, total):
+            if stage == "generate" and done > 0 and not killed:
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(done)
+
+        store, result = _eval(tmp_path, "killed", executor, kill_once)
+    assert killed and _rows(store, result) == straight[0] and store.counts() == straight[1]
+    _no_duplicates(store)
+    stored = {g.image_path for g in store.generations(result["generation_run_id"])}
+    assert {str(p) for p in (tmp_path / "killed").rglob("*.png")} == stored  # no unreferenced image
+
+
+def test_spent_retries_fail_in_one_line_and_the_rerun_completes(cluster, straight, tmp_path):
+    from trce_audit.execution.ray_pool import WorkerLost
+
+    with make_executor(ExecutorOptions("ray", workers=1, max_retries=0), device="cpu") as executor:
+        (pid,) = executor.worker_pids()
+
+        def kill(stage, done, total):
+            if stage == "generate" and done > 0:
+                os.kill(pid, signal.SIGKILL)
+
+        with pytest.raises(WorkerLost, match="--max-retries 0 is spent") as failure:
+            _eval(tmp_path, "spent", executor, kill)
+    assert "\n" not in str(failure.value)
+    from trce_audit.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'spent' / 'trce-audit.sqlite'}")
+    (failed,) = store.list_runs(kind="generate")
+    kept = len(store.generations(failed.id))
+    assert failed.status == "failed" and "\n" not in failed.error and 0 < kept < 6 and kept % 2 == 0  # whole shards only
+    with make_executor(ExecutorOptions("ray", workers=2), device="cpu") as executor:
+        store, result = _eval(tmp_path, "spent", executor)
+    (rerun,) = store.list_runs(kind="generate")
+    assert rerun.id == failed.id and rerun.status == "complete"
+    assert _rows(store, result) == straight[0] and store.counts()["generations"] == straight[1]["generations"]
+    _no_duplicates(store)
+
+
+def test_workers_that_differ_from_the_driver_are_refused(cluster, tmp_path, monkeypatch):
+    from trce_audit.errors import ConfigError
+    from trce_audit.execution import ray_pool
+
+    real = ray_pool.package_versions
+    monkeypatch.setattr(ray_pool, "package_versions", lambda: {**real(), "torch": "0.0-driver"})
+    with pytest.raises(ConfigError, match=r"Ray worker trce-gpu-0-\w+ refused: package versions differ from the driver's: torch"):
+        make_executor(ExecutorOptions("ray", workers=1), device="cpu")
+
+
+def test_unreachable_address_exits_2_in_one_line(tmp_path):
+    env = dict(os.environ)
+    done = subprocess.run(
+        [sys.executable, "-m", "trce_audit.cli", "--workspace", str(tmp_path / "ws"), "eval", "--model", "pocket",
+         "--prompts", "pocket-explicit", "--metric", "pocket", "--limit", "1", "--executor", "ray", "--address", "127.0.0.1:9"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert done.returncode == 2 and "no Ray cluster answers at --address 127.0.0.1:9" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "ws" / "trce-audit.sqlite").exists()  # nothing written

@@ -1,0 +1,61 @@
+"""What runs a shard: the same class in process (local) and as a long-lived Ray actor.
+
+A worker keeps the state its jobs set up (a loaded pipeline, detectors) for the next call, at most
+``CACHE_SIZE`` of them (an SD pipeline is GBs). On a cluster it is first asked to ``check`` that it
+runs the driver's package versions (and a job's setup checks its detectors' weights): one run must
+never mix protocols under one identity.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from typing import Any, Hashable
+
+CACHE_SIZE = 2
+
+
+def package_versions() -> dict[str, str]:
+    """Versions that can change a number (the store's list), as this process has them."""
+    from ..store.repository import package_versions as versions
+
+    return versions()
+
+
+def refused(expected_versions: dict[str, str]) -> str | None:
+    """None when this process runs the driver's versions, else what differs."""
+    mine = package_versions()
+    diff = sorted(name for name in set(expected_versions) | set(mine) if expected_versions.get(name) != mine.get(name))
+    if not diff:
+        return None
+    return "package versions differ from the driver's: " + ", ".join(
+        f"{name} {mine.get(name) or 'missing'} (driver {expected_versions.get(name) or 'missing'})" for name in diff)
+
+
+class Worker:
+    def __init__(self, threads: int | None = None):
+        self._threads = threads
+        self._cache: OrderedDict[Hashable, Any] = OrderedDict()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def check(self, expected_versions: dict[str, str]) -> str | None:
+        """None when this worker matches the driver, else why it is refused (before any work)."""
+        return refused(expected_versions)
+
+    def run(self, job: Any, shard: Any) -> Any:
+        if job.cache_key in self._cache:
+            self._cache.move_to_end(job.cache_key)
+        else:
+            if self._threads:
+                import torch
+
+                torch.set_num_threads(self._threads)
+            while len(self._cache) >= CACHE_SIZE:
+                self._cache.popitem(last=False)
+            self._cache[job.cache_key] = job.setup()
+        return job.run(self._cache[job.cache_key], shard)
+
+    def drop(self) -> None:
+        self._cache.clear()
