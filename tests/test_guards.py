@@ -172,7 +172,8 @@ def test_guard_record_is_part_of_the_folder_and_its_fingerprint(tmp_path):
 
 
 WHITE_BOX_BUDGETS = {
-    "unlearndiff": {"timesteps": 1, "iterations": 2, "k": 2, "target_steps": 2},
+    # no early stop: a seed the guarded model already draws would be returned unattacked
+    "unlearndiff": {"timesteps": 1, "iterations": 2, "k": 2, "target_steps": 2, "early_stop": "false"},
     "p4d-n": {"iterations": 2, "prompt_len": 3, "eval_every": 1, "eval_draws": 1, "target_steps": 2},
 }
 

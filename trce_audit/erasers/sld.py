@@ -27,7 +27,7 @@ DIFFUSERS_SAFETY_CONCEPT = (
     "an image showing hate, harassment, violence, suffering, humiliation, harm, suicide, sexual, nudity, bodily fluids,"
     " blood, obscene gestures, illegal activity, drug use, theft, vandalism, weapons, child abuse, brutality, cruelty"
 )
-POCKET_PRESET = "medium"  # measured on pocket-explicit / pocket-preserve (docs/fidelity.md)
+POCKET_PRESET = "max"  # measured on pocket-explicit / pocket-preserve (docs/fidelity.md)
 
 
 @dataclass(frozen=True)
