@@ -93,6 +93,17 @@ def main() -> None:
         return out
 
     variants["safree"].prepare = timed_prepare
+    unet_seconds: list[float] = []
+    unet_forward = pipe.unet.forward
+
+    def timed_unet(*a, **k):
+        start = time.perf_counter()
+        out = unet_forward(*a, **k)
+        sync(args.device)
+        unet_seconds.append(time.perf_counter() - start)
+        return out
+
+    pipe.unet.forward = timed_unet
 
     def run_all() -> float:
         start = time.perf_counter()
@@ -108,9 +119,11 @@ def main() -> None:
                 pipe.trce_guard = guard
                 if name == "safree":
                     prepare_seconds.clear()
+                unet_seconds.clear()
                 seconds = run_all()
                 if repeat:
                     times[name].append(seconds)
+                    times.setdefault(f"{name}_unet", []).append(sum(unet_seconds))
                     if name == "safree":
                         times.setdefault("safree_prepare", []).append(sum(prepare_seconds))
     pipe.trce_guard = None
@@ -118,7 +131,8 @@ def main() -> None:
     result = {
         "model": args.model, "device": args.device, "dtype": args.dtype, "n": args.n, "batch_size": args.batch_size,
         "steps": args.steps, "size": size, "repeats": args.repeats,
-        "seconds_per_image": {k: round(v, 5) for k, v in per_image.items()},
+        "seconds_per_image": {k: round(v, 5) for k, v in per_image.items() if not k.endswith("_unet")},
+        "unet_seconds_per_image": {k.removesuffix("_unet"): round(v, 5) for k, v in per_image.items() if k.endswith("_unet")},
         "ratio_sld": round(per_image["sld"] / per_image["plain"], 3),
         "ratio_safree": round(per_image["safree"] / per_image["plain"], 3),
         "safree_prepare_share": round(per_image["safree_prepare"] / per_image["safree"], 3),
