@@ -27,7 +27,12 @@ TINY = {
     "esd-x": {"iterations": 2, "steps": 4, "latent_size": 8, "lr": 1e-3},
     "esd-u": {"iterations": 2, "steps": 4, "latent_size": 8, "lr": 1e-3},
     "uce": {"n_preserve": 4},
+    "sld": {"preset": "max", "safety_concept": "nude, naked body"},
+    "safree": {"up_t": 4},
 }
+# Inference-time erasers change no tensor: their contract is the guard the saved folder carries, which
+# loads with the folder and changes what the engine draws.
+GUARDS = {"sld", "safree"}
 
 
 def _xattn_kv(name: str) -> bool:
@@ -43,6 +48,8 @@ ALLOWED = {
     "esd-x": lambda n: ".attn2." in n,
     "esd-u": lambda n: ".attn2." not in n and n.startswith("unet."),
     "uce": _xattn_kv,
+    "sld": lambda n: False,
+    "safree": lambda n: False,
 }
 
 
@@ -89,15 +96,39 @@ def test_eraser_contract(name, store, workspace, tiny_sd_dir, parent_state):
     parent_hash = hash_tree(tiny_sd_dir)
     result = _erase(store, workspace, tiny_sd_dir, name)
     changed = _changed(parent_state, _state(result["path"]))
-    assert changed, f"{name} changed nothing"
+    if name in GUARDS:
+        assert not changed, f"{name} is an inference-time eraser but changed {sorted(changed)[:3]}"
+        _assert_guard_changes_images(result, tiny_sd_dir, name)
+    else:
+        assert changed, f"{name} changed nothing"
     assert all(ALLOWED[name](n) for n in changed), sorted(n for n in changed if not ALLOWED[name](n))
     artefact = store.get_artefact(result["artefact_id"])
+    assert (artefact.meta.get("guard") or {}).get("name") == (name if name in GUARDS else None)
     assert set(artefact.meta["changed_params"]) == changed
     assert artefact.meta["eraser"] == name and artefact.parent_fingerprint
     run = store.get_run(result["run_id"])
     assert run.kind == "erase" and run.status == "complete" and run.summary["seconds"] > 0
     assert hash_tree(tiny_sd_dir) == parent_hash  # the parent folder is untouched
     assert artefact.sha256 == hash_tree(result["path"])
+
+
+def _assert_guard_changes_images(result, parent_dir, name):
+    import torch
+
+    from trce_audit.generation import GenerationSettings
+    from trce_audit.generation.engine import BatchSampler
+    from trce_audit.models.resolve import load_pipeline, resolve_model
+    from trce_audit.store import PromptRow
+
+    guarded_ref, parent_ref = resolve_model(result["path"]), resolve_model(str(parent_dir))
+    assert guarded_ref.guard == name and parent_ref.guard is None
+    assert guarded_ref.fingerprint != parent_ref.fingerprint  # the guard is part of the model's identity
+    settings = GenerationSettings(steps=3, height=32, width=32).validate()
+    rows = [PromptRow("a nude person", seed=3, guidance=7.5)]
+    guarded, plain = load_pipeline(guarded_ref), load_pipeline(parent_ref)
+    assert guarded.trce_guard.name == name and plain.trce_guard is None
+    drawn = [BatchSampler(pipe, settings).denoise(rows) for pipe in (guarded, plain)]
+    assert not torch.allclose(drawn[0], drawn[1], atol=1e-3)
 
 
 def test_closed_form_erasers_edit_every_key_and_value(store, workspace, tiny_sd_dir, parent_state):

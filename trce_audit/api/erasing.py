@@ -79,6 +79,7 @@ def _record(artefact, run_id: int, reused: bool) -> dict[str, Any]:
         "eraser": meta.get("eraser"),
         "concept": meta.get("concept"),
         "changed_params": len(meta.get("changed_params", [])),
+        "guard": (meta.get("guard") or {}).get("name"),
         "seconds": meta.get("seconds"),
         "stats": meta.get("stats", {}),
     }
@@ -166,7 +167,7 @@ def erase_concept(
         pipe.to("cpu")
         if staging.exists():
             shutil.rmtree(staging)
-        save_erased_pipeline(pipe, staging, ref.path, meta)
+        save_erased_pipeline(pipe, staging, ref.path, {**meta, "guard": result.guard}, guard=result.guard)
         if target.exists():
             target.rmdir()
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -184,6 +185,7 @@ def erase_concept(
                 "world": ref.world,
                 "description": f"{eraser} erased {concept.name!r} from {ref.spec}",
                 "changed_params": result.changed_params,
+                "guard": result.guard,
                 "stats": result.stats,
                 "seconds": seconds,
             },

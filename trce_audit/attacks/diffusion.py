@@ -17,6 +17,8 @@ def target_latents(pipe: Any, row: PromptRow, *, steps: int, device: str, use_me
     import torch
 
     generator = torch.Generator(device="cpu").manual_seed(int(row.seed))
+    if getattr(pipe, "trce_guard", None) is not None:
+        return _guarded_target_latents(pipe, row, steps=steps, device=device, use_mean=use_mean)
     with torch.no_grad():
         image = pipe(
             row.text,
@@ -34,6 +36,28 @@ def target_latents(pipe: Any, row: PromptRow, *, steps: int, device: str, use_me
     return latents * pipe.vae.config.scaling_factor
 
 
+def _guarded_target_latents(pipe: Any, row: PromptRow, *, steps: int, device: str, use_mean: bool) -> Any:
+    """The same target for a guarded model (no un-erased parent known): its image through the guard,
+    drawn by the batched engine (DDIM-free: the pipeline's own scheduler, as ``pipe(...)`` uses)."""
+    import torch
+
+    from ..generation import GenerationSettings
+    from ..generation.engine import BatchSampler
+
+    size = int(pipe.unet.config.sample_size) * pipe.vae_scale_factor
+    sampler = BatchSampler(pipe, GenerationSettings(steps=steps, height=size, width=size, device=str(device)).validate())
+    with torch.no_grad():
+        latents = sampler.denoise([row])
+        image = (pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
+        posterior = pipe.vae.encode(image * 2.0 - 1.0).latent_dist
+        if use_mean:
+            encoded = posterior.mean
+        else:
+            sample_generator = torch.Generator(device="cpu").manual_seed(int(row.seed))
+            encoded = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=sample_generator).to(device)
+    return encoded * pipe.vae.config.scaling_factor
+
+
 def train_timesteps(pipe: Any) -> int:
     return int(pipe.scheduler.config.num_train_timesteps)
 
@@ -44,7 +68,12 @@ def add_noise(pipe: Any, x0: Any, noise: Any, t: Any) -> Any:
     return alphas.sqrt() * x0 + (1.0 - alphas).sqrt() * noise
 
 
-def predict_noise(pipe: Any, x_t: Any, t: Any, hidden: Any) -> Any:
+def predict_noise(pipe: Any, x_t: Any, t: Any, hidden: Any, ids: Any = None) -> Any:
+    """The model's conditional noise prediction; through its guard when it carries one (SLD, SAFREE),
+    which needs the token ``ids`` behind ``hidden``."""
+    guard = getattr(pipe, "trce_guard", None)
+    if guard is not None:
+        return guard.attack_noise(pipe, x_t, t, hidden, ids)
     return pipe.unet(x_t, t, encoder_hidden_states=hidden).sample
 
 

@@ -107,13 +107,14 @@ class P4D(Attack):
                 ids[0, slots] = hard_ids
                 embeds = embedding(ids).detach()
                 embeds = embeds.index_put((torch.zeros_like(slots), slots), hard_embeds)
-                return tk.encode_embeds(text_encoder, ids, embeds)
+                return tk.encode_embeds(text_encoder, ids, embeds), ids
 
-            def denoising_loss(hidden: Any, t: Any, noise: Any) -> Any:
+            def denoising_loss(encoded: Any, t: Any, noise: Any) -> Any:
+                hidden, ids = encoded
                 x_t = dm.add_noise(target_pipe, x0, noise, t)
                 with torch.no_grad():
-                    reference = dm.predict_noise(original_pipe, x_t, t, seed_hidden)
-                return torch.nn.functional.mse_loss(dm.predict_noise(target_pipe, x_t, t, hidden).float(), reference.float())
+                    reference = dm.predict_noise(original_pipe, x_t, t, seed_hidden, ids=seed_ids)
+                return torch.nn.functional.mse_loss(dm.predict_noise(target_pipe, x_t, t, hidden, ids=ids).float(), reference.float())
 
             eval_t = torch.randint(n_train, (config.eval_draws,), generator=generator).to(device)
             eval_noise = torch.randn((config.eval_draws, *x0.shape[1:]), generator=generator).to(device)
@@ -123,18 +124,18 @@ class P4D(Attack):
                 with torch.no_grad():
                     hard_ids = tk.nearest_tokens(soft.detach(), vocab_unit, vocab)
                 hard_embeds = embedding(hard_ids).detach().requires_grad_(True)
-                hidden = adversarial_hidden(hard_ids, hard_embeds)
+                encoded = adversarial_hidden(hard_ids, hard_embeds)
                 t = torch.randint(n_train, (1,), generator=generator).to(device)
                 noise = torch.randn(x0.shape, generator=generator).to(device)
-                loss = denoising_loss(hidden, t, noise)
+                loss = denoising_loss(encoded, t, noise)
                 soft.grad = torch.autograd.grad(loss, [hard_embeds])[0]
                 optimizer.step()
                 optimizer.zero_grad()
                 if step % config.eval_every == 0 or step == config.budget.iterations - 1:
                     with torch.no_grad():
-                        hidden = adversarial_hidden(hard_ids, embedding(hard_ids))
+                        encoded = adversarial_hidden(hard_ids, embedding(hard_ids))
                         held_out = sum(
-                            denoising_loss(hidden, eval_t[i : i + 1], eval_noise[i : i + 1]).item() for i in range(config.eval_draws)
+                            denoising_loss(encoded, eval_t[i : i + 1], eval_noise[i : i + 1]).item() for i in range(config.eval_draws)
                         ) / config.eval_draws
                     history.append(held_out)
                     if held_out < best_loss:

@@ -131,7 +131,9 @@ class UnlearnDiff(Attack):
                     embeds = torch.cat([base[:, :1], (one_hot @ vocab_embeds)[None], base[:, k + 1 :]], dim=1)
                     hidden = tk.encode_embeds(text_encoder, ids, embeds)
                     noise = torch.randn(x0.shape, generator=generator).to(device)
-                    pred = dm.predict_noise(target_pipe, dm.add_noise(target_pipe, x0, noise, t), t, hidden)
+                    drawn = ids.clone()
+                    drawn[0, 1 : k + 1] = vocab[one_hot.detach().argmax(dim=-1)]
+                    pred = dm.predict_noise(target_pipe, dm.add_noise(target_pipe, x0, noise, t), t, hidden, ids=drawn)
                     loss = torch.nn.functional.mse_loss(pred.float(), noise.float())
                     probs.grad = torch.autograd.grad(loss, [probs])[0]
                     optimizer.step()

@@ -5,4 +5,6 @@ BUILTIN: dict[str, str] = {
     "esd-x": "trce_audit.erasers.esd:ESDX",
     "esd-u": "trce_audit.erasers.esd:ESDU",
     "uce": "trce_audit.erasers.uce:UCE",
+    "sld": "trce_audit.erasers.sld:SLD",
+    "safree": "trce_audit.erasers.safree:SAFREE",
 }

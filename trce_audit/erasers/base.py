@@ -58,6 +58,7 @@ class ErasureResult:
     changed_params: list[str]
     stats: dict[str, Any] = field(default_factory=dict)
     losses: dict[str, list[float]] = field(default_factory=dict)
+    guard: dict[str, Any] | None = None  # an inference-time eraser's guard record (name, version, config)
 
 
 class Eraser:
@@ -92,7 +93,12 @@ class Eraser:
         before = snapshot_parameters(pipe)
         with torch.random.fork_rng(devices=[]):
             stats, losses = self.apply(pipe, concept, context)
-        return ErasureResult(changed_params=changed_parameters(pipe, before), stats=stats, losses=losses)
+        guard = self.guard_record(concept, context)
+        return ErasureResult(changed_params=changed_parameters(pipe, before), stats=stats, losses=losses, guard=guard)
+
+    def guard_record(self, concept: "Concept", context: EraseContext) -> dict[str, Any] | None:
+        """Inference-time erasers return the guard the saved folder carries; weight editors none."""
+        return None
 
     def apply(self, pipe, concept: "Concept", context: EraseContext) -> tuple[dict[str, Any], dict[str, list[float]]]:
         """The edit itself: returns (stats, loss curves)."""
@@ -120,7 +126,7 @@ def changed_parameters(pipe, before: dict[str, Any]) -> list[str]:
     return changed
 
 
-def save_erased_pipeline(pipe, out_dir: Path, parent_dir: Path | None, meta: dict[str, Any]) -> Path:
+def save_erased_pipeline(pipe, out_dir: Path, parent_dir: Path | None, meta: dict[str, Any], guard: dict[str, Any] | None = None) -> Path:
     """Write the pipeline as a safetensors diffusers folder that ``from_pretrained`` loads.
 
     The parent's world marker is copied (an erased pocket model stays in the pocket world) and the
@@ -138,4 +144,8 @@ def save_erased_pipeline(pipe, out_dir: Path, parent_dir: Path | None, meta: dic
             marker = {}
     marker["erasure"] = meta
     (out_dir / WORLD_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True, default=str))
+    if guard is not None:
+        from ..guards.base import write_guard
+
+        write_guard(out_dir, guard)
     return out_dir

@@ -1,5 +1,8 @@
 """The batched sampler: one text-encoder pass, one UNet pass per step and one VAE decode per batch.
 
+A pipeline that carries an inference-time guard (``pipe.trce_guard``, trce_audit/guards) hands each
+step's prediction to the guard, which still makes one UNet call per step for the whole batch.
+
 Each row brings its own seed (a CPU ``torch.Generator`` per sample draws its initial latents and any
 per-step noise) and its own guidance scale (classifier-free guidance is applied with a per-row guidance
 tensor), so an image does not depend on which batch it was in, nor on the device's random generator.
@@ -84,6 +87,9 @@ class BatchSampler:
         any_cfg = bool(use_cfg.any())
 
         cond = self.encode([row.text for row in rows])
+        guard = getattr(pipe, "trce_guard", None)
+        if guard is not None:  # an inference-time eraser owns every step's prediction
+            state = guard.prepare(self, [row.text for row in rows], self.unconditional().expand(n, -1, -1), cond)
         context = torch.cat([self.unconditional().expand(n, -1, -1), cond]) if any_cfg else cond
 
         scheduler = make_scheduler(pipe, settings.scheduler)
@@ -91,7 +97,11 @@ class BatchSampler:
         latents = self.initial_latents(rows, generators, scheduler.init_noise_sigma)
         step_kwargs = {"generator": generators} if "generator" in inspect.signature(scheduler.step).parameters else {}
 
-        for t in scheduler.timesteps:
+        for step, t in enumerate(scheduler.timesteps):
+            if guard is not None:
+                noise = guard.step_noise(pipe.unet, scheduler.scale_model_input(latents, t), t, step, guidance, state)
+                latents = scheduler.step(noise, t, latents, **step_kwargs).prev_sample
+                continue
             model_input = torch.cat([latents, latents]) if any_cfg else latents
             model_input = scheduler.scale_model_input(model_input, t)
             noise = pipe.unet(model_input, t, encoder_hidden_states=context).sample

@@ -1,7 +1,9 @@
 """Model specs to pipeline folders, with a content fingerprint and safe-loading rules.
 
 A spec is one of: ``pocket`` (the shipped pocket-world model), ``artefact:ID`` or a bare integer (an
-erased model in the store), a local diffusers folder, or a Hugging Face hub id.
+erased model in the store), a local diffusers folder, or a Hugging Face hub id. A folder may carry an
+inference-time guard (``trce_audit_guard.json``); it is part of the folder's fingerprint and
+``load_pipeline`` attaches it.
 """
 
 from __future__ import annotations
@@ -41,6 +43,14 @@ class ModelRef:
     fingerprint: str
     world: str = "sd"  # "sd" or "pocket": which concept world the model lives in
     artefact_id: int | None = None
+    guard: str | None = None  # the inference-time guard the folder carries (trce_audit_guard.json)
+
+    def __post_init__(self) -> None:
+        if self.guard is None:
+            from ..guards.base import read_guard_record
+
+            record = read_guard_record(self.path) if Path(self.path).is_dir() else None
+            object.__setattr__(self, "guard", record["name"] if record else None)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +60,7 @@ class ModelRef:
             "fingerprint": self.fingerprint,
             "world": self.world,
             "artefact_id": self.artefact_id,
+            "guard": self.guard,
         }
 
 
@@ -209,4 +220,8 @@ def load_pipeline(ref: ModelRef, *, dtype: str = "fp32", device: str = "cpu", al
     except Exception as exc:
         raise ModelError(f"cannot load pipeline from {ref.path}: {type(exc).__name__}: {exc}") from exc
     pipe.set_progress_bar_config(disable=True)
+    from ..guards.base import load_guard
+
+    # An inference-time eraser (SLD, SAFREE) travels with its folder and guards every sampler of it.
+    pipe.trce_guard = load_guard(ref.path)
     return pipe.to(device)
