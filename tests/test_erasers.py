@@ -41,7 +41,8 @@ def _stage2(name: str) -> bool:
 ALLOWED = {
     "trce": lambda n: _xattn_kv(n) or _stage2(n),
     "esd-x": lambda n: ".attn2." in n,
-    "esd-u": lambda n: ".attn2." not in n and n.startswith("unet."),
+    # the original ESD script leaves out the output layers (`out.`) and the time embedding
+    "esd-u": lambda n: ".attn2." not in n and n.startswith("unet.") and not n.startswith(("unet.conv_out", "unet.time_embedding")),
     "uce": _xattn_kv,
 }
 
