@@ -27,6 +27,7 @@ TINY = {
     "esd-x": {"iterations": 2, "steps": 4, "latent_size": 8, "lr": 1e-3},
     "esd-u": {"iterations": 2, "steps": 4, "latent_size": 8, "lr": 1e-3},
     "uce": {"n_preserve": 4},
+    "speed": {"n_retain": 4, "caption_set": "coco-3k", "aug_num": 2},
 }
 
 
@@ -44,6 +45,7 @@ ALLOWED = {
     # the original ESD script leaves out the output layers (`out.`) and the time embedding
     "esd-u": lambda n: ".attn2." not in n and n.startswith("unet.") and not n.startswith(("unet.conv_out", "unet.time_embedding")),
     "uce": _xattn_kv,
+    "speed": lambda n: ".attn2.to_v." in n,  # the reference's default edits values only
 }
 
 

@@ -5,4 +5,5 @@ BUILTIN: dict[str, str] = {
     "esd-x": "trce_audit.erasers.esd:ESDX",
     "esd-u": "trce_audit.erasers.esd:ESDU",
     "uce": "trce_audit.erasers.uce:UCE",
+    "speed": "trce_audit.erasers.speed:SPEED",
 }
