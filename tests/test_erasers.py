@@ -28,6 +28,7 @@ TINY = {
     "esd-u": {"iterations": 2, "steps": 4, "latent_size": 8, "lr": 1e-3},
     "uce": {"n_preserve": 4},
     "speed": {"n_retain": 4, "caption_set": "coco-3k", "aug_num": 2},
+    "rece": {"epochs": 2, "n_preserve": 2},
 }
 
 
@@ -46,6 +47,7 @@ ALLOWED = {
     "esd-u": lambda n: ".attn2." not in n and n.startswith("unet.") and not n.startswith(("unet.conv_out", "unet.time_embedding")),
     "uce": _xattn_kv,
     "speed": lambda n: ".attn2.to_v." in n,  # the reference's default edits values only
+    "rece": _xattn_kv,
 }
 
 

@@ -77,7 +77,37 @@ def test_kmeans_centres_are_seeded_and_separate_clusters():
     assert sorted(map(tuple, centres.round().tolist())) == [(0.0, 0.0), (0.0, 10.0), (10.0, 10.0)]
 
 
-@pytest.mark.parametrize("eraser, key", [("speed", "retain_scale")])
+def test_rece_rounds_erase_the_embedding_uce_left_open(pipe, tmp_path):
+    from trce_audit.models.tiny import build_pipeline
+    from trce_audit.erasers.common import cross_attention_projections, encode_prompts
+    from trce_audit.erasers.rece import RECE, adversarial_rows
+    from trce_audit.erasers.uce import UCE
+
+    originals = [layer.weight.data.double().clone() for _, layer in cross_attention_projections(pipe.unet)]
+    rows = encode_prompts(pipe, ["nudity"], "cpu")[0].double()
+    guide = encode_prompts(pipe, [" "], "cpu")[0].double()
+
+    def gap(current_rows):  # how far the edited projections' output for these rows is from the guide's
+        return sum((current_rows @ layer.weight.data.double().T - guide @ layer.weight.data.double().T).norm()
+                   for _, layer in cross_attention_projections(pipe.unet))
+
+    uce = UCE(UCE.make_config(overrides={"guide": "empty", "n_preserve": 0}))
+    uce.erase(pipe, Concept("nudity", (("nudity", ""),)), context=EraseContext(cache_dir=tmp_path))
+    adv = adversarial_rows(pipe, originals, rows, 0.1)
+    # the adversarial rows reproduce the original model's output better than the concept's own rows
+    layers = cross_attention_projections(pipe.unet)
+    err_adv = sum((adv @ l.weight.data.double().T - rows @ w0.T).norm() for (_, l), w0 in zip(layers, originals))
+    err_own = sum((rows @ l.weight.data.double().T - rows @ w0.T).norm() for (_, l), w0 in zip(layers, originals))
+    assert err_adv < err_own
+    open_gap = gap(adv)
+    fresh = build_pipeline("tiny", seed=0)
+    result = RECE(RECE.make_config(overrides={"epochs": 1})).erase(fresh, CONCEPT, context=EraseContext(cache_dir=tmp_path))
+    pipe.unet.load_state_dict(fresh.unet.state_dict())
+    assert gap(adv) < open_gap  # the round mapped that embedding onto the guide
+    assert result.stats["uce_prompts"] == ["nudity"] and len(result.stats["adversarial_shift"]) == 1
+
+
+@pytest.mark.parametrize("eraser, key", [("speed", "retain_scale"), ("rece", "regular_scale")])
 def test_unknown_config_key_names_the_known_keys(cli, tiny_sd_dir, monkeypatch, eraser, key):
     import trce_audit.data as data
 
@@ -93,6 +123,8 @@ def test_unknown_config_key_names_the_known_keys(cli, tiny_sd_dir, monkeypatch, 
         ("speed", {"retain_scale": 0}, "'retain_scale' must be > 0"),
         ("speed", {"params": "Q"}, "config key 'params' must be one of V, K, KV"),
         ("speed", {"n_retain": 3, "caption_set": ""}, "needs a caption_set"),
+        ("rece", {"epochs": -1}, "'epochs' must be >= 0"),
+        ("rece", {"regular_scale": 0}, "'regular_scale' must be > 0"),
     ],
 )
 def test_config_errors(eraser, overrides, message):

@@ -6,4 +6,5 @@ BUILTIN: dict[str, str] = {
     "esd-u": "trce_audit.erasers.esd:ESDU",
     "uce": "trce_audit.erasers.uce:UCE",
     "speed": "trce_audit.erasers.speed:SPEED",
+    "rece": "trce_audit.erasers.rece:RECE",
 }
