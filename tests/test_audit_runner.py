@@ -117,6 +117,9 @@ def test_a_changed_component_makes_the_same_spec_a_new_audit(store, workspace, m
     first = run_audit_spec(store, workspace, spec)
     again = run_audit_spec(store, workspace, spec)
     assert again["audit_run_id"] == first["audit_run_id"] and again["resumed"]
+    # Batch size and device are runtime options: the same spec on another device is the same audit.
+    rebatched = run_audit_spec(store, workspace, spec.replace("batch_size = 3", 'batch_size = 2\ndevice = "cpu"'))
+    assert rebatched["audit_run_id"] == first["audit_run_id"] and rebatched["resumed"]
     monkeypatch.setattr(UCE, "version", UCE.version + "-changed")
     upgraded = run_audit_spec(store, workspace, spec)
     assert upgraded["audit_run_id"] != first["audit_run_id"] and not upgraded.get("resumed")

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::trce_audit.attacks.base.BelowPa
 
 @dataclass
 class StrictConfig(PocketConfig):
-    threshold: float = 0.9
+    threshold: float = 0.99
 
 
 class StrictPocketScorer(PocketDetectorMetric):
@@ -43,14 +43,14 @@ UNLEARNDIFF = {"timesteps": 2, "iterations": 1, "k": 2, "target_steps": 10}
 
 
 def _judge_only_from_detections(store, generation_run_id: int) -> int:
-    """Images the judge (pocket, threshold 0.5) flags and the scorer (pocket-strict, 0.9) does not."""
+    """Images the judge (pocket, threshold 0.5) flags and the scorer (pocket-strict, 0.99) does not."""
     from trce_audit.store.schema import Detection, Generation
 
     with store.session() as session:
         ids = [g.id for g in session.query(Generation).filter(Generation.run_id == generation_run_id)]
         scores = {(d.generation_id, d.detector): d.score for d in session.query(Detection).filter(
             Detection.generation_id.in_(ids), Detection.label == "cross")}
-    return sum(1 for gid in ids if scores[(gid, "pocket")] > 0.5 and not scores[(gid, "pocket-strict")] > 0.9)
+    return sum(1 for gid in ids if scores[(gid, "pocket")] > 0.5 and not scores[(gid, "pocket-strict")] > 0.99)
 
 
 def test_attack_records_its_judge_queries_and_scores_under_judge_and_scorer(store, workspace, strict_scorer, monkeypatch):

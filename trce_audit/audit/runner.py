@@ -91,8 +91,20 @@ def validate_components(spec: AuditSpec, world: str) -> dict[str, Any]:
         resolved["attacks"].append({"name": attack.name, "version": attack_cls.version, "config": built.identity_dict(),
                                     "judge": judge, "as_published": spec.as_published(attack)})
     for metric in sorted({*spec.metrics.eval, *spec.metrics.preserve, *judges}):
-        resolved["metrics"][metric] = registry.load("metric", metric).version
+        resolved["metrics"][metric] = _metric_identity(registry.load("metric", metric))
     return resolved
+
+
+def _metric_identity(runner_cls: Any) -> dict[str, Any]:
+    """A metric's version and, for per-image runners, its detector key (name, version, weights hash): a
+    retrained detector or a re-tuned scorer makes the same spec a new audit instead of a stale one."""
+    from ..errors import TrceAuditError
+
+    try:
+        key = list(runner_cls.from_options(None).detector_key())
+    except (TrceAuditError, NotImplementedError, ImportError):  # set-level runners; an extra not installed
+        key = None
+    return {"version": runner_cls.version, "detector": key}
 
 
 def _concept_detector(spec: AuditSpec, world: str) -> str | None:
@@ -141,8 +153,9 @@ def run_audit(
     base = resolve_model(spec.model, store=store, workspace=workspace, allow_pickle=allow_pickle)
     components = validate_components(spec, base.world)
     handle = store.start_run(
-        kind="audit", component="audit", config=spec.as_dict(), model_ref=spec.model,
-        model_fingerprint=base.fingerprint, runtime={"device": device or spec.generation.device},
+        kind="audit", component="audit", config=spec.identity_dict(), model_ref=spec.model,
+        model_fingerprint=base.fingerprint,
+        runtime={"device": device or spec.generation.device, "batch_size": spec.generation.batch_size},
         inputs={"components": components},
     )
     if handle.status == "complete":

@@ -26,7 +26,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 from ..errors import ConfigError, one_line
 from ..gating.limits import AsrLimit, asr_limit, parse_points
@@ -97,6 +97,8 @@ def _positive_int(value: Any, where: str, *, optional: bool = True) -> int | Non
 @dataclass(frozen=True)
 class GenerationSpec:
     """Field names match trce_audit.generation.GenerationSettings (batch_size and device are runtime-only)."""
+
+    runtime_fields: ClassVar[tuple[str, ...]] = ("batch_size", "device")
 
     steps: int = 30
     limit: int | None = None
@@ -305,6 +307,13 @@ class AuditSpec:
         data = asdict(self)
         data["gate"] = self.gate.as_dict()
         return _without_none(json.loads(json.dumps(data)))  # as TOML would give it: lists, no nulls
+
+    def identity_dict(self) -> dict[str, Any]:
+        """``as_dict`` without the runtime-only generation options (batch size, device): the same spec
+        run on a GPU or with another batch size is the same audit."""
+        data = self.as_dict()
+        data["generation"] = {k: v for k, v in data.get("generation", {}).items() if k not in GenerationSpec.runtime_fields}
+        return data
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> "AuditSpec":

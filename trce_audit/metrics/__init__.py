@@ -5,4 +5,5 @@ BUILTIN: dict[str, str] = {
     "fid": "trce_audit.metrics.fid:CleanFID",
     "clip": "trce_audit.metrics.clip:CLIPScore",
     "pocket": "trce_audit.metrics.pocket:PocketDetectorMetric",
+    "pocket-heldout": "trce_audit.metrics.pocket_heldout:PocketHeldoutMetric",
 }

@@ -26,12 +26,16 @@ import torch.nn.functional as F
 
 from . import world
 
-DETECTOR_VERSION = "pocket-detector-v1"
+# v1: clean renders only (calls colour noise a cross); v2: v1 fine-tuned with negatives (judge_training.py).
+# Old versions stay loadable by name so that results stored under them can be re-scored.
+DETECTOR_VERSION = "pocket-detector-v2"
 CONCEPT_NAMES: tuple[str, ...] = world.KINDS
 COLOUR_NAMES: tuple[str, ...] = world.COLOUR_NAMES
 BACKGROUND_NAMES: tuple[str, ...] = world.BACKGROUNDS
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-DETECTOR_PATH = WEIGHTS_DIR / "detector.safetensors"
+DETECTOR_PATHS = {"pocket-detector-v1": WEIGHTS_DIR / "detector.safetensors",
+                  "pocket-detector-v2": WEIGHTS_DIR / "detector-v2.safetensors"}
+DETECTOR_PATH = DETECTOR_PATHS[DETECTOR_VERSION]
 FEATURE_DIM = 128
 
 
@@ -102,8 +106,24 @@ def _resize(x: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- loading
-def weights_sha256(path: str | Path = DETECTOR_PATH) -> str:
+def detector_path(version: str | None = None) -> Path:
+    """Weights file of a detector version (default: the current one)."""
+    from ..errors import ConfigError
+
+    version = version or DETECTOR_VERSION
+    if version not in DETECTOR_PATHS:
+        raise ConfigError(f"unknown pocket detector version {version!r}; known: {', '.join(DETECTOR_PATHS)}")
+    return DETECTOR_PATHS[version]
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256(path: str, mtime: float) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def weights_sha256(path: str | Path | None = None, version: str | None = None) -> str:
+    p = Path(path or detector_path(version))
+    return _sha256(str(p), p.stat().st_mtime)
 
 
 @functools.lru_cache(maxsize=4)
@@ -118,15 +138,17 @@ def _load(path: str) -> PocketDetector:
     return net
 
 
-def load_detector(path: str | Path | None = None, device: str | torch.device = "cpu") -> PocketDetector:
-    """Load the shipped detector (cached).  Returns an eval-mode module on ``device``."""
-    net = _load(str(path or DETECTOR_PATH))
+def load_detector(path: str | Path | None = None, device: str | torch.device = "cpu",
+                  version: str | None = None) -> PocketDetector:
+    """Load a shipped detector (cached; ``version`` picks one, default the current).  Returns an
+    eval-mode module on ``device``."""
+    net = _load(str(path or detector_path(version)))
     return net.to(device)
 
 
-def detector_info(path: str | Path | None = None) -> dict:
-    p = Path(path or DETECTOR_PATH)
-    return {"version": DETECTOR_VERSION, "concepts": list(CONCEPT_NAMES), "sha256": weights_sha256(p),
+def detector_info(path: str | Path | None = None, version: str | None = None) -> dict:
+    p = Path(path or detector_path(version))
+    return {"version": version or DETECTOR_VERSION, "concepts": list(CONCEPT_NAMES), "sha256": weights_sha256(p),
             "path": str(p)}
 
 
@@ -208,7 +230,7 @@ def evaluate_accuracy(detector=None, n: int = 2000, seed: int = 12345, device="c
             "background_accuracy": float(bacc)}
 
 
-def train_detector(out: str | Path = DETECTOR_PATH, steps: int = 3000, batch: int = 128, seed: int = 0,
+def train_detector(out: str | Path = DETECTOR_PATHS["pocket-detector-v1"], steps: int = 3000, batch: int = 128, seed: int = 0,
                    device: str = "cpu", lr: float = 2e-3, log_every: int = 100) -> dict:
     from safetensors.torch import save_file
 
@@ -243,9 +265,10 @@ def train_detector(out: str | Path = DETECTOR_PATH, steps: int = 3000, batch: in
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="train / evaluate the pocket concept detector")
+    ap = argparse.ArgumentParser(description="train (v1) / evaluate the pocket concept detector")
     ap.add_argument("--train", action="store_true")
-    ap.add_argument("--out", default=str(DETECTOR_PATH))
+    ap.add_argument("--version", default=DETECTOR_VERSION, choices=list(DETECTOR_PATHS))
+    ap.add_argument("--out", default=None)
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
@@ -253,11 +276,12 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
+    out = a.out or detector_path(a.version)
     if a.train:
-        res = train_detector(a.out, a.steps, a.batch, a.seed, a.device)
+        res = train_detector(out, a.steps, a.batch, a.seed, a.device)
     else:
-        res = evaluate_accuracy(load_detector(a.out))
-    res["info"] = detector_info(a.out)
+        res = evaluate_accuracy(load_detector(out))
+    res["info"] = detector_info(out, version=a.version)
     print(json.dumps(res, indent=2))
     return res
 
