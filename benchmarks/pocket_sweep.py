@@ -39,7 +39,8 @@ def parse_setting(text: str) -> tuple[str, dict[str, str], str | None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trce_audit.api import erase, evaluate
+    # trce_audit.api.erase / .evaluate are the functions (docs of trce_audit.api)
+    from trce_audit.api import erase as erase_concept_by_name, evaluate as evaluate_model
     from trce_audit.generation import GenerationSettings
     from trce_audit.store import Store
     from trce_audit.workspace import Workspace
@@ -70,13 +71,13 @@ def main(argv: list[str] | None = None) -> int:
         name, overrides, stages = parse_setting(text)
         model, seconds = "pocket", 0.0
         if name != "base":
-            record = erase.erase(store, workspace, eraser=name, concept=args.concept, model="pocket",
+            record = erase_concept_by_name(store, workspace, eraser=name, concept=args.concept, model="pocket",
                                  overrides=overrides, stages=stages, batch_size=32)
             model = f"artefact:{record['artefact_id']}"
             seconds = 0.0 if record["reused"] else float(record["seconds"])
         cells = []
         for set_name in (*SETS[:3], own_set, SETS[3]):
-            result = evaluate.evaluate(store, workspace, model=model, prompts=set_name, metrics=["pocket"], settings=settings,
+            result = evaluate_model(store, workspace, model=model, prompts=set_name, metrics=["pocket"], settings=settings,
                                        limit=None if set_name == own_set else args.limit, concept=args.concept)
             values = {m["name"]: m["value"] for m in result["metrics"]}
             cells.append(f"{100 * values['asr']:.1f}")

@@ -29,6 +29,8 @@ TINY = {
     "uce": {"n_preserve": 4},
     "sld": {"preset": "max", "safety_concept": "nude, naked body"},
     "safree": {"up_t": 4},
+    "speed": {"n_retain": 4, "caption_set": "coco-3k", "aug_num": 2},
+    "rece": {"epochs": 2, "n_preserve": 2},
 }
 # Inference-time erasers change no tensor: their contract is the guard the saved folder carries, which
 # loads with the folder and changes what the engine draws.
@@ -46,10 +48,13 @@ def _stage2(name: str) -> bool:
 ALLOWED = {
     "trce": lambda n: _xattn_kv(n) or _stage2(n),
     "esd-x": lambda n: ".attn2." in n,
-    "esd-u": lambda n: ".attn2." not in n and n.startswith("unet."),
+    # the original ESD script leaves out the output layers (`out.`) and the time embedding
+    "esd-u": lambda n: ".attn2." not in n and n.startswith("unet.") and not n.startswith(("unet.conv_out", "unet.time_embedding")),
     "uce": _xattn_kv,
     "sld": lambda n: False,
     "safree": lambda n: False,
+    "speed": lambda n: ".attn2.to_v." in n,  # the reference's default edits values only
+    "rece": _xattn_kv,
 }
 
 

@@ -183,12 +183,39 @@ def test_stage2_plan_default_vs_reference():
     assert all(s is not None and s.timestep == timesteps[s.state] for b in plan.regulariser for s in b)
     ref = make_plan(CONCEPT, config.updated({"mode": "reference"}), timesteps, 1000)
     assert [s.trajectory for s in ref.malicious[:4]] == [0, 1, 2, 3]  # the reference never shuffles
-    for s in ref.malicious:  # the latent after step s - 1, t drawn from that step's interval
-        assert (49 - (s.state - 1)) * 20 <= s.timestep < (50 - (s.state - 1)) * 20
+    for s in ref.malicious:  # the latent after step s with exactly step s's timestep (the stored t wins)
+        assert 1 <= s.state <= 26 and s.timestep == timesteps[s.state - 1]
+    # the regulariser keeps its drawn t: somewhere in step r's interval, not always its start
+    drawn = [s for b in ref.regulariser for s in b if s is not None]
+    assert all((49 - (s.state - 1)) * 20 <= s.timestep < (50 - (s.state - 1)) * 20 for s in drawn)
+    assert any(s.timestep != timesteps[s.state - 1] for s in drawn)
     # regulariser files (i·R + j) mod n with i the index within the epoch: every epoch reuses the same ones
     for it in (1, 4):
         for j, s in enumerate(ref.regulariser[it]):
             assert s is None or s.trajectory == ((it % 4) * 4 + j) % 8
+
+
+def test_unsafe_gets_the_references_unsafe_setup():
+    from trce_audit.erasers.trce import TRCE
+    from trce_audit.erasers.trce.stage2 import make_plan, trajectory_prompts
+
+    config = TRCE.make_config(concept="unsafe")
+    assert (config.preset, config.pairs_stage2, config.concept_num) == ("unsafe", 60, 20)
+    assert config.trajectory_template == "an image depicting {}"
+    assert config.updated({"mode": "reference"}).effective_preserve_scale == 0.02
+    assert config.effective_preserve_scale == pytest.approx(0.02**2)
+    nudity = TRCE.make_config(concept="nudity")
+    assert (nudity.preset, nudity.pairs_stage2, nudity.trajectory_template) == ("sexual", 20, "a photo of {}")
+    assert TRCE.make_config(world="pocket", concept="unsafe").preset == "sexual"  # the preset is SD's
+    many = Concept("unsafe", tuple((f"bad {i}", f"good {i}") for i in range(70)))
+    prompts = trajectory_prompts(many, config)
+    assert len(prompts) == 60 * 5 and prompts[0] == ("an image depicting bad 0", "an image depicting good 0")
+    # reference mode: regulariser files (i·4 + j) mod 2000, so 300 trajectories reach index 1199
+    ref = make_plan(many, config.updated({"mode": "reference", "iterations": 300}), list(range(980, -1, -20)), 1000)
+    assert ref.n_uncond == 1200
+    for it in (0, 150, 299):
+        assert all(s is None or s.trajectory == (it * 4 + j) % 2000 for j, s in enumerate(ref.regulariser[it]))
+    assert max(s.trajectory for b in ref.regulariser for s in b if s) <= 1199
 
 
 def test_config_file_and_overrides(tmp_path):

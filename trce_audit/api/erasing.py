@@ -114,7 +114,7 @@ def erase_concept(
     ref = model if isinstance(model, ModelRef) else resolve_model(model, store=store, workspace=workspace, allow_pickle=allow_pickle)
     if concept.world != ref.world:
         raise ConfigError(f"concept {concept.name!r} belongs to the {concept.world} world but model {ref.spec!r} to the {ref.world} world")
-    config = cls.make_config(world=ref.world, config_file=config_file, overrides=overrides)
+    config = cls.make_config(world=ref.world, config_file=config_file, overrides=overrides, concept=concept.name)
     run_fields = dict(
         kind="erase",
         component=eraser,

@@ -73,7 +73,7 @@ def validate_components(spec: AuditSpec, world: str) -> dict[str, Any]:
         _check_preset("eraser", eraser.name, eraser.preset, world)
         config, stages = _eraser_config(eraser.config)
         eraser_cls = registry.load("eraser", eraser.name)
-        built = eraser_cls.make_config(world=world, overrides=config)
+        built = eraser_cls.make_config(world=world, overrides=config, concept=spec.concept)
         if stages is not None:
             from ..api.erase import parse_stages
 

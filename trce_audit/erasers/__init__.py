@@ -7,4 +7,6 @@ BUILTIN: dict[str, str] = {
     "uce": "trce_audit.erasers.uce:UCE",
     "sld": "trce_audit.erasers.sld:SLD",
     "safree": "trce_audit.erasers.safree:SAFREE",
+    "speed": "trce_audit.erasers.speed:SPEED",
+    "rece": "trce_audit.erasers.rece:RECE",
 }

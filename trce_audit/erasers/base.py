@@ -76,8 +76,8 @@ class Eraser:
             raise ConfigError(f"{self.name} expects a {self.Config.__qualname__}, got {type(self.config).__qualname__}")
 
     @classmethod
-    def make_config(cls, *, world: str = "sd", config_file=None, overrides=None) -> EraserConfig:
-        return build_config(cls.Config, world=world, config_file=config_file, overrides=overrides, section=cls.name)
+    def make_config(cls, *, world: str = "sd", config_file=None, overrides=None, concept: str | None = None) -> EraserConfig:
+        return build_config(cls.Config, world=world, config_file=config_file, overrides=overrides, section=cls.name, concept=concept)
 
     @classmethod
     def check_stages(cls, stages: tuple[int, ...] | None) -> None:

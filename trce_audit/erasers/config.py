@@ -86,6 +86,12 @@ class EraserConfig:
         """The defaults for a world ("sd" or "pocket"); subclasses override where the worlds differ."""
         return cls()
 
+    @classmethod
+    def for_target(cls, world: str = "sd", concept: str | None = None) -> "EraserConfig":
+        """The defaults for a world and the concept being erased; a reference setup that differs per
+        concept (TRCE's unsafe preset) overrides this, every other config uses ``for_world``."""
+        return cls.for_world(world)
+
     def as_dict(self) -> dict[str, Any]:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in dataclasses.fields(self)}
 
@@ -133,9 +139,10 @@ def build_config(
     config_file: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
     section: str | None = None,
+    concept: str | None = None,
 ) -> EraserConfig:
-    """World defaults, then the TOML file (top level, or its ``[section]`` table), then overrides."""
-    config = config_cls.for_world(world)
+    """World (and concept) defaults, then the TOML file (top level, or its ``[section]`` table), then overrides."""
+    config = config_cls.for_target(world, concept)
     if config_file is not None:
         data = read_config_file(config_file)
         if section and isinstance(data.get(section), dict):

@@ -74,14 +74,22 @@ def is_linear_or_conv(module) -> bool:
     return isinstance(module, (torch.nn.Linear, torch.nn.Conv2d))
 
 
+# The CompVis script's noxattn set skips `out.` (norm + output conv) and `time_embed`; in diffusers
+# names those are conv_norm_out/conv_out and time_embedding (esd_sd.py dropped the exclusion).
+NOXATTN_EXCLUDED_PREFIXES = ("conv_out", "conv_norm_out", "time_embedding")
+
+
 def esd_parameters(unet, method: str) -> list[tuple[str, Any]]:
-    """Parameters of Linear/Conv2d modules inside (xattn) or outside (noxattn) the cross-attention."""
+    """Parameters of Linear/Conv2d modules inside (xattn) or outside (noxattn) the cross-attention;
+    noxattn leaves out the output and time-embedding layers, as the original script does."""
     chosen = []
     unet.requires_grad_(False)
     for name, module in unet.named_modules():
         if not is_linear_or_conv(module):
             continue
         inside = "attn2" in name
+        if method == "noxattn" and name.startswith(NOXATTN_EXCLUDED_PREFIXES):
+            continue
         if (method == "xattn") == inside:
             for leaf, param in module.named_parameters(recurse=False):
                 param.requires_grad_(True)
@@ -160,6 +168,7 @@ class ESDX(_ESD):
 
 class ESDU(_ESD):
     name: ClassVar[str] = "esd-u"
+    version: ClassVar[str] = "3"  # 3: conv_out and time_embedding no longer trained (the original's set)
     Config: ClassVar[type[ESDConfig]] = ESDUConfig
     method: ClassVar[str] = "noxattn"
     description: ClassVar[str] = "ESD-u: erase by negative guidance, fine-tuning all layers but cross-attention"

@@ -72,6 +72,26 @@ def last_token_rows(pipe, prompts: list[str], device):
     return emb[torch.arange(len(prompts), device=emb.device), idx].double()
 
 
+def closed_form_edit(pipe, erase, guide, keep, *, erase_scale: float, preserve_scale: float, lamb: float) -> int:
+    """W' = (λ·W + s_e·Σ W·g·cᵀ + s_p·Σ W·k·kᵀ)(λ·I + s_e·Σ c·cᵀ + s_p·Σ k·kᵀ)⁻¹ on every cross-attention
+    key/value projection, with rows c (erase), g (their guides) and k (kept), float64; returns how many
+    projections it edited. Every projection reads the same embeddings and its values are W·g, so
+    W' = W·R·S⁻¹ with R and S shared by all of them (UCE and RECE's re-erasure both use this)."""
+    import torch
+
+    from .common import cross_attention_projections, solve_closed_form
+
+    eye = torch.eye(erase.shape[1], dtype=torch.float64, device=erase.device)
+    cross = erase_scale * guide.T @ erase + preserve_scale * keep.T @ keep + lamb * eye
+    second = erase_scale * erase.T @ erase + preserve_scale * keep.T @ keep + lamb * eye
+    shared = solve_closed_form(cross, second)
+    projections = cross_attention_projections(pipe.unet)
+    with torch.no_grad():
+        for _, layer in projections:
+            layer.weight.data = (layer.weight.data.double() @ shared).to(layer.weight.dtype)
+    return len(projections)
+
+
 class UCE(Eraser):
     name: ClassVar[str] = "uce"
     version: ClassVar[str] = "3"  # 2: preserved captions leave out rows that ask for the erased concept; 3: preserve_concepts
@@ -79,33 +99,22 @@ class UCE(Eraser):
     description: ClassVar[str] = "UCE: unified closed-form editing of cross-attention keys and values"
 
     def apply(self, pipe, concept: "Concept", context: EraseContext):
-        import torch
-
-        from .common import cross_attention_projections, solve_closed_form
-
         config = self.config
         erase = last_token_rows(pipe, concept.keywords, context.device)
         guides = concept.safe_phrases if config.guide == "safe" else [""] * len(concept.keywords)
         guide = last_token_rows(pipe, guides, context.device)
         captions = context.caption_list(config.caption_set, config.n_preserve) if config.n_preserve else []
         captions = captions + list(config.preserve_concepts)
-        dim = erase.shape[1]
-        keep = last_token_rows(pipe, captions, context.device) if captions else erase.new_zeros((0, dim))
-        eye = torch.eye(dim, dtype=torch.float64, device=erase.device)
-        # Every projection reads the same embeddings, so W' = W·(R)·(S)⁻¹ with shared R and S.
-        cross = config.erase_scale * guide.T @ erase + config.preserve_scale * keep.T @ keep + config.lamb * eye
-        second = config.erase_scale * erase.T @ erase + config.preserve_scale * keep.T @ keep + config.lamb * eye
-        shared = solve_closed_form(cross, second)
-        projections = cross_attention_projections(pipe.unet)
-        with torch.no_grad():
-            for _, layer in projections:
-                layer.weight.data = (layer.weight.data.double() @ shared).to(layer.weight.dtype)
-        context.progress("uce: closed form", 1, 1)
+        keep = last_token_rows(pipe, captions, context.device) if captions else erase.new_zeros((0, erase.shape[1]))
+        edited = closed_form_edit(
+            pipe, erase, guide, keep, erase_scale=config.erase_scale, preserve_scale=config.preserve_scale, lamb=config.lamb
+        )
+        context.progress(f"{self.name}: closed form", 1, 1)
         stats = {
             "erase_prompts": concept.keywords,
             "guide_prompts": guides,
             "n_preserve": len(captions),
             "preserve_concepts": list(config.preserve_concepts),
-            "edited": len(projections),
+            "edited": edited,
         }
         return stats, {}

@@ -18,7 +18,7 @@ STAGES = (1, 2)
 
 class TRCE(Eraser):
     name: ClassVar[str] = "trce"
-    version: ClassVar[str] = "2"  # 2: preserved captions leave out rows that ask for the erased concept
+    version: ClassVar[str] = "3"  # 2: preserved captions leave out rows that ask for the erased concept; 3: reference-mode timesteps
     Config: ClassVar[type[TRCEConfig]] = TRCEConfig
     description: ClassVar[str] = "TRCE: closed-form cross-attention refinement + early-step contrastive fine-tuning"
     default_stages: ClassVar[tuple[int, ...]] = STAGES

@@ -10,10 +10,14 @@ from typing import ClassVar, Optional
 from ...errors import ConfigError
 from ..config import EraserConfig
 
-# Default-mode preserve scale that reproduces the reference's effective prior weight on 30k COCO
-# captions: reference = 0.01 (config) * 0.01 (applied again) / 3e4 * sum = 1e-4 * caption mean.
+# Default-mode preserve scale that reproduces the reference's effective prior weight if its cache holds
+# 30k COCO captions: reference = 0.01 (config) * 0.01 (applied again) / 3e4 * sum = 1e-4 * caption mean.
+# How many captions the cache holds is not known; with MACE's full COCO-2014 cache (616,767 captions)
+# the reference's weight would be ~20.6x this (docs/fidelity.md, stage 1 item 7).
 DEFAULT_PRESERVE_SCALE = 1e-4
 REFERENCE_PRESERVE_SCALE = 0.01
+# The reference's stage-1 preserve scale per setup (config/stage1/stage1_{sexual,unsafe}_default.yaml).
+PRESET_PRESERVE_SCALES = {"sexual": REFERENCE_PRESERVE_SCALE, "unsafe": 0.02}
 CAPTION_SETS = {"sd": "coco-3k", "pocket": "pocket-general"}
 
 
@@ -21,13 +25,15 @@ CAPTION_SETS = {"sd": "coco-3k", "pocket": "pocket-general"}
 class TRCEConfig(EraserConfig):
     # "default" fixes the reference's slips; "reference" reproduces its arithmetic (docs/fidelity.md).
     mode: str = "default"
+    # which reference setup the unset defaults follow: "sexual" (nudity) or "unsafe" (TRCE's 60 concepts)
+    preset: str = "sexual"
     seed: int = 0
     # stage 1: closed-form refinement of attn2.to_k / attn2.to_v
     concept_num: int = 20
     augment_num: int = 15
     # weights of the rows [SoT], first [EoT], padding [EoT]s, keyword tokens
     token_weights: tuple[float, ...] = (0.0, 1.0, 0.0, 0.0)
-    preserve_scale: Optional[float] = None  # None: 1e-4 (default mode) or 0.01 (reference mode)
+    preserve_scale: Optional[float] = None  # None: the preset's scale squared (default mode) or as is (reference)
     lamb: float = 0.0
     caption_set: Optional[str] = None  # None: coco-3k (sd) or pocket-general (pocket)
     n_captions: Optional[int] = None  # None: the whole caption set
@@ -36,6 +42,7 @@ class TRCEConfig(EraserConfig):
     lr: float = 1e-6
     epochs: int = 3
     iterations: Optional[int] = None  # None: epochs x number of malicious trajectories
+    stage2_concept_num: Optional[int] = None  # None: concept_num (the unsafe preset uses 60 pairs in stage 2)
     images_per_prompt: int = 5
     trajectory_template: str = "a photo of {}"
     trajectory_guidance: float = 3.0
@@ -50,7 +57,9 @@ class TRCEConfig(EraserConfig):
     weight_decay: float = 0.01
     latent_size: Optional[int] = None  # None: the UNet's sample_size
 
-    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"mode": ("default", "reference"), "prior_rows": ("all", "prompt")}
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "mode": ("default", "reference"), "prior_rows": ("all", "prompt"), "preset": tuple(PRESET_PRESERVE_SCALES),
+    }
 
     @classmethod
     def for_world(cls, world: str = "sd") -> "TRCEConfig":
@@ -69,6 +78,14 @@ class TRCEConfig(EraserConfig):
             raise ConfigError(f"unknown world {world!r}; expected sd or pocket")
         return cls(caption_set=CAPTION_SETS["sd"])
 
+    @classmethod
+    def for_target(cls, world: str = "sd", concept: Optional[str] = None) -> "TRCEConfig":
+        if world == "sd" and concept == "unsafe":
+            # run_trce_stage1 with stage1_unsafe_default.yaml (preserve scale 0.02, 20 pairs) and the
+            # unsafe part of stage2_data_preparation.py (60 pairs, "an image depicting {}")
+            return cls(caption_set=CAPTION_SETS["sd"], preset="unsafe", stage2_concept_num=60, trajectory_template="an image depicting {}")
+        return cls.for_world(world)
+
     @property
     def reference(self) -> bool:
         return self.mode == "reference"
@@ -77,7 +94,13 @@ class TRCEConfig(EraserConfig):
     def effective_preserve_scale(self) -> float:
         if self.preserve_scale is not None:
             return self.preserve_scale
-        return REFERENCE_PRESERVE_SCALE if self.reference else DEFAULT_PRESERVE_SCALE
+        scale = PRESET_PRESERVE_SCALES[self.preset]
+        # default mode applies the weight once: the reference's scale applied twice (see DEFAULT_PRESERVE_SCALE)
+        return scale if self.reference else scale * scale
+
+    @property
+    def pairs_stage2(self) -> int:
+        return self.stage2_concept_num if self.stage2_concept_num is not None else self.concept_num
 
     def validate(self) -> None:
         if len(self.token_weights) != 4:
@@ -93,6 +116,8 @@ class TRCEConfig(EraserConfig):
                 raise ConfigError(f"config key {key!r} must be positive, got {value!r}")
         if not 0 <= self.max_early_step < self.steps - 1:
             raise ConfigError(f"config key 'max_early_step' must lie in [0, steps - 2], got {self.max_early_step}")
+        if self.stage2_concept_num is not None and self.stage2_concept_num <= 0:
+            raise ConfigError(f"config key 'stage2_concept_num' must be positive, got {self.stage2_concept_num}")
         if self.iterations is not None and self.iterations < 0:
             raise ConfigError(f"config key 'iterations' must be >= 0, got {self.iterations}")
         if "{}" not in self.trajectory_template:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .config import TRCEConfig
 
 TRAJECTORY_CACHE_VERSION = 1
+REFERENCE_UNCOND_POOL = 2000  # unconditional trajectories the reference generates; it indexes them mod this
 REFERENCE_REG_OFFSET = 0.01  # the reference starts its regulariser sum at 0.01 (a constant; no gradient)
 
 
@@ -65,7 +66,7 @@ class Plan:
 
 
 def trajectory_prompts(concept: "Concept", config: "TRCEConfig") -> list[tuple[str, str]]:
-    pairs = concept.pairs[: config.concept_num]
+    pairs = concept.pairs[: config.pairs_stage2]
     fill = config.trajectory_template.format
     return [(fill(bad), fill(good)) for bad, good in pairs for _ in range(config.images_per_prompt)]
 
@@ -80,6 +81,8 @@ def make_plan(concept: "Concept", config: "TRCEConfig", timesteps: list[int], nu
     malicious: list[Sample] = []
     regulariser: list[list[Sample | None]] = []
     order: list[int] = []
+    # reference: files (i·R + j) mod 2000, i the index within the epoch; only those indices are generated
+    n_uncond = min(REFERENCE_UNCOND_POOL, n * config.reg_batch_size) if config.reference else config.n_uncond
     for it in range(total):
         within = it % n
         if within == 0:
@@ -88,12 +91,13 @@ def make_plan(concept: "Concept", config: "TRCEConfig", timesteps: list[int], nu
                 rng.shuffle(order)
         s = rng.randint(0, config.max_early_step)
         if config.reference:
-            # the latent after step s, with t drawn from step s's interval (what the reference does)
-            malicious.append(Sample(order[within], s + 1, rng.randrange((steps - 1 - s) * stride, (steps - s) * stride)))
+            # the latent after step s with step s's own timestep: the reference draws t from step s's
+            # interval but then overwrites it with the stored one (`latent, noise_pred, t = pred_list[s]`)
+            malicious.append(Sample(order[within], s + 1, int(timesteps[s])))
             batch: list[Sample | None] = []
             for j in range(config.reg_batch_size):
                 r = rng.randint(0, steps)
-                traj = (within * config.reg_batch_size + j) % config.n_uncond
+                traj = (within * config.reg_batch_size + j) % REFERENCE_UNCOND_POOL
                 batch.append(None if r == steps else Sample(traj, r + 1, rng.randrange((steps - 1 - r) * stride, (steps - r) * stride)))
         else:
             malicious.append(Sample(order[within], s, int(timesteps[s])))
@@ -102,7 +106,7 @@ def make_plan(concept: "Concept", config: "TRCEConfig", timesteps: list[int], nu
                 r = rng.randrange(steps)
                 batch.append(Sample(rng.randrange(config.n_uncond), r, int(timesteps[r])))
         regulariser.append(batch)
-    return Plan(prompts, malicious, regulariser, config.n_uncond)
+    return Plan(prompts, malicious, regulariser, n_uncond)
 
 
 def trajectory_latents(
