@@ -24,7 +24,10 @@ from . import world
 
 S = world.IMAGE_SIZE * world.SUPERSAMPLE
 VISIBLE_CROSS = 0.75
-HIDDEN_ARM = 0.35
+# an arm at most 15% visible leaves a stub of <= 0.1 r beyond the hub, under a third of the bar's half-width
+# (0.3 r): the hub's edge shows no protrusion there and the shape reads as a T or L. At 0.35 the stub reached
+# 0.25 r, a clearly visible short arm that a person calls a partly hidden cross (docs/pocket-world.md).
+HIDDEN_ARM = 0.15
 CROSS = world.KINDS.index("cross")
 
 
