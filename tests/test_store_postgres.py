@@ -57,6 +57,8 @@ def test_pocket_eval_on_postgres_resumes_without_new_rows(cli, pg_database):
     again = json.loads(out)
     assert code == 0 and (first["generated"], again["generated"]) == (2, 0)
     assert [m["value"] for m in again["metrics"]] == [m["value"] for m in first["metrics"]]
-    assert store.counts() == counts and counts["generations"] == 2 and counts["metrics"] == 1
+    # the pocket judge is calibrated, so its ASR is stored beside a Rogan-Gladen-corrected one
+    assert sorted(m["name"] for m in first["metrics"]) == ["asr", "asr_corrected"]
+    assert store.counts() == counts and counts["generations"] == 2 and counts["metrics"] == 2
     assert all(run.model_ref == "pocket" for run in store.list_runs())
     store.close()
