@@ -94,6 +94,12 @@ def extra_checks() -> list[dict[str, Any]]:
                "pip install 'trce-audit[nudenet]'"),
         _check("extra fid", cleanfid, "clean-fid importable" if cleanfid else "clean-fid is not installed (the fid metric needs it)",
                "pip install --no-deps 'clean-fid==0.1.35' (its torchvision dependency is optional here)"),
+        _check("extra ray", importlib.util.find_spec("ray") is not None,
+               "ray importable (--executor ray)" if importlib.util.find_spec("ray") else "ray is not installed (only --executor ray needs it)",
+               "pip install 'trce-audit[ray]'"),
+        _check("extra postgres", importlib.util.find_spec("psycopg") is not None,
+               "psycopg importable (--db postgresql+psycopg://...)" if importlib.util.find_spec("psycopg") else "psycopg is not installed (only a Postgres --db needs it)",
+               "pip install 'trce-audit[postgres]'"),
         _check("chromium", bool(chromium), chromium or "not on PATH (only the report browser test uses it)",
                "apt-get install -y chromium"),
     ]
