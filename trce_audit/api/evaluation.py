@@ -52,18 +52,6 @@ def _detector_checks(runners, metric_options, workspace, concept) -> list:
     return checks
 
 
-def _metric_record(metric) -> dict[str, Any]:
-    return {
-        "name": metric.name,
-        "scorer": metric.scorer,
-        "value": metric.value,
-        "n": metric.n,
-        "ci_low": metric.ci_low,
-        "ci_high": metric.ci_high,
-        "protocol": metric.protocol,
-    }
-
-
 def evaluate(
     store: "Store",
     workspace: "Workspace",
@@ -142,7 +130,7 @@ def evaluate(
     except BaseException as exc:
         store.fail_run(handle.id, one_line(f"{type(exc).__name__}: {exc}"))
         raise
-    records = [_metric_record(m) for m in store.metrics(handle.id)]
+    records = [m.as_record() for m in store.metrics(handle.id)]
     store.complete_run(
         handle.id,
         {

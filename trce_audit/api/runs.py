@@ -39,10 +39,7 @@ def show_run(store: Store, run_id: int) -> dict[str, Any]:
         error=run.error,
         summary=run.summary,
         n_generations=len(store.generations(run_id)),
-        metrics=[
-            {"name": m.name, "scorer": m.scorer, "value": m.value, "n": m.n, "ci_low": m.ci_low, "ci_high": m.ci_high, "protocol": m.protocol}
-            for m in store.metrics(run_id)
-        ],
+        metrics=[m.as_record() for m in store.metrics(run_id)],
         children=[run_record(child) for child in store.list_runs(parent_run_id=run_id, limit=1000)],
     )
     return record

@@ -171,6 +171,11 @@ class Metric(Base):
 
     run: Mapped[Run] = relationship(back_populates="metrics")
 
+    def as_record(self) -> dict[str, Any]:
+        """The number as the API returns it (eval results, `runs show`)."""
+        return {"name": self.name, "scorer": self.scorer, "value": self.value, "n": self.n, "ci_low": self.ci_low,
+                "ci_high": self.ci_high, "protocol": self.protocol}
+
 
 class AttackRow(Base):
     """One seed prompt's adversarial prompt, stored as soon as its search ends: a killed attack
