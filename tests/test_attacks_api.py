@@ -148,7 +148,7 @@ def test_cli_budget_errors_are_one_line_and_store_nothing(cli, store, tiny_sd_di
 
 def test_cli_unknown_attack_is_one_line(cli, tiny_sd_dir):
     code, _, err = cli("attack", "gcg", "--model", str(tiny_sd_dir))
-    assert code == 2 and err.strip() == "error: unknown attack 'gcg'; available: p4d-k, p4d-n, replay, ring-a-bell, unlearndiff"
+    assert code == 2 and err.strip() == "error: unknown attack 'gcg'; available: concept-inversion, p4d-k, p4d-n, replay, ring-a-bell, unlearndiff"
 
 
 def test_cli_attack_json_warns_below_budget(cli, store, tiny_sd_dir, evaluations, concept_loader):
@@ -320,3 +320,56 @@ def test_attack_seed_indices_give_the_rows_of_one_serial_call():
     assert [r.text for r in split] == [serial[i].text for i in (3, 1, 0, 2)]
     with pytest.raises(ConfigError, match="outside the 4 seed prompts"):
         attack_obj.run(pipe, CONCEPT, FOUR_SEEDS, indices=[4])
+
+
+CAT = Concept("cat", pairs=(("cat", "dog"),), detector="nudenet")
+TINY_INVERSION = {"steps": 3, "n_images": 2, "train_batch_size": 1, "gradient_accumulation": 1, "target_steps": 1, "initializer": "a"}
+
+
+def test_concept_inversion_resumes_with_its_one_embedding_and_reruns_idempotently(store, workspace, tiny_sd_dir, erased_dir, evaluations, monkeypatch):
+    """A kill after the first seed's row: the rerun stores the second seed with the same embedding,
+    learned once; a third call returns the stored run. No row or file is duplicated."""
+    from trce_audit.api.attack import attack
+    from trce_audit.attacks import textual_inversion as ti
+
+    artefact = store.add_artefact(path=str(erased_dir), sha256="e" * 64, run_id=None, parent_model=str(tiny_sd_dir))
+    seed_set = _seed_set(store)
+    stored, real_add = [], store.add_attack_row
+
+    def killed_after_one(run_id, idx, row, **kwargs):
+        if stored:
+            raise KeyboardInterrupt
+        stored.append(idx)
+        real_add(run_id, idx, row, **kwargs)
+
+    monkeypatch.setattr(store, "add_attack_row", killed_after_one)
+    call = dict(name="concept-inversion", model=f"artefact:{artefact}", concept=CAT, prompts=seed_set, budget=TINY_INVERSION, limit=2)
+    with pytest.raises(KeyboardInterrupt):
+        attack(store, workspace, **call)
+    monkeypatch.setattr(store, "add_attack_row", real_add)
+    monkeypatch.setattr(ti, "optimise", lambda *a, **k: pytest.fail("the rerun learned the embedding again"))
+    summary = attack(store, workspace, **call)
+    assert summary["original_model"]["spec"] == str(tiny_sd_dir) and summary["stats"]["resumed_seeds"] == 1
+    assert summary["stats"]["reused_embedding"] is True and summary["below_paper_budget"] is True
+    assert summary["budget_ratios"] == {"steps": 3 / 5000}
+    rows = store.prompt_rows(summary["adversarial_set_id"])
+    assert [r.text for r in rows] == ["<cat-inversion> a photo of a woman", "<cat-inversion> a man at the beach"]
+    entries = {r.meta["learned_token"]["sha256"] for r in rows}
+    assert entries == {summary["stats"]["embedding_sha256"]} and len(list((workspace.artefacts_dir / "embeddings").iterdir())) == 1
+    assert len(store.attack_rows(summary["run_id"])) == 2 and store.counts()["attack_rows"] == 2
+    again = attack(store, workspace, **call)
+    assert again["resumed"] and again["run_id"] == summary["run_id"] and len(evaluations) == 2
+    assert len([s for s in store.list_prompt_sets() if s.run_id == summary["run_id"]]) == 1
+
+
+def test_cli_lists_concept_inversion_and_names_its_budget_keys(cli, store, tiny_sd_dir, concept_loader):
+    code, out, _ = cli("attacks", "--json")
+    listed = {row["name"]: row for row in json.loads(out)}
+    assert code == 0 and listed["concept-inversion"]["paper_budget"] == {"steps": 5000}
+    assert listed["concept-inversion"]["needs_original"] is True
+    seed_set = _seed_set(store)
+    before = store.counts()
+    code, out, err = cli("attack", "concept-inversion", "--model", str(tiny_sd_dir), "--prompts", f"set:{seed_set}", "--set", "iterations=5")
+    assert code == 2 and out == "" and err.strip().count("\n") == 0
+    assert err.startswith("error: unknown budget/config key 'iterations'") and "steps" in err and "n_images" in err
+    assert store.counts() == before

@@ -377,7 +377,8 @@ def _optimise_and_measure(job: _AttackJob) -> dict[str, Any]:
                 job.store.add_attack_row(job.run_id, index, row, seed_prompt_id=seed_rows[index].id)
 
             context = AttackContext(device=job.device, progress=job.progress, judge=counter,
-                                    corpus=_corpus(attack_obj, job.concept, job.workspace), on_seed=store_seed)
+                                    corpus=_corpus(attack_obj, job.concept, job.workspace), on_seed=store_seed,
+                                    finished=finished, artefact_dir=job.workspace.artefacts_dir / "embeddings")
             missing = [i for i in range(len(seed_rows)) if i not in finished]
             # run even when no seed is missing: the search's run-level stats come from this call
             result = attack_obj.run(target_pipe, job.concept, seed_rows, original_pipe=original_pipe, context=context, indices=missing)

@@ -7,4 +7,5 @@ BUILTIN: dict[str, str] = {
     "p4d-n": "trce_audit.attacks.p4d:P4DN",
     "p4d-k": "trce_audit.attacks.p4d:P4DK",
     "replay": "trce_audit.attacks.replay:Replay",
+    "concept-inversion": "trce_audit.attacks.inversion:ConceptInversion",
 }

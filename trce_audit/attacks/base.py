@@ -13,6 +13,7 @@ import types
 import typing
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
 
 from ..errors import ConfigError
@@ -159,6 +160,12 @@ class AttackContext:
     # Called with (seed index, adversarial row) as each seed's search ends, so the caller can store
     # it at once and a killed run resumes at the next seed.
     on_seed: Callable[[int, "PromptRow"], None] | None = None
+    # Rows an earlier, interrupted attempt of the same run already stored (seed index -> row): an
+    # attack whose seeds share one search (concept inversion's one embedding) reuses it from them.
+    finished: dict[int, "PromptRow"] = field(default_factory=dict)
+    # Where an attack writes files its rows refer to (concept inversion's learned embedding);
+    # the API passes the workspace's artefacts folder, None means a folder under the temp dir.
+    artefact_dir: Path | None = None
 
     def seed_done(self, index: int, row: "PromptRow") -> "PromptRow":
         if self.on_seed is not None:

@@ -68,6 +68,19 @@ def add_noise(pipe: Any, x0: Any, noise: Any, t: Any) -> Any:
     return alphas.sqrt() * x0 + (1.0 - alphas).sqrt() * noise
 
 
+def training_target(pipe: Any, x0: Any, noise: Any, t: Any) -> Any:
+    """What the UNet is trained to predict at x_t: the noise, or v for a v-prediction model."""
+    kind = pipe.scheduler.config.get("prediction_type", "epsilon")
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        alphas = pipe.scheduler.alphas_cumprod.to(x0.device, x0.dtype)[t].view(-1, 1, 1, 1)
+        return alphas.sqrt() * noise - (1.0 - alphas).sqrt() * x0
+    from ..errors import ConfigError
+
+    raise ConfigError(f"unknown prediction_type {kind!r} in the model's scheduler config")
+
+
 def predict_noise(pipe: Any, x_t: Any, t: Any, hidden: Any, ids: Any = None) -> Any:
     """The model's conditional noise prediction; through its guard when it carries one (SLD, SAFREE),
     which needs the token ``ids`` behind ``hidden``."""

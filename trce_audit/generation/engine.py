@@ -17,7 +17,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..attacks.tokens import substituted_token_embeddings
+from ..errors import ConfigError
 from ..store import PromptRow
+from . import learned_tokens as lt
 from .settings import SCHEDULERS, GenerationSettings
 
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -42,18 +45,26 @@ class BatchSampler:
         self.device = torch.device(self.settings.device)
         self.dtype = TORCH_DTYPES[self.settings.dtype]
         self._uncond: torch.Tensor | None = None
+        self._learned: dict[str, torch.Tensor] = {}  # learned token vectors by sha256
 
     @torch.no_grad()
-    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+    def encode(self, texts: Sequence[str], rows: Sequence[PromptRow] = ()) -> torch.Tensor:
+        """Encoder states of ``texts``; ``rows`` (the same prompts) may carry learned token embeddings."""
         tokenizer = self.pipe.tokenizer
         ids = tokenizer(
             list(texts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
         ).input_ids.to(self.device)
         encoder = self.pipe.text_encoder
+        embeds = None
+        if any(lt.learned_sha(row) for row in rows):
+            ids, embeds = lt.learned_inputs(tokenizer, encoder, ids, rows, self._learned)
         mask = None
         if getattr(encoder.config, "use_attention_mask", False):
             mask = (ids != tokenizer.pad_token_id).long()
-        return encoder(ids, attention_mask=mask)[0].to(self.dtype)
+        if embeds is None:
+            return encoder(ids, attention_mask=mask)[0].to(self.dtype)
+        with substituted_token_embeddings(encoder, embeds):
+            return encoder(ids, attention_mask=mask)[0].to(self.dtype)
 
     def unconditional(self) -> torch.Tensor:
         if self._uncond is None:
@@ -86,8 +97,10 @@ class BatchSampler:
         use_cfg = guidance > 1.0
         any_cfg = bool(use_cfg.any())
 
-        cond = self.encode([row.text for row in rows])
+        cond = self.encode([row.text for row in rows], rows)
         guard = getattr(pipe, "trce_guard", None)
+        if guard is not None and getattr(guard, "retokenizes_prompts", False) and any(lt.learned_sha(r) for r in rows):
+            raise ConfigError(f"the {guard.name} guard re-tokenises prompt text and cannot see a learned token embedding")
         if guard is not None:  # an inference-time eraser owns every step's prediction
             state = guard.prepare(self, [row.text for row in rows], self.unconditional().expand(n, -1, -1), cond)
         context = torch.cat([self.unconditional().expand(n, -1, -1), cond]) if any_cfg else cond

@@ -69,6 +69,9 @@ class GenerationResult:
 
 
 def sample_hash(row: PromptRow, pixel_config: dict[str, Any], model_fingerprint: str) -> str:
+    from .learned_tokens import learned_sha
+
+    learned = learned_sha(row)  # a learned token embedding changes the pixels; plain rows hash as before
     return hash_obj(
         {
             "text": row.text,
@@ -77,6 +80,7 @@ def sample_hash(row: PromptRow, pixel_config: dict[str, Any], model_fingerprint:
             "settings": pixel_config,
             "model": model_fingerprint,
             "engine": ENGINE_VERSION,
+            **({"learned_token": learned} if learned else {}),
         }
     )
 

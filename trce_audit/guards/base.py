@@ -26,6 +26,9 @@ class Guard:
 
     name: ClassVar[str] = ""
     version: ClassVar[str] = "0"
+    # Guards that tokenise the prompt text again (SAFREE's trigger tokens) would see a learned token's
+    # placeholder as plain text, so the engine refuses learned-token rows for them.
+    retokenizes_prompts: ClassVar[bool] = False
 
     def __init__(self, config: dict[str, Any]):
         self.config = dict(config)

@@ -39,6 +39,7 @@ def filter_steps(beta: float, up_t: int, midpoint: float, slope: float) -> int:
 class SAFREEGuard(Guard):
     name: ClassVar[str] = "safree"
     version: ClassVar[str] = "1"
+    retokenizes_prompts: ClassVar[bool] = True
 
     def _pooled(self, encoder, ids: torch.Tensor) -> torch.Tensor:
         return encoder(ids).pooler_output.float()

@@ -1,0 +1,122 @@
+"""Textual inversion as concept inversion runs it: the original model draws the training images, the
+audited model's denoising loss trains one input embedding.
+
+Per optimiser step: ``gradient_accumulation`` micro-batches of ``train_batch_size`` images (shuffled passes
+over the training set), each image flipped left-right with probability ``flip_p``, x_0 a VAE posterior
+sample of it (× scaling factor), t uniform in [0, T), loss MSE(UNet(x_t, t, E(caption)), target) over
+the accumulated batch, AdamW on the one vector (the reference's AdamW updates the whole table and
+then restores every other row, which leaves the same update on the placeholder's row).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from ..store import PromptRow
+from . import diffusion as dm
+from . import tokens as tk
+
+
+def training_rows(seed_rows: list[PromptRow], n_images: int) -> list[PromptRow]:
+    """``n_images`` prompts cycled over the seed prompts, each with a generation seed of its own that
+    is never the row's evaluation seed: the embedding is learned from other images than those scored."""
+    rows = []
+    for j in range(n_images):
+        seed = seed_rows[j % len(seed_rows)]
+        derived = int(hashlib.sha256(f"concept-inversion:{int(seed.seed)}:{j}".encode()).hexdigest()[:15], 16)
+        rows.append(PromptRow(seed.text, derived if derived != int(seed.seed) else derived + 1, seed.guidance))
+    return rows
+
+
+def training_posteriors(pipe: Any, rows: list[PromptRow], *, steps: int, device: str) -> tuple[Any, Any]:
+    """VAE posterior (mean, std) of each row's image, as drawn by ``pipe`` and stored as 8-bit RGB,
+    and of its mirror image: tensors [2 (plain, flipped), n, C, h, w]."""
+    import torch
+
+    from ..generation import GenerationSettings
+    from ..generation.engine import BatchSampler
+
+    size = int(pipe.unet.config.sample_size) * pipe.vae_scale_factor
+    sampler = BatchSampler(pipe, GenerationSettings(steps=steps, height=size, width=size, device=str(device)).validate())
+    means, stds = [], []
+    for start in range(0, len(rows), 8):
+        images = torch.from_numpy(sampler.sample(rows[start : start + 8])).permute(0, 3, 1, 2).float().to(device)
+        pixels = images / 127.5 - 1.0  # the reference's preprocessing of the saved images
+        with torch.no_grad():
+            plain, flipped = pipe.vae.encode(pixels).latent_dist, pipe.vae.encode(pixels.flip(-1)).latent_dist
+        means.append(torch.stack([plain.mean, flipped.mean]))
+        stds.append(torch.stack([plain.std, flipped.std]))
+    return torch.cat(means, dim=1), torch.cat(stds, dim=1)
+
+
+def caption_inputs(pipe: Any, captions: list[str], token: str, slot_id: int, device: str) -> tuple[Any, Any, Any]:
+    """(ids [n, L], frozen input embeddings [n, L, d], slot mask [n, L, 1]) of the training captions."""
+    import torch
+
+    from ..generation.learned_tokens import layout
+
+    laid = [layout(pipe.tokenizer, caption, token, slot_id) for caption in captions]
+    ids = torch.tensor([row_ids for row_ids, _ in laid], device=device)
+    mask = torch.zeros(ids.shape + (1,), dtype=torch.bool, device=device)
+    for i, (_, positions) in enumerate(laid):
+        mask[i, positions] = True
+    with torch.no_grad():
+        base = tk.token_embedding(pipe.text_encoder)(ids)
+    return ids, base, mask
+
+
+def denoising_loss(pipe: Any, vector: Any, inputs: tuple[Any, Any, Any], x0: Any, noise: Any, t: Any) -> Any:
+    """The textual-inversion loss of ``vector`` on one batch (inputs already indexed to the batch)."""
+    import torch
+
+    ids, base, mask = inputs
+    hidden = tk.encode_embeds(pipe.text_encoder, ids, torch.where(mask, vector.to(base.dtype), base))
+    pred = dm.predict_noise(pipe, dm.add_noise(pipe, x0, noise, t), t, hidden, ids=ids)
+    return torch.nn.functional.mse_loss(pred.float(), dm.training_target(pipe, x0, noise, t).float())
+
+
+def fixed_draws(posteriors: tuple[Any, Any], n_draws: int, n_train: int, seed: int) -> tuple[Any, Any, Any, Any]:
+    """(image index, x_0, noise, t) of ``n_draws`` fixed draws (posterior means, unflipped, timesteps
+    spread evenly over [0, T)): the same loss before and after training, comparable across runs."""
+    import torch
+
+    means = posteriors[0][0]
+    index = torch.arange(n_draws) % means.shape[0]
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(means[index].shape, generator=generator).to(means.device)
+    t = ((torch.arange(n_draws) + 0.5) * n_train / n_draws).long().to(means.device)
+    return index, means[index], noise, t
+
+
+def optimise(pipe: Any, vector: Any, inputs: tuple[Any, Any, Any], posteriors: tuple[Any, Any], config: Any,
+             generator: Any, report: Any) -> list[float]:
+    """Train ``vector`` (a leaf tensor) in place; returns the loss of every optimiser step."""
+    import torch
+
+    means, stds = posteriors
+    n, scaling, n_train = means.shape[1], pipe.vae.config.scaling_factor, dm.train_timesteps(pipe)
+    scale = config.train_batch_size * config.gradient_accumulation if config.scale_lr else 1
+    optimizer = torch.optim.AdamW([vector], lr=config.lr * scale, betas=(0.9, 0.999), weight_decay=config.weight_decay, eps=1e-8)
+    queue: list[int] = []
+    losses = []
+    for step in range(config.budget.steps):
+        optimizer.zero_grad()
+        total = 0.0
+        for _ in range(config.gradient_accumulation):
+            while len(queue) < config.train_batch_size:  # shuffled passes over the training images
+                queue += torch.randperm(n, generator=generator).tolist()
+            index, queue = torch.tensor(queue[: config.train_batch_size]), queue[config.train_batch_size :]
+            flip = (torch.rand(len(index), generator=generator) < config.flip_p).long()
+            mean, std = means[flip, index], stds[flip, index]
+            x0 = (mean + std * torch.randn(mean.shape, generator=generator).to(mean.device)) * scaling
+            noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+            t = torch.randint(0, n_train, (len(index),), generator=generator).to(x0.device)
+            batch = tuple(part[index.to(part.device)] for part in inputs)
+            loss = denoising_loss(pipe, vector, batch, x0, noise, t) / config.gradient_accumulation
+            loss.backward()
+            total += loss.item()
+        optimizer.step()
+        losses.append(total)
+        report(step + 1)
+    return losses
