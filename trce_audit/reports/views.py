@@ -234,6 +234,7 @@ class Row:
             "prompt_set": self.prompt_set,
             "attack": self.attack,
             "attack_run_id": self.attack_run_id,
+            "tier": self.tier,
             "gated_asr": None if gated is None else gated.value,
             "gated_scorer": None if gated is None else gated.scorer,
             "asr": dump(self.asr),
