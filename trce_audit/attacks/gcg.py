@@ -62,16 +62,17 @@ def cosine_loss(embeddings: Any, target: Any) -> Any:
     return 1.0 - F.cosine_similarity(embeddings, target[None], dim=-1, eps=1e-6)
 
 
-def token_gradients(text_encoder: Any, tokenizer: Any, current: Any, vocab: Any, target: Any) -> Any:
-    """d loss / d one-hot of each free position over the search vocabulary: (n, len(vocab))."""
+def token_gradients(text_encoder: Any, tokenizer: Any, current: Any, vocab: Any, target: Any, table: Any = None) -> Any:
+    """d loss / d one-hot of each free position over the search vocabulary: (n, len(vocab)).
+    ``table`` is the vocabulary's embedding rows (gathered once per search when given)."""
     import torch
 
     ids = layout(tokenizer, current[None])
-    table = tk.token_embedding(text_encoder).weight
+    table = tk.token_embedding(text_encoder).weight[vocab] if table is None else table
     one_hot = (vocab[None, :] == current[:, None]).to(table.dtype).requires_grad_(True)
     with torch.no_grad():
         embeds = tk.token_embedding(text_encoder)(ids)
-    free = one_hot @ table[vocab]
+    free = one_hot @ table
     embeds = torch.cat([embeds[:, :1], free[None], embeds[:, 1 + len(current):]], dim=1)
     loss = cosine_loss(pooled(text_encoder, ids, embeds), target).sum()
     (grad,) = torch.autograd.grad(loss, one_hot)

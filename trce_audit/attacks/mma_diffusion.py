@@ -98,7 +98,8 @@ class _Search:
     """One seed's GCG state: the current prompt, and the best one seen (the reference keeps both)."""
 
     def __init__(self, attack: MMADiffusion, tokenizer, encoder, vocab, allowed: set[int], target, length: int, generator):
-        self.config, self.tokenizer, self.encoder, self.vocab, self.allowed, self.target = attack.config, tokenizer, encoder, vocab, allowed, target
+        self.config, self.tokenizer, self.encoder, self.vocab, self.allowed = attack.config, tokenizer, encoder, vocab, allowed
+        self.target, self.table = target, tk.token_embedding(encoder).weight[vocab].detach()
         self.generator, self.steps, self.stuck, self.best_step = generator, 0, 0, 0
         self.init, ids = _initial_ids(tokenizer, allowed, vocab, length, generator, attack.config.init)
         self.current = ids
@@ -119,7 +120,7 @@ class _Search:
         import torch
 
         self.steps += 1
-        grad = gcg.token_gradients(self.encoder, self.tokenizer, self.current, self.vocab, self.target)
+        grad = gcg.token_gradients(self.encoder, self.tokenizer, self.current, self.vocab, self.target, self.table)
         sampled = gcg.sample_candidates(grad, self.current, self.vocab, candidates=self.config.budget.candidates,
                                         top_k=self.config.top_k, generator=self.generator)
         found = gcg.valid_candidates(self.tokenizer, sampled, tk.decode(self.tokenizer, self.current.tolist()), self.allowed)
