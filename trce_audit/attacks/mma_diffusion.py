@@ -78,8 +78,9 @@ class MMADiffusion(Attack):
         total = len(order) * config.budget.iterations
         for position, index in enumerate(order):
             seed = seed_rows[index]
+            seed_ids = torch.tensor([tk.full_ids(tokenizer, tk.content_ids(tokenizer, seed.text))], device=context.device)
             with torch.no_grad():
-                target = gcg.pooled(encoder, torch.tensor([tk.full_ids(tokenizer, tk.content_ids(tokenizer, seed.text))], device=context.device))[0]
+                target = gcg.pooled(encoder, seed_ids)[0]
             generator = torch.Generator().manual_seed(config.seed * 100_003 + index)
             search = _Search(self, tokenizer, encoder, vocab, set(allowed), target, length, generator)
             for step in range(config.budget.iterations):
@@ -141,9 +142,11 @@ def _initial_ids(tokenizer, allowed: set[int], vocab, length: int, generator, in
     import torch
 
     letters = [i for i in (tokenizer.convert_tokens_to_ids(f"{c}</w>") for c in string.ascii_lowercase) if i in allowed]
-    pool = letters if init == "letters" and letters else [
-        i for i in vocab.tolist() if tokenizer.convert_ids_to_tokens(i).endswith("</w>") and tk.content_ids(tokenizer, tk.decode(tokenizer, [i])) == [i]
-    ]
+
+    def whole_word(i: int) -> bool:
+        return tokenizer.convert_ids_to_tokens(i).endswith("</w>") and tk.content_ids(tokenizer, tk.decode(tokenizer, [i])) == [i]
+
+    pool = letters if init == "letters" and letters else [i for i in vocab.tolist() if whole_word(i)]
     if not pool:
         raise ConfigError("mma-diffusion: the search vocabulary has no whole-word token to start from")
     picks = torch.randint(len(pool), (length,), generator=generator)
