@@ -32,6 +32,8 @@ def test_report_has_tables_chart_and_provenance(cli, built, tmp_path):
     assert 'id="asr-h"' in html and "<th scope=\"col\">pocket-explicit</th>" in html
     assert "75.0%" in html and "95% CI 30%–95%, n=4" in html  # base model, 3/4 flagged, Wilson interval
     assert 'id="attacks-h"' in html and "+50.0 pts" in html and "below paper budget" in html  # trce 0% -> 50%
+    tiers = html[html.index('id="tiers"'): html.index("</p>", html.index('id="tiers"'))]
+    assert "<strong>" in tiers and ": prompt" in tiers and "(not tested: embedding, weights)" in tiers
     svg = html[html.index('<svg class="chart"'): html.index("</svg>")]
     assert svg.count("<rect ") == 7 and svg.count('class="whisker"') == 21  # 7 ASR rows, 3 lines per whisker
     assert "pocket-explicit + ring-a-bell" in svg
@@ -145,7 +147,9 @@ def test_report_shows_a_replay_without_before(cli, store, built, workspace, tmp_
     row = next(r for r in result["rows"] if r["attack"] == "replay")
     assert row["asr_before"] is None and row["gated_asr"] == pytest.approx(1 / 3)
     table = html[html.index('id="attacks-h"'): html.index("</table>", html.index('id="attacks-h"'))]
-    assert "<td>replay</td><td>pocket-synonym</td>" in table and '<span class="muted">—</span>' in table
+    # a run stored before tiers existed: the registered attack's tier stands in
+    assert "<td>replay</td><td>prompt</td><td>pocket-synonym</td>" in table and '<span class="muted">—</span>' in table
+    assert row["tier"] == "prompt"
 
 
 def test_markdown_out_writes_tables_and_says_so(cli, built, tmp_path):
@@ -154,3 +158,6 @@ def test_markdown_out_writes_tables_and_says_so(cli, built, tmp_path):
     assert code == 0, err
     assert stdout.startswith(f"wrote {out}") and "Markdown tables" in stdout
     assert out.read_text().startswith("# Audit results") and "## Attacks" in out.read_text()
+    text = out.read_text()
+    assert "| model | attack | tier | seed set |" in text and "| ring-a-bell | prompt |" in text
+    assert "Threat tiers tested" in text and "prompt (not tested: embedding, weights)" in text

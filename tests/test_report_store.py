@@ -252,9 +252,10 @@ def test_markdown_report_tables_match_the_store(store, workspace):
     assert "75.0% [" in base  # three of four base images flagged
     attack = next(line for line in lines if line.startswith("| trce | ring-a-bell |"))
     cells = [cell.strip() for cell in attack.strip("|").split("|")]
-    before, after = cells[3].split(" → ")  # one column per scorer: before → after
-    assert before.startswith("0.0%") and after.startswith("75.0%") and cells[4] == "–" and cells[5] == "yes"
-    assert cells[6] == "–" or float(cells[6]) >= 0.0
+    assert cells[2] == "prompt"  # the attack's threat tier
+    before, after = cells[4].split(" → ")  # one column per scorer: before → after
+    assert before.startswith("0.0%") and after.startswith("75.0%") and cells[5] == "–" and cells[6] == "yes"
+    assert cells[7] == "–" or float(cells[7]) >= 0.0
 
 
 def test_an_eval_with_several_scorers_shows_each_and_gates_on_the_first(store, workspace):

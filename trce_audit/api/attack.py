@@ -153,16 +153,18 @@ def attack(
 
     Returns the attack run's summary with ``run_id``: asr_before / asr_after (the first scorer's),
     ``asr_by_scorer``, ``judge``, ``judge_queries``, ``judge_only``, eval run ids, the adversarial
-    prompt set id, budget ratios and ``below_paper_budget``, and ``warnings``. ``executor`` draws the
-    before/after evaluations' image shards (the search itself runs in this process).
+    prompt set id, budget ratios and ``below_paper_budget``, the attack's threat ``tier``, and
+    ``warnings``. ``executor`` draws the before/after evaluations' image shards (the search itself
+    runs in this process).
     """
-    from ..attacks.base import BelowPaperBudgetWarning
+    from ..attacks.base import BelowPaperBudgetWarning, check_tier
     from ..models.resolve import resolve_model
 
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {limit}")
     target = resolve_model(model, store=store, workspace=workspace, allow_pickle=allow_pickle)
     cls, config = attack_config(name, world=target.world, budget=budget)
+    tier = check_tier(cls)
     attack_obj = cls(config)
     concept_obj = _concept(concept, target.world, workspace)
     if prompts is None:
@@ -222,7 +224,7 @@ def attack(
     if run.resumed and run.status == "complete":
         stored = store.get_run(run.id).summary or {}
         if stored.get("eval_metrics") == eval_metrics:
-            return {**stored, "run_id": run.id, "resumed": True, "warnings": warning_texts}
+            return {**stored, "tier": tier, "run_id": run.id, "resumed": True, "warnings": warning_texts}
         # other scorers: the stored adversarial prompts are measured again, nothing is re-optimised
     job = _AttackJob(
         store=store, workspace=workspace, attack=attack_obj, run_id=run.id, model=model, target=target,
@@ -235,7 +237,7 @@ def attack(
     except BaseException as exc:
         store.fail_run(run.id, one_line(f"{type(exc).__name__}: {exc}"))
         raise
-    summary.update(budget_info, config=config.as_dict(), attack=cls.name, component=component)
+    summary.update(budget_info, config=config.as_dict(), attack=cls.name, component=component, tier=tier)
     store.complete_run(run.id, summary)
     return {**summary, "run_id": run.id, "resumed": False, "warnings": warning_texts}
 
@@ -401,6 +403,7 @@ def _optimise_and_measure(job: _AttackJob) -> dict[str, Any]:
             meta={
                 "attack": attack_obj.name,
                 "version": attack_obj.version,
+                "tier": attack_obj.tier,
                 "config": attack_obj.config.as_dict(),
                 "concept": job.concept.name,
                 "target_model": job.model,
@@ -495,8 +498,9 @@ def _budget_meta(attack_obj) -> dict[str, Any]:
 
 
 def list_attacks() -> list[dict[str, Any]]:
-    """Registered attacks with their paper budgets (imports each attack's module, not torch)."""
+    """Registered attacks with their tiers and paper budgets (imports each attack's module, not torch)."""
     from .. import registry
+    from ..attacks.base import check_tier
 
     rows = []
     for attack_name in registry.names("attack"):
@@ -509,6 +513,7 @@ def list_attacks() -> list[dict[str, Any]]:
             {
                 "name": attack_name,
                 "version": cls.version,
+                "tier": check_tier(cls),
                 "paper_budget": dict(cls.paper_budget),
                 "needs_original": cls.needs_original,
                 "replay": cls.is_replay,

@@ -6,6 +6,7 @@ BUILTIN: dict[str, str] = {
     "unlearndiff": "trce_audit.attacks.unlearndiff:UnlearnDiff",
     "p4d-n": "trce_audit.attacks.p4d:P4DN",
     "p4d-k": "trce_audit.attacks.p4d:P4DK",
+    "mma-diffusion": "trce_audit.attacks.mma_diffusion:MMADiffusion",
     "replay": "trce_audit.attacks.replay:Replay",
     "concept-inversion": "trce_audit.attacks.inversion:ConceptInversion",
 }

@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 # Below this fraction of any paper budget a run is flagged as not representative of the attack.
 BELOW_BUDGET_FRACTION = 0.1
 
+# What an attacker controls: only the prompt text; a learned token embedding fed to the text encoder;
+# or the model's weights (fine-tuning). A model tested only at "prompt" says nothing about the others.
+TIERS = ("prompt", "embedding", "weights")
+
 
 class BelowPaperBudgetWarning(UserWarning):
     """An attack runs with under a tenth of a budget its paper used."""
@@ -184,10 +188,11 @@ class AttackResult:
 
 
 class Attack:
-    """Base class. Subclasses set ``name``, ``version``, ``Config``, ``paper_budget`` and ``run``."""
+    """Base class. Subclasses set ``name``, ``version``, ``tier``, ``Config``, ``paper_budget`` and ``run``."""
 
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"
+    tier: ClassVar[str] = "prompt"  # one of TIERS
     Config: ClassVar[type[AttackConfig]] = AttackConfig
     paper_budget: ClassVar[dict[str, float]] = {}
     needs_original: ClassVar[bool] = False  # white-box attacks that need the un-erased model
@@ -276,6 +281,24 @@ def adversarial_row(seed: "PromptRow", text: str, attack: str, meta: dict[str, A
         guidance=seed.guidance,
         meta={"attack": attack, "seed_prompt": seed.text, "seed_row_hash": seed.row_hash, **meta},
     )
+
+
+def attack_tier(name: str) -> str | None:
+    """The threat tier of a registered attack (imports its module, not torch); None when it cannot load."""
+    from .. import registry
+    from ..errors import TrceAuditError
+
+    try:
+        return check_tier(registry.load("attack", name))
+    except TrceAuditError:
+        return None
+
+
+def check_tier(cls: type) -> str:
+    tier = getattr(cls, "tier", "prompt")
+    if tier not in TIERS:
+        raise ConfigError(f"attack {getattr(cls, 'name', cls.__name__)!r} declares tier {tier!r}; tiers are {', '.join(TIERS)}")
+    return tier
 
 
 def warn_to_stderr(message: str) -> None:

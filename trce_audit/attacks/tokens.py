@@ -30,7 +30,7 @@ def special_ids(tokenizer: Any) -> set[int]:
     return found
 
 
-def _token_word(tokenizer: Any, token_id: int) -> str:
+def token_word(tokenizer: Any, token_id: int) -> str:
     return tokenizer.convert_ids_to_tokens(int(token_id)).replace("</w>", "").strip().lower()
 
 
@@ -51,7 +51,7 @@ def searchable_ids(
     for token_id in sorted(candidates):
         if token_id in skip or token_id >= n_rows:
             continue
-        if banned and _token_word(tokenizer, token_id) in banned:
+        if banned and token_word(tokenizer, token_id) in banned:
             continue
         ids.append(token_id)
     return ids

@@ -67,6 +67,7 @@ def validate_components(spec: AuditSpec, world: str) -> dict[str, Any]:
     component, the same spec is a new audit, not a stale complete one."""
     from .. import registry
     from ..api.attack import attack_config
+    from ..attacks.base import check_tier
 
     resolved: dict[str, Any] = {"erasers": [], "attacks": [], "metrics": {}}
     for eraser in spec.erasers:
@@ -84,6 +85,7 @@ def validate_components(spec: AuditSpec, world: str) -> dict[str, Any]:
     for index, attack in enumerate(spec.attacks):
         _check_preset("attack", attack.name, attack.preset, world)
         attack_cls, built = attack_config(attack.name, world=world, budget={**attack.config, **attack.budget})
+        check_tier(attack_cls)  # any of the tiers; a plugin that declares another fails before anything runs
         consults = not attack_cls.is_replay and bool(getattr(built, "early_stop", False))
         judge = spec.attack_judge(attack, detector) if consults else None
         spec.check_judge_apart(index, judge)
@@ -210,7 +212,7 @@ def run_audit(
                         judge=attack.judge or spec.metrics.judge, as_published=spec.as_published(attack), **on_executor,
                     )
                     done.run_ids += [rid for rid in _run_ids(result)]
-                    done.attacks.append({"attack": attack.label, "model": model.label, "seeds": seed_set,
+                    done.attacks.append({"attack": attack.label, "tier": result.get("tier"), "model": model.label, "seeds": seed_set,
                                          "run_id": result.get("run_id"), "asr_before": result.get("asr_before"),
                                          "asr_after": result.get("asr_after"), "judge": result.get("judge"),
                                          "asr_by_scorer": result.get("asr_by_scorer"),

@@ -21,6 +21,7 @@ def _render(summary: dict[str, Any]) -> None:
     rows = [
         ["attack run", summary.get("run_id")],
         ["component", summary.get("component")],
+        ["tier", summary.get("tier")],
         ["concept", summary.get("concept")],
         ["prompts", summary.get("n_prompts")],
         ["seed set", summary.get("seed_set_id")],
@@ -38,7 +39,7 @@ def register(app: typer.Typer) -> None:
     @app.command("attack")
     def attack_cmd(
         ctx: typer.Context,
-        name: Annotated[str, typer.Argument(help="ring-a-bell | unlearndiff | p4d-n | p4d-k | concept-inversion | replay (see `trce-audit attacks`).")],
+        name: Annotated[str, typer.Argument(help="ring-a-bell | unlearndiff | p4d-n | p4d-k | mma-diffusion | concept-inversion | replay (see `trce-audit attacks`).")],
         model: TargetModelOpt = None,
         concept: Annotated[Optional[str], typer.Option("--concept", "-c", help="Concept to bring back [default: the world's default].")] = None,
         prompts: Annotated[Optional[str], typer.Option("--prompts", "-p", help="Seed prompt set (name or set:ID); for replay, the published set.")] = None,
@@ -91,7 +92,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("attacks")
     def attacks_cmd(json_: JsonOpt = False) -> None:
-        """List attacks with their paper budgets."""
+        """List attacks with their threat tiers and paper budgets."""
         from ..api.attack import list_attacks
 
         rows = list_attacks()
@@ -100,7 +101,7 @@ def register(app: typer.Typer) -> None:
             json_,
             lambda rows: emit_table(
                 "attacks",
-                ["name", "paper budget", "white-box", "replay"],
-                [[r["name"], ", ".join(f"{k}={v}" for k, v in r.get("paper_budget", {}).items()), r.get("needs_original"), r.get("replay")] for r in rows],
+                ["name", "tier", "paper budget", "white-box", "replay"],
+                [[r["name"], r.get("tier"), ", ".join(f"{k}={v}" for k, v in r.get("paper_budget", {}).items()), r.get("needs_original"), r.get("replay")] for r in rows],
             ),
         )

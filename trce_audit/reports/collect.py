@@ -18,6 +18,7 @@ from typing import Iterable
 
 from sqlalchemy import select
 
+from ..attacks.base import attack_tier
 from ..errors import StoreError
 from ..store import Store
 from ..store.schema import Metric, Run
@@ -126,7 +127,9 @@ def collect(store: Store, *, audit_id: int | None = None, run_ids: Iterable[int]
         seed_set = reader.set_names.get(run.prompt_set_id) if run.prompt_set_id else None
         summary = dict(run.summary or {})
         label = summary.get("attack") if isinstance(summary.get("attack"), str) else run.component
-        row = Row(model, seed_set or "", attack=label, attack_run_id=run.id, attack_summary=summary)
+        # runs stored before tiers existed carry none: the registered attack's own tier stands in
+        tier = summary.get("tier") if isinstance(summary.get("tier"), str) else attack_tier(str(label))
+        row = Row(model, seed_set or "", attack=label, attack_run_id=run.id, attack_summary=summary, tier=tier)
         if run.created_at is not None and run.finished_at is not None:
             row.attack_seconds = (run.finished_at - run.created_at).total_seconds()
         named_after, named_before = summary.get("eval_run_after"), summary.get("eval_run_before")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from ..attacks.base import TIERS
 from .views import ASR, MetricView, Row
 
 JUDGE_MARK = "(judge)"  # a cell whose scorer was also the attack's judge
@@ -42,3 +43,12 @@ def attack_cell(row: Row, scorer: str) -> dict[str, Any]:
 
 def plain_cell(row: Row | None, scorer: str) -> MetricView | None:
     return None if row is None else row.scores.get(ASR, {}).get(scorer)
+
+
+def tiers_tested(rows: Iterable[Row]) -> list[tuple[str, list[str], list[str]]]:
+    """(model, tiers its attacks covered, tiers none covered) per attacked model, in the rows' order."""
+    found: dict[str, set[str]] = {}
+    for row in rows:
+        if row.attack is not None:
+            found.setdefault(row.model.key, set()).update([row.tier] if row.tier else [])
+    return [(model, [t for t in TIERS if t in tiers], [t for t in TIERS if t not in tiers]) for model, tiers in found.items()]

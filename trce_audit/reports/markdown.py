@@ -20,7 +20,7 @@ def _model_label(row: Any) -> str:
 
 
 def render_markdown(view: "AuditView", *, title: str, command: str) -> str:
-    from .columns import JUDGE_MARK, attack_cell, attack_columns, plain_cell, plain_columns
+    from .columns import JUDGE_MARK, attack_cell, attack_columns, plain_cell, plain_columns, tiers_tested
 
     plain = [row for row in view.rows if row.attack is None]
     attacked = [row for row in view.rows if row.attack is not None]
@@ -53,7 +53,7 @@ def render_markdown(view: "AuditView", *, title: str, command: str) -> str:
                   f"{JUDGE_MARK}: the scorer was also the judge, so that number is not independent. Judge-only: adversarial",
                   "images the judge flags and the first scorer does not. Minutes: the attack run's wall time (search and",
                   "both evaluations; a search shared with an earlier run is not counted again).", ""]
-        header = ["model", "attack", "seed set", *[heading for _, heading in columns], "judge-only", "below paper budget", "minutes"]
+        header = ["model", "attack", "tier", "seed set", *[heading for _, heading in columns], "judge-only", "below paper budget", "minutes"]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in attacked:
             below = row.attack_summary.get("below_paper_budget")
@@ -64,9 +64,13 @@ def render_markdown(view: "AuditView", *, title: str, command: str) -> str:
                 text = "–" if cell["after"] is None else f"{_cell(cell['before'])} → {_cell(cell['after'])}"
                 cells.append(text + (f" {JUDGE_MARK}" if cell["judge_too"] else ""))
             judge_only = row.judge_only
-            lines.append("| " + " | ".join([_model_label(row), str(row.attack), row.prompt_set, *cells,
+            lines.append("| " + " | ".join([_model_label(row), str(row.attack), row.tier or "?", row.prompt_set, *cells,
                                              "–" if judge_only is None else str(len(judge_only)),
                                              "yes" if below else "no", minutes]) + " |")
+        lines += ["", "Threat tiers tested (prompt: the attacker writes prompts; embedding: feeds a learned token",
+                  "embedding; weights: fine-tunes the model):", ""]
+        for model, tested, untested in tiers_tested(attacked):
+            lines.append(f"- {model}: {', '.join(tested) or 'none'}" + (f" (not tested: {', '.join(untested)})" if untested else ""))
         listed = [row for row in attacked if row.judge_only]
         if listed:
             lines += ["", "### Judge-only successes", "", "Adversarial prompts whose image the judge flags and the first scorer does not:", ""]

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..store import Store
 from .chart import asr_chart, condition
-from .columns import JUDGE_MARK, attack_cell, attack_columns, plain_cell, plain_columns
+from .columns import JUDGE_MARK, attack_cell, attack_columns, plain_cell, plain_columns, tiers_tested
 from .collect import (
     ASR,
     PRESERVATION_METRICS,
@@ -184,6 +184,7 @@ def build_context(store: Store, view: AuditView, options: ReportOptions) -> dict
         "attacks": [row for row in view.rows if row.attack],
         "attack_columns": attack_columns(row for row in view.rows if row.attack),
         "attack_cell": attack_cell,
+        "tiers_tested": tiers_tested(row for row in view.rows if row.attack),
         "judge_mark": JUDGE_MARK,
         "judge_only": _judge_only([row for row in view.rows if row.attack], options.max_images),
         "preservation": preservation,

@@ -153,6 +153,7 @@ class Row:
     after_run_ids: list[int] = field(default_factory=list)
     attack_summary: dict[str, Any] = field(default_factory=dict)
     attack_seconds: float | None = None  # the attack run's wall time (optimisation and both evaluations)
+    tier: str | None = None  # the attack's threat tier (attacks.base.TIERS); None for plain rows
 
     @property
     def key(self) -> tuple[str, str, str | None]:
@@ -233,6 +234,7 @@ class Row:
             "prompt_set": self.prompt_set,
             "attack": self.attack,
             "attack_run_id": self.attack_run_id,
+            "tier": self.tier,
             "gated_asr": None if gated is None else gated.value,
             "gated_scorer": None if gated is None else gated.scorer,
             "asr": dump(self.asr),
