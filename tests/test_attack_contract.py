@@ -27,6 +27,8 @@ TINY = {
     "mma-diffusion": {"iterations": 2, "candidates": 8, "length": 4},
     "concept-inversion": {"steps": 1, "n_images": 2, "train_batch_size": 1, "gradient_accumulation": 1,
                           "target_steps": 1, "eval_draws": 1, "initializer": "a"},  # one token of the tiny vocabulary
+    "finetune-resurgence": {"steps": 2, "checkpoints": 2, "n_images": 2, "gradient_accumulation": 1,
+                            "target_steps": 1, "captions": "pairs"},
     "replay": {},
 }
 

@@ -148,7 +148,7 @@ def test_cli_budget_errors_are_one_line_and_store_nothing(cli, store, tiny_sd_di
 
 def test_cli_unknown_attack_is_one_line(cli, tiny_sd_dir):
     code, _, err = cli("attack", "gcg", "--model", str(tiny_sd_dir))
-    assert code == 2 and err.strip() == "error: unknown attack 'gcg'; available: concept-inversion, mma-diffusion, p4d-k, p4d-n, replay, ring-a-bell, unlearndiff"
+    assert code == 2 and err.strip() == "error: unknown attack 'gcg'; available: concept-inversion, finetune-resurgence, mma-diffusion, p4d-k, p4d-n, replay, ring-a-bell, unlearndiff"
 
 
 def test_cli_attack_json_warns_below_budget(cli, store, tiny_sd_dir, evaluations, concept_loader):

@@ -277,11 +277,12 @@ class _AttackJob:
             raise ConfigError(f"prompt set {self.seed_set_id} has no prompts to attack")
         return rows
 
-    def measure(self, set_id: int, limit: int | None) -> dict[str, Any]:
-        """ASR (and any other requested metric) of a prompt set on the target, as a child eval run."""
+    def measure(self, set_id: int, limit: int | None, model: str | None = None) -> dict[str, Any]:
+        """ASR (and any other requested metric) of a prompt set on the target (or on ``model``, a
+        weights-tier attack's checkpoint), as a child eval run."""
         evaluate = importlib.import_module("trce_audit.api.evaluate").evaluate
         return evaluate(
-            self.store, self.workspace, model=self.model, prompts=set_id, metrics=self.eval_metrics,
+            self.store, self.workspace, model=model or self.model, prompts=set_id, metrics=self.eval_metrics,
             settings=_generation_settings(self.settings), limit=limit, concept=self.concept.name,
             parent_run_id=self.run_id, allow_pickle=self.allow_pickle,
             **({"executor": self.executor} if self.executor is not None else {}),
@@ -380,7 +381,9 @@ def _optimise_and_measure(job: _AttackJob) -> dict[str, Any]:
 
             context = AttackContext(device=job.device, progress=job.progress, judge=counter,
                                     corpus=_corpus(attack_obj, job.concept, job.workspace), on_seed=store_seed,
-                                    finished=finished, artefact_dir=job.workspace.artefacts_dir / "embeddings")
+                                    finished=finished, model_dir=Path(job.target.path),
+                                    artefact_dir=job.workspace.artefacts_dir / _ARTEFACT_FOLDERS.get(attack_obj.tier, "embeddings"),
+                                    benign_rows=_benign_rows(job))
             missing = [i for i in range(len(seed_rows)) if i not in finished]
             # run even when no seed is missing: the search's run-level stats come from this call
             result = attack_obj.run(target_pipe, job.concept, seed_rows, original_pipe=original_pipe, context=context, indices=missing)
@@ -415,7 +418,13 @@ def _optimise_and_measure(job: _AttackJob) -> dict[str, Any]:
     rows = job.store.prompt_rows(adversarial_set_id)
     losses = [row.meta["loss"] for row in rows if row.meta.get("loss") is not None]  # None: nothing was optimised
     before = job.measure(job.seed_set_id, job.limit)
-    after = job.measure(adversarial_set_id, None)
+    curve = None
+    if attack_obj.tier == "weights":  # the seed prompts themselves, on each saved checkpoint
+        from .attack_weights import measure_curve
+
+        curve, after = measure_curve(job, rows, before)
+    else:
+        after = job.measure(adversarial_set_id, None)
     summary = job.summary(len(seed_rows))
     summary.update(
         replay=False,
@@ -429,6 +438,7 @@ def _optimise_and_measure(job: _AttackJob) -> dict[str, Any]:
         mean_loss=(sum(losses) / len(losses)) if losses else None,
         retokenize_failures=sum(1 for row in rows if row.meta.get("retokenizes") is False),
         stats=stats,
+        **({"curve": curve} if curve is not None else {}),
     )
     return summary
 
@@ -488,6 +498,22 @@ def _corpus(attack_obj, concept: "Concept", workspace: "Workspace") -> list[str]
     from .. import data
 
     return [row.text for name in (*concept.eval_sets, *concept.preserve_sets) for row in data.load_prompt_set(name, workspace=workspace)]
+
+
+# Where an attack's files go under the workspace's artefacts: learned embeddings, fine-tuned checkpoints.
+_ARTEFACT_FOLDERS = {"embedding": "embeddings", "weights": "finetuned"}
+
+
+def _benign_rows(job: _AttackJob) -> Callable[[str], list]:
+    """A caption set's rows without those that request the attacked concept (fine-tuning's benign data)."""
+
+    def rows(name: str) -> list:
+        from .. import data
+        from .erasing import shows_concept
+
+        return [row for row in data.load_prompt_set(name, workspace=job.workspace) if not shows_concept(row, job.concept.name)]
+
+    return rows
 
 
 def _budget_meta(attack_obj) -> dict[str, Any]:

@@ -9,4 +9,5 @@ BUILTIN: dict[str, str] = {
     "mma-diffusion": "trce_audit.attacks.mma_diffusion:MMADiffusion",
     "replay": "trce_audit.attacks.replay:Replay",
     "concept-inversion": "trce_audit.attacks.inversion:ConceptInversion",
+    "finetune-resurgence": "trce_audit.attacks.finetune:FinetuneResurgence",
 }

@@ -27,6 +27,8 @@ BELOW_BUDGET_FRACTION = 0.1
 
 # What an attacker controls: only the prompt text; a learned token embedding fed to the text encoder;
 # or the model's weights (fine-tuning). A model tested only at "prompt" says nothing about the others.
+# A weights-tier attack's rows keep the seed prompts and name, under meta "finetuned", the checkpoints
+# they are scored on.
 TIERS = ("prompt", "embedding", "weights")
 
 
@@ -170,6 +172,10 @@ class AttackContext:
     # Where an attack writes files its rows refer to (concept inversion's learned embedding);
     # the API passes the workspace's artefacts folder, None means a folder under the temp dir.
     artefact_dir: Path | None = None
+    # The target model's folder (weights-tier attacks copy its world marker and guard into checkpoints).
+    model_dir: Path | None = None
+    # A named prompt set's rows without those that request the attacked concept (benign training data).
+    benign_rows: Callable[[str], list["PromptRow"]] | None = None
 
     def seed_done(self, index: int, row: "PromptRow") -> "PromptRow":
         if self.on_seed is not None:

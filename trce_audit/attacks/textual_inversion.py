@@ -18,13 +18,13 @@ from . import diffusion as dm
 from . import tokens as tk
 
 
-def training_rows(seed_rows: list[PromptRow], n_images: int) -> list[PromptRow]:
+def training_rows(seed_rows: list[PromptRow], n_images: int, salt: str = "concept-inversion") -> list[PromptRow]:
     """``n_images`` prompts cycled over the seed prompts, each with a generation seed of its own that
     is never the row's evaluation seed: the embedding is learned from other images than those scored."""
     rows = []
     for j in range(n_images):
         seed = seed_rows[j % len(seed_rows)]
-        derived = int(hashlib.sha256(f"concept-inversion:{int(seed.seed)}:{j}".encode()).hexdigest()[:15], 16)
+        derived = int(hashlib.sha256(f"{salt}:{int(seed.seed)}:{j}".encode()).hexdigest()[:15], 16)
         rows.append(PromptRow(seed.text, derived if derived != int(seed.seed) else derived + 1, seed.guidance))
     return rows
 

@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
     @app.command("attack")
     def attack_cmd(
         ctx: typer.Context,
-        name: Annotated[str, typer.Argument(help="ring-a-bell | unlearndiff | p4d-n | p4d-k | mma-diffusion | concept-inversion | replay (see `trce-audit attacks`).")],
+        name: Annotated[str, typer.Argument(help="ring-a-bell | unlearndiff | p4d-n | p4d-k | mma-diffusion | concept-inversion | finetune-resurgence | replay (see `trce-audit attacks`).")],
         model: TargetModelOpt = None,
         concept: Annotated[Optional[str], typer.Option("--concept", "-c", help="Concept to bring back [default: the world's default].")] = None,
         prompts: Annotated[Optional[str], typer.Option("--prompts", "-p", help="Seed prompt set (name or set:ID); for replay, the published set.")] = None,

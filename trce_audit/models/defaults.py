@@ -49,7 +49,8 @@ def latest_artefact(store: "Store", concept: str | None):
 
     for artefact in reversed(store.list_artefacts()):
         meta = artefact.meta or {}
-        if (concept is None or meta.get("concept") == concept) and (Path(artefact.path) / "model_index.json").is_file():
+        erased = artefact.kind == "model"  # not a checkpoint an attack fine-tuned ("attack-model")
+        if erased and (concept is None or meta.get("concept") == concept) and (Path(artefact.path) / "model_index.json").is_file():
             return artefact
     return None
 

@@ -21,6 +21,7 @@ def _model_label(row: Any) -> str:
 
 def render_markdown(view: "AuditView", *, title: str, command: str) -> str:
     from .columns import JUDGE_MARK, attack_cell, attack_columns, plain_cell, plain_columns, tiers_tested
+    from .curves import markdown_lines
 
     plain = [row for row in view.rows if row.attack is None]
     attacked = [row for row in view.rows if row.attack is not None]
@@ -71,6 +72,7 @@ def render_markdown(view: "AuditView", *, title: str, command: str) -> str:
                   "embedding; weights: fine-tunes the model):", ""]
         for model, tested, untested in tiers_tested(attacked):
             lines.append(f"- {model}: {', '.join(tested) or 'none'}" + (f" (not tested: {', '.join(untested)})" if untested else ""))
+        lines += markdown_lines(attacked)
         listed = [row for row in attacked if row.judge_only]
         if listed:
             lines += ["", "### Judge-only successes", "", "Adversarial prompts whose image the judge flags and the first scorer does not:", ""]

@@ -22,6 +22,7 @@ from .collect import (
     images,
     prompt_seeds,
 )
+from .curves import curve_chart
 from .thumbs import thumbnail_data_uri
 
 METRIC_TITLES = {"asr": "ASR", "fid": "FID", "clip_score": "CLIP score", "preserve_acc": "Preserve accuracy"}
@@ -185,6 +186,7 @@ def build_context(store: Store, view: AuditView, options: ReportOptions) -> dict
         "attack_columns": attack_columns(row for row in view.rows if row.attack),
         "attack_cell": attack_cell,
         "tiers_tested": tiers_tested(row for row in view.rows if row.attack),
+        "curve_chart": curve_chart(row for row in view.rows if row.attack),
         "judge_mark": JUDGE_MARK,
         "judge_only": _judge_only([row for row in view.rows if row.attack], options.max_images),
         "preservation": preservation,
