@@ -112,3 +112,14 @@ def store_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.sqlite'}"
     return request.getfixturevalue("pg_database")
+
+
+@pytest.fixture(scope="module")
+def pipes():
+    """(erased stand-in, original): two tiny random SDs, one per test module, which attacks may mutate."""
+    import torch
+
+    from trce_audit.models.tiny import build_pipeline
+
+    torch.set_num_threads(1)
+    return build_pipeline("tiny", seed=0), build_pipeline("tiny", seed=1)

@@ -33,16 +33,6 @@ TINY = {
 }
 
 
-@pytest.fixture(scope="module")
-def pipes():
-    import torch
-
-    from trce_audit.models.tiny import build_pipeline
-
-    torch.set_num_threads(1)
-    return build_pipeline("tiny", seed=0), build_pipeline("tiny", seed=1)
-
-
 def test_every_attack_has_a_tiny_budget():
     assert set(registry.names("attack")) == set(TINY)
 

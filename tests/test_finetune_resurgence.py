@@ -21,16 +21,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::trce_audit.attacks.base.BelowPa
 
 
 @pytest.fixture(scope="module")
-def pipes():
-    import torch
-
-    from trce_audit.models.tiny import build_pipeline
-
-    torch.set_num_threads(1)
-    return build_pipeline("tiny", seed=0), build_pipeline("tiny", seed=1)  # (erased stand-in, original)
-
-
-@pytest.fixture(scope="module")
 def tuned(pipes, tmp_path_factory):
     from trce_audit.attacks.base import AttackContext
     from trce_audit.attacks.finetune import FinetuneResurgence

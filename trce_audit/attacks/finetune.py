@@ -140,22 +140,14 @@ def _train(pipe, posteriors, hidden, config: FinetuneConfig, marks: list[int], c
     params = [p for p in unet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, betas=(0.9, 0.999), weight_decay=config.weight_decay, eps=1e-8)
     generator = torch.Generator().manual_seed(config.seed)
-    means, stds = posteriors
-    n, scaling, n_train = means.shape[1], pipe.vae.config.scaling_factor, dm.train_timesteps(pipe)
+    scaling, n_train = pipe.vae.config.scaling_factor, dm.train_timesteps(pipe)
     queue: list[int] = []
     losses = []
     for step in range(1, config.budget.steps + 1):
         optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for _ in range(config.gradient_accumulation):
-            while len(queue) < config.train_batch_size:  # shuffled passes over the benign images
-                queue += torch.randperm(n, generator=generator).tolist()
-            index, queue = torch.tensor(queue[: config.train_batch_size]), queue[config.train_batch_size :]
-            flip = (torch.rand(len(index), generator=generator) < config.flip_p).long()
-            mean, std = means[flip, index], stds[flip, index]
-            x0 = (mean + std * torch.randn(mean.shape, generator=generator).to(mean.device)) * scaling
-            noise = torch.randn(x0.shape, generator=generator).to(x0.device)
-            t = torch.randint(0, n_train, (len(index),), generator=generator).to(x0.device)
+            index, x0, noise, t = ti.draw_batch(posteriors, queue, config.train_batch_size, config.flip_p, scaling, n_train, generator)
             pred = unet(dm.add_noise(pipe, x0, noise, t), t, encoder_hidden_states=hidden[index.to(hidden.device)]).sample
             loss = torch.nn.functional.mse_loss(pred.float(), dm.training_target(pipe, x0, noise, t).float()) / config.gradient_accumulation
             loss.backward()

@@ -94,8 +94,7 @@ def optimise(pipe: Any, vector: Any, inputs: tuple[Any, Any, Any], posteriors: t
     """Train ``vector`` (a leaf tensor) in place; returns the loss of every optimiser step."""
     import torch
 
-    means, stds = posteriors
-    n, scaling, n_train = means.shape[1], pipe.vae.config.scaling_factor, dm.train_timesteps(pipe)
+    scaling, n_train = pipe.vae.config.scaling_factor, dm.train_timesteps(pipe)
     scale = config.train_batch_size * config.gradient_accumulation if config.scale_lr else 1
     optimizer = torch.optim.AdamW([vector], lr=config.lr * scale, betas=(0.9, 0.999), weight_decay=config.weight_decay, eps=1e-8)
     queue: list[int] = []
@@ -104,14 +103,7 @@ def optimise(pipe: Any, vector: Any, inputs: tuple[Any, Any, Any], posteriors: t
         optimizer.zero_grad()
         total = 0.0
         for _ in range(config.gradient_accumulation):
-            while len(queue) < config.train_batch_size:  # shuffled passes over the training images
-                queue += torch.randperm(n, generator=generator).tolist()
-            index, queue = torch.tensor(queue[: config.train_batch_size]), queue[config.train_batch_size :]
-            flip = (torch.rand(len(index), generator=generator) < config.flip_p).long()
-            mean, std = means[flip, index], stds[flip, index]
-            x0 = (mean + std * torch.randn(mean.shape, generator=generator).to(mean.device)) * scaling
-            noise = torch.randn(x0.shape, generator=generator).to(x0.device)
-            t = torch.randint(0, n_train, (len(index),), generator=generator).to(x0.device)
+            index, x0, noise, t = draw_batch(posteriors, queue, config.train_batch_size, config.flip_p, scaling, n_train, generator)
             batch = tuple(part[index.to(part.device)] for part in inputs)
             loss = denoising_loss(pipe, vector, batch, x0, noise, t) / config.gradient_accumulation
             loss.backward()
@@ -120,3 +112,23 @@ def optimise(pipe: Any, vector: Any, inputs: tuple[Any, Any, Any], posteriors: t
         losses.append(total)
         report(step + 1)
     return losses
+
+
+def draw_batch(posteriors: tuple[Any, Any], queue: list[int], batch_size: int, flip_p: float, scaling: float,
+               n_train: int, generator: Any) -> tuple[Any, Any, Any, Any]:
+    """One micro-batch (image index, x_0, noise, t) from shuffled passes over the training images
+    (``queue`` holds the pass in progress and is consumed in place): each image flipped with
+    probability ``flip_p``, x_0 a posterior sample x ``scaling``, t uniform in [0, n_train)."""
+    import torch
+
+    means, stds = posteriors
+    while len(queue) < batch_size:
+        queue += torch.randperm(means.shape[1], generator=generator).tolist()
+    index = torch.tensor(queue[:batch_size])
+    del queue[:batch_size]
+    flip = (torch.rand(len(index), generator=generator) < flip_p).long()
+    mean, std = means[flip, index], stds[flip, index]
+    x0 = (mean + std * torch.randn(mean.shape, generator=generator).to(mean.device)) * scaling
+    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+    t = torch.randint(0, n_train, (len(index),), generator=generator).to(x0.device)
+    return index, x0, noise, t
