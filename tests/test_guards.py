@@ -244,3 +244,26 @@ name = "safree"
     report = render_report(store, tmp_path / "report.html")
     html = (tmp_path / "report.html").read_text()
     assert report and "sld" in html and "safree" in html
+
+
+@pytest.mark.parametrize("guard_name", ["sld", "safree"])
+def test_attack_noise_takes_a_timestep_per_sample(tiny_pipe, guard_name):
+    """Textual inversion and fine-tuning draw one timestep per sample: the guarded prediction for a batch
+    with mixed timesteps equals each sample's own."""
+    import torch
+
+    from trce_audit.attacks.tokens import encode_ids
+    from trce_audit.erasers.common import tokenize
+    from trce_audit.guards.safree import SAFREEGuard
+    from trce_audit.guards.sld import SLDGuard
+
+    guard = SLDGuard(SLD_CONFIG) if guard_name == "sld" else SAFREEGuard(SAFREE_CONFIG)
+    ids = tokenize(tiny_pipe.tokenizer, TEXTS[:3])
+    with torch.no_grad():
+        hidden = encode_ids(tiny_pipe.text_encoder, ids)
+        size, channels = int(tiny_pipe.unet.config.sample_size), int(tiny_pipe.unet.config.in_channels)
+        x_t = torch.randn((3, channels, size, size), generator=torch.Generator().manual_seed(0))
+        t = torch.tensor([10, 500, 990])
+        batched = guard.attack_noise(tiny_pipe, x_t, t, hidden, ids)
+        single = torch.cat([guard.attack_noise(tiny_pipe, x_t[i : i + 1], t[i : i + 1], hidden[i : i + 1], ids[i : i + 1]) for i in range(3)])
+    assert (batched - single).abs().max() < 1e-3, (batched - single).abs().max()

@@ -59,7 +59,9 @@ class SLDGuard(Guard):
                 cached = self._attack_context = encode_ids(pipe.text_encoder, ids_).to(hidden.dtype)
         n = hidden.shape[0]
         context = torch.cat([cached[:1].expand(n, -1, -1), hidden, cached[1:].expand(n, -1, -1)])
-        noise = pipe.unet(torch.cat([x_t] * 3), t, encoder_hidden_states=context).sample
+        # a timestep per sample (textual inversion's draws) repeats with the three stacked batches
+        steps = torch.cat([t] * 3) if torch.is_tensor(t) and t.ndim > 0 and t.numel() > 1 else t
+        noise = pipe.unet(torch.cat([x_t] * 3), steps, encoder_hidden_states=context).sample
         eps_u, eps_c, eps_s = noise.chunk(3)
         term, _ = self.safety_term(eps_u, eps_c, eps_s, torch.zeros_like(eps_c))
         return eps_c - term
