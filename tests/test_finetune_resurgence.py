@@ -121,7 +121,13 @@ def test_api_scores_every_checkpoint_once_and_defaults_ignore_them(store, worksp
     from trce_audit.api.report import render_report
 
     run_ids = [summary["run_id"]]
-    text = render_report(store, workspace.root / "r.md", run_ids=run_ids) and (workspace.root / "r.md").read_text()
+    from trce_audit.reports.collect import collect
+
+    row = next(r for r in collect(store, run_ids=run_ids).rows if r.attack)
+    # the intermediate checkpoints' evals are points of the curve, not a second "before"
+    assert row.before_run_ids == [curve[0]["eval_run"]] and row.after_run_ids == [curve[-1]["eval_run"]]
+    assert not render_report(store, workspace.root / "r.md", run_ids=run_ids)["problems"]
+    text = (workspace.root / "r.md").read_text()
     steps_row = next(line for line in text.splitlines() if line.startswith("| pocket · finetune-resurgence |"))
     assert "### ASR against fine-tuning steps" in text and "| 0 steps | 1 steps | 2 steps |" in text
     assert steps_row.count("%") == 3 and "weights" in text

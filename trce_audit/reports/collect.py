@@ -133,8 +133,10 @@ def collect(store: Store, *, audit_id: int | None = None, run_ids: Iterable[int]
         if run.created_at is not None and run.finished_at is not None:
             row.attack_seconds = (run.finished_at - run.created_at).total_seconds()
         named_after, named_before = summary.get("eval_run_after"), summary.get("eval_run_before")
+        # a weights-tier attack's intermediate checkpoints: points of its curve, neither before nor after
+        between = {p.get("eval_run") for p in summary.get("curve") or [] if isinstance(p, dict)} - {named_after, named_before}
         for eval_run in attack_evals.get(run.id, []):
-            if eval_run.id not in complete_evals:
+            if eval_run.id not in complete_evals or eval_run.id in between:
                 continue
             if eval_run.id in (named_after, named_before):
                 is_after = eval_run.id == named_after
