@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import DataError
 
 if TYPE_CHECKING:
-    from .attack import _AttackJob
+    from .attack_job import _AttackJob
 
 MODEL_KIND = "attack-model"
 
@@ -42,7 +42,7 @@ def checkpoint_models(job: "_AttackJob", rows: list) -> list[tuple[int, str]]:
 
 def measure_curve(job: "_AttackJob", rows: list, before: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(the curve: one point per checkpoint after step 0, the last checkpoint's measurement)."""
-    from .attack import _asr
+    from .attack_job import _asr
 
     def point(steps: int, model: str, result: dict[str, Any]) -> dict[str, Any]:
         by_scorer = {metric: _asr(result, metric) for metric in job.eval_metrics}
