@@ -181,8 +181,7 @@ def save_checkpoint(pipe, step: int, context: AttackContext) -> dict[str, Any]:
     save_erased_pipeline(pipe, staging, context.model_dir, parent.get("erasure") or {}, guard=guard)
     pipe.to(device)
     marker = _marker(staging / WORLD_MARKER)  # the target's erasure record stays; the fine-tuning is added
-    marker[META_KEY] = {"attack": FinetuneResurgence.name, "version": FinetuneResurgence.version, "steps": step,
-                        "parent_erasure": parent.get("erasure")}
+    marker[META_KEY] = {"attack": FinetuneResurgence.name, "version": FinetuneResurgence.version, "steps": step}
     (staging / WORLD_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True, default=str))
     sha = hash_tree(staging)
     final = root / sha[:32]

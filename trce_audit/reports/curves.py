@@ -58,7 +58,7 @@ def curve_chart(rows: Iterable[Row]) -> CurveChart | None:
     for line in lines:
         line.path = " ".join(f"{x(s):.1f},{y(a):.1f}" for s, a in line.points)
         line.dots = tuple((x(s), y(a), f"{s} steps: {a * 100:.1f}%") for s, a in line.points)
-    steps = sorted({s for line in lines for s, _ in line.points})
+    steps = _all_steps(lines)
     description = "; ".join(f"{line.label} ({line.scorer}): " + ", ".join(f"{s} steps {a * 100:.1f}%" for s, a in line.points) for line in lines)
     return CurveChart(WIDTH, HEIGHT, LEFT, TOP, plot_w, plot_h, lines, [(x(s), str(s)) for s in steps],
                       [(y(f), f"{f * 100:.0f}%") for f in (0, 0.25, 0.5, 0.75, 1.0)],
@@ -69,13 +69,14 @@ def markdown_lines(rows: Iterable[Row]) -> list[str]:
     lines = curves(rows)
     if not lines:
         return []
+    steps = _all_steps(lines)
     out = ["", "### ASR against fine-tuning steps", "",
            "Weights-tier attacks: the seed prompts scored on checkpoints saved while fine-tuning (step 0 is the model as audited).", "",
-           "| model · attack | scorer | " + " | ".join(f"{s} steps" for s in _all_steps(lines)) + " |",
-           "|" + "---|" * (2 + len(_all_steps(lines)))]
+           "| model · attack | scorer | " + " | ".join(f"{s} steps" for s in steps) + " |",
+           "|" + "---|" * (2 + len(steps))]
     for line in lines:
         by_steps: dict[int, Any] = dict(line.points)
-        cells = [f"{by_steps[s] * 100:.1f}%" if s in by_steps else "–" for s in _all_steps(lines)]
+        cells = [f"{by_steps[s] * 100:.1f}%" if s in by_steps else "–" for s in steps]
         out.append(f"| {line.label} | {line.scorer} | " + " | ".join(cells) + " |")
     return out
 
