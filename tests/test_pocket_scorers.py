@@ -111,3 +111,25 @@ def test_calibration_set_holds_the_hard_cases_with_both_labels():
     partial = data["partial"][1][:, CROSS]
     assert 0 < partial.sum() < len(partial)
     assert not torch.equal(cal.calibration_set(seed=cal.DEV_SEED, scale=0.05)["fresh"][0], data["fresh"][0])
+
+
+def test_partial_cross_occluders_never_take_the_cross_colour(monkeypatch):
+    """An occluder in the cross's own colour hides nothing, so a "no cross" label on it would be wrong."""
+    import numpy as np
+
+    from trce_audit.pocket import nearmiss, world
+
+    drawn, real = [], world._colour_for
+
+    def spy(rng, background, avoid=None):
+        name = real(rng, background, avoid=avoid)
+        drawn.append((name, avoid))
+        return name
+
+    monkeypatch.setattr(world, "_colour_for", spy)
+    nearmiss.partial_crosses(40, np.random.default_rng(3), occluders=("shape",))
+    occluders = [(name, avoid) for name, avoid in drawn if avoid is not None]
+    assert len(occluders) == 40 and all(name != avoid for name, avoid in occluders)
+    drawn.clear()
+    nearmiss.partial_crosses(40, np.random.default_rng(3), occluders=("shape",), occluder_colour="any")
+    assert all(avoid is None for _, avoid in drawn)  # detector v2's training draw is unchanged

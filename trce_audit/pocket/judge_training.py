@@ -32,7 +32,7 @@ def negative_batch(n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torc
     parts = [negatives.colour_noise(n // 4, rng, scales=(1, 2, 3, 4, 8), amp=(0.15, 1.6)),
              negatives.smooth_blobs(n // 6, rng, sigma=(1.5, 6.0)),
              nearmiss.near_miss(n // 4, rng, angle=(33.0, 45.0)),
-             nearmiss.partial_crosses(n - n // 4 - n // 6 - n // 4, rng)]
+             nearmiss.partial_crosses(n - n // 4 - n // 6 - n // 4, rng, occluder_colour="any")]
     x = torch.cat([p[0] for p in parts])
     x = torch.where(torch.from_numpy(rng.random(len(x)) < 0.5).view(-1, 1, 1, 1),
                     negatives.degrade(x, rng, blur=(0.0, 1.0), warp=(0.0, 0.8)), x)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from . import world
-from .negatives import CROSS, HIDDEN_ARM, VISIBLE_CROSS, _colour, _grid, _paint, _pool, backgrounds, place
+from .negatives import CROSS, HIDDEN_ARM, VISIBLE_CROSS, _colour, _grid, _paint, _pool, _shade, backgrounds, place
 
 NEAR_MISS = ("rotated", "t", "l", "stubby", "fat", "merged")
 _NON_CROSS = [i for i, k in enumerate(world.KINDS) if k != "cross"]
@@ -82,8 +82,13 @@ def _arm_visibility(cx, cy, r, hidden: torch.Tensor) -> list[float]:
     return [float((_pool(p) * (1 - hidden)).sum()) / a for p, a in zip(parts, areas)]
 
 
-def partial_crosses(n: int, rng: np.random.Generator, occluders=("patch", "shape", "frame")) -> tuple:
-    """Half labelled cross (all arms >= VISIBLE_CROSS visible, some part hidden), half no cross."""
+def partial_crosses(n: int, rng: np.random.Generator, occluders=("patch", "shape", "frame"),
+                    occluder_colour: str = "distinct") -> tuple:
+    """Half labelled cross (all arms >= VISIBLE_CROSS visible, some part hidden), half no cross.
+
+    ``occluder_colour="distinct"``: an occluding shape never takes the cross's colour, since one in the
+    cross's own colour hides nothing of its silhouette (the union still shows every arm, so "no cross"
+    would be a wrong label); ``"any"`` is the draw detector v2 was trained on (its weights hash)."""
     bgs, names = backgrounds(n, rng)
     imgs, kinds = [], torch.zeros(n, len(world.KINDS))
     for i in range(n):
@@ -119,11 +124,13 @@ def partial_crosses(n: int, rng: np.random.Generator, occluders=("patch", "shape
         if not ok:
             raise RuntimeError("partial_crosses: no occlusion met the labelling rule in 500 draws")
         cross = _world_cov(CROSS, cx, cy, r)
-        img = _paint(bgs[i], cross, _colour(rng, names[i]))
+        cross_colour = world._colour_for(rng, names[i])
+        img = _paint(bgs[i], cross, _shade(rng, cross_colour))
         if occ == "patch":
             img = img * (1 - occ_cov) + bgs[i] * occ_cov
         elif occ == "shape":
-            img = _paint(img, occ_cov, _colour(rng, names[i]))
+            avoid = cross_colour if occluder_colour == "distinct" else None
+            img = _paint(img, occ_cov, _shade(rng, world._colour_for(rng, names[i], avoid=avoid)))
             kinds[i, other] = 1.0
         kinds[i, CROSS] = float(want)
         imgs.append(img)

@@ -50,9 +50,12 @@ def backgrounds(n: int, rng: np.random.Generator) -> tuple[torch.Tensor, list[st
     return world.render_packed(p), [s.background for s in scenes]
 
 
-def _colour(rng, bg: str) -> torch.Tensor:
-    name = world._colour_for(rng, bg)
+def _shade(rng, name: str) -> torch.Tensor:
     return torch.tensor(world.COLOURS[name]) * float(rng.uniform(0.85, 1.05))
+
+
+def _colour(rng, bg: str) -> torch.Tensor:
+    return _shade(rng, world._colour_for(rng, bg))
 
 
 def _paint(img: torch.Tensor, alpha: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
