@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="tiny", help="tiny (stand-in) or any model spec trce-audit resolves")
     parser.add_argument("--world", default=None, help="preset to use with --model tiny (default: pocket)")
     parser.add_argument("--concept", default=None, help="concept name for a real model (trce_audit.data.load_concept)")
-    parser.add_argument("--erasers", default="uce,trce,esd-x,esd-u,speed,rece")
+    parser.add_argument("--erasers", default="uce,trce,esd-x,esd-u,speed,rece,advunlearn,mace")
     parser.add_argument("--pairs", type=int, default=10)
     parser.add_argument("--captions", type=int, default=1000)
     parser.add_argument("--device", default="cpu")

@@ -31,6 +31,8 @@ TINY = {
     "safree": {"up_t": 4},
     "speed": {"n_retain": 4, "caption_set": "coco-3k", "aug_num": 2},
     "rece": {"epochs": 2, "n_preserve": 2},
+    "advunlearn": {"iterations": 3, "warmup_iter": 1, "attack_step": 2, "steps": 4, "latent_size": 8, "lr": 1e-3, "retain_batch": 2},
+    "mace": {"augment_num": 2, "n_images": 1, "image_steps": 2, "train_steps": 2, "image_size": 16},
 }
 # Inference-time erasers change no tensor: their contract is the guard the saved folder carries, which
 # loads with the folder and changes what the engine draws.
@@ -55,6 +57,9 @@ ALLOWED = {
     "safree": lambda n: False,
     "speed": lambda n: ".attn2.to_v." in n,  # the reference's default edits values only
     "rece": _xattn_kv,
+    # the text encoder's transformer layers and final norm; never its embeddings, never the UNet
+    "advunlearn": lambda n: n.startswith("text_encoder.") and (".layers." in n or ".final_layer_norm." in n),
+    "mace": _xattn_kv,  # the LoRAs are fused into attn2 to_k / to_v; the saved pipeline has none
 }
 
 
@@ -222,6 +227,22 @@ def test_cli_config_errors_are_one_line_and_store_nothing(cli, store, tiny_sd_di
     code, out, err = cli("erase", "uce", "--concept", "nudity", "--model", str(tiny_sd_dir), *args)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err
+    assert store.counts() == before
+
+
+@pytest.mark.parametrize("name", registry.names("eraser"))
+def test_cli_unknown_config_key_names_the_known_keys(cli, store, tiny_sd_dir, monkeypatch, name):
+    """Every eraser: an unknown key exits 2 with one line that lists the eraser's own keys; nothing stored."""
+    import dataclasses
+
+    import trce_audit.data as data
+
+    monkeypatch.setattr(data, "load_concept", lambda name, **kw: CONCEPT, raising=False)
+    before = store.counts()
+    code, out, err = cli("erase", name, "--concept", "nudity", "--model", str(tiny_sd_dir), "--set", "bogus=1")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    known = [f.name for f in dataclasses.fields(registry.load("eraser", name).Config)]
+    assert "unknown config key 'bogus'" in err and all(key in err for key in known)
     assert store.counts() == before
 
 

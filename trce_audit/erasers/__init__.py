@@ -9,4 +9,6 @@ BUILTIN: dict[str, str] = {
     "safree": "trce_audit.erasers.safree:SAFREE",
     "speed": "trce_audit.erasers.speed:SPEED",
     "rece": "trce_audit.erasers.rece:RECE",
+    "advunlearn": "trce_audit.erasers.advunlearn:AdvUnlearn",
+    "mace": "trce_audit.erasers.mace:MACE",
 }

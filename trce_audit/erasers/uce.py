@@ -72,18 +72,22 @@ def last_token_rows(pipe, prompts: list[str], device):
     return emb[torch.arange(len(prompts), device=emb.device), idx].double()
 
 
-def closed_form_edit(pipe, erase, guide, keep, *, erase_scale: float, preserve_scale: float, lamb: float) -> int:
+def closed_form_edit(
+    pipe, erase, guide, keep, *, erase_scale: float, preserve_scale: float, lamb: float, keep_moment=None
+) -> int:
     """W' = (λ·W + s_e·Σ W·g·cᵀ + s_p·Σ W·k·kᵀ)(λ·I + s_e·Σ c·cᵀ + s_p·Σ k·kᵀ)⁻¹ on every cross-attention
     key/value projection, with rows c (erase), g (their guides) and k (kept), float64; returns how many
     projections it edited. Every projection reads the same embeddings and its values are W·g, so
-    W' = W·R·S⁻¹ with R and S shared by all of them (UCE and RECE's re-erasure both use this)."""
+    W' = W·R·S⁻¹ with R and S shared by all of them (UCE, RECE's re-erasure and MACE's refinement use
+    this). ``keep_moment`` is a precomputed Σ k·kᵀ (a cached caption prior), added to the kept rows'."""
     import torch
 
     from .common import cross_attention_projections, solve_closed_form
 
     eye = torch.eye(erase.shape[1], dtype=torch.float64, device=erase.device)
-    cross = erase_scale * guide.T @ erase + preserve_scale * keep.T @ keep + lamb * eye
-    second = erase_scale * erase.T @ erase + preserve_scale * keep.T @ keep + lamb * eye
+    kept = keep.T @ keep if keep_moment is None else keep.T @ keep + keep_moment.to(erase.device, torch.float64)
+    cross = erase_scale * guide.T @ erase + preserve_scale * kept + lamb * eye
+    second = erase_scale * erase.T @ erase + preserve_scale * kept + lamb * eye
     shared = solve_closed_form(cross, second)
     projections = cross_attention_projections(pipe.unet)
     with torch.no_grad():
