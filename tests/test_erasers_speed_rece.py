@@ -107,16 +107,6 @@ def test_rece_rounds_erase_the_embedding_uce_left_open(pipe, tmp_path):
     assert result.stats["uce_prompts"] == ["nudity"] and len(result.stats["adversarial_shift"]) == 1
 
 
-@pytest.mark.parametrize("eraser, key", [("speed", "retain_scale"), ("rece", "regular_scale")])
-def test_unknown_config_key_names_the_known_keys(cli, tiny_sd_dir, monkeypatch, eraser, key):
-    import trce_audit.data as data
-
-    monkeypatch.setattr(data, "load_concept", lambda name, **kw: CONCEPT, raising=False)
-    code, out, err = cli("erase", eraser, "--concept", "nudity", "--model", str(tiny_sd_dir), "--set", "bogus=1")
-    assert code == 2 and out == "" and err.count("\n") == 1
-    assert "unknown config key 'bogus'" in err and key in err
-
-
 @pytest.mark.parametrize(
     "eraser, overrides, message",
     [
