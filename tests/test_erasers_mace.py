@@ -245,6 +245,23 @@ def test_attention_masks_threshold_each_image_at_a_fraction_of_its_peak():
     assert attention_masks(maps, 0.5).flatten(1).tolist() == [[0, 1, 1, 0], [1, 0, 0, 1]]
 
 
+def test_a_phrase_without_attention_trains_on_the_whole_image(pipe, monkeypatch):
+    """No attention above the threshold would leave an empty mask and an untrained LoRA; like the
+    reference's get_mask when nothing is detected, the whole image is the mask."""
+    import torch
+
+    from trce_audit.erasers.mace import MACEConfig, masks
+
+    def silent(pipe, prompt, count, *, positions, **kwargs):
+        return torch.rand(count, 3, 32, 32), torch.zeros(count, 1, 32, 32)
+
+    monkeypatch.setattr(masks, "draw_concept_images", silent)
+    config = MACEConfig(n_images=3, image_size=32, masks="attention")
+    images, found, info = masks.concept_data(pipe, config, CONCEPT, "nude", 0, world="sd")
+    assert found.shape == (3, 1, 32, 32) and bool((found == 1).all())
+    assert info["whole_image_masks"] == 3 and info["mask_coverage"] == 1.0
+
+
 def test_drawing_records_the_concept_tokens_attention(pipe):
     from trce_audit.erasers.mace.closed_form import concept_positions
     from trce_audit.erasers.mace.masks import draw_concept_images
@@ -269,6 +286,7 @@ def test_presets_and_config_errors():
         ({"train_preserve_scale": 0}, "singular"),
         ({"masks": "folder"}, "needs a data_dir"),
         ({"image_template": "a photo"}, "must contain"),
+        ({"augment_num": 31}, "'augment_num' is at most 30"),
         ({"lora_rank": 4}, "known keys: .*train_steps"),
     ):
         with pytest.raises(ConfigError, match=message):

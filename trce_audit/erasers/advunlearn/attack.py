@@ -28,7 +28,9 @@ class PrefixedPrompt:
 
     @classmethod
     def build(cls, tokenizer, text_encoder, phrase: str, k: int, device) -> "PrefixedPrompt":
-        placeholder = tokenizer.eos_token_id  # the reference fills the slots' ids with padding ([EoT]) ids
+        # the slots' ids matter only for where [EoT] is found (the pooled output, unused); the reference's
+        # are whichever ids its word-count split dropped, [EoT] when the phrase is one token per word
+        placeholder = tokenizer.eos_token_id
         content = content_ids(tokenizer, phrase)[: int(tokenizer.model_max_length) - 2 - k]
         ids = torch.tensor([full_ids(tokenizer, [placeholder] * k + content)], device=device)
         with torch.no_grad():

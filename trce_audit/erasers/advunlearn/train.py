@@ -81,9 +81,11 @@ class Trainer:
         encoder.eval()
         for p in self.params:  # the reference freezes the encoder during the attack
             p.requires_grad_(False)
-        self.prefix, losses = soft_prompt_attack(self.unet, encoder, prompt, start, steps, lr=config.attack_lr, method=config.attack_method)
-        for p in self.params:
-            p.requires_grad_(True)
+        try:
+            self.prefix, losses = soft_prompt_attack(self.unet, encoder, prompt, start, steps, lr=config.attack_lr, method=config.attack_method)
+        finally:
+            for p in self.params:
+                p.requires_grad_(True)
         self.rounds += 1
         if self.rounds == 1:
             self.first_round = losses

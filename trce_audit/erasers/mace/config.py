@@ -75,6 +75,10 @@ class MACEConfig(EraserConfig):
                 raise ConfigError(f"config key {key!r} must be >= 1, got {getattr(self, key)!r}")
         if self.lr <= 0 or self.train_steps < 0 or self.augment_num < 1:
             raise ConfigError("config keys 'lr' > 0, 'train_steps' >= 0 and 'augment_num' >= 1 are required")
+        from ..trce.templates import OBJECT_TEMPLATES
+
+        if self.augment_num > len(OBJECT_TEMPLATES):
+            raise ConfigError(f"config key 'augment_num' is at most {len(OBJECT_TEMPLATES)} (the templates there are), got {self.augment_num}")
         if self.lamb == 0 and (self.train_preserve_scale == 0 or self.fuse_preserve_scale == 0):
             raise ConfigError("mace needs lamb > 0 or both preserve scales > 0, otherwise a closed form can be singular")
         if not 0 < self.attention_threshold <= 1:

@@ -154,5 +154,8 @@ def concept_data(pipe, config, concept, phrase: str, index: int, world: str):
         masks, info["whole_image_masks"] = pocket_masks(images, concept.label or concept.name)
     elif mode == "attention":
         masks = attention_masks(maps, config.attention_threshold)
+        empty = masks.flatten(1).sum(1) == 0  # no attention to the phrase: the whole image, as get_mask does
+        masks[empty] = 1.0
+        info["whole_image_masks"] = int(empty.sum())
     info["mask_coverage"] = round(float(masks.mean()), 4)
     return images, masks, info
