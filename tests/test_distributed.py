@@ -165,3 +165,93 @@ def test_unreachable_address_exits_2_in_one_line(tmp_path):
     assert done.returncode == 2 and "no Ray cluster answers at --address 127.0.0.1:9" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "ws" / "trce-audit.sqlite").exists()  # nothing written
+
+
+# The driver, as a user runs it, killed (SIGKILL) at its second shard's commit: the first shard is
+# stored and the second's images are on disk with no rows yet, the case a rerun must absorb.
+KILLED_DRIVER = """
+import os, signal, sys
+from trce_audit.store.repository import Store
+real, calls = Store.add_generations, []
+def add_generations(self, run_id, records):
+    records = list(records)
+    calls.append(len(records))
+    if len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, run_id, records)
+Store.add_generations = add_generations
+from trce_audit.cli import main
+sys.exit(main())
+"""
+
+
+def _cli_eval(workspace: Path, extra: list[str], script: str | None = None) -> subprocess.CompletedProcess:
+    args = ["--workspace", str(workspace), "eval", "--model", EVAL["model"], "--prompts", EVAL["prompts"],
+            "--metric", *EVAL["metrics"], "--limit", str(EVAL["limit"]), "--concept", EVAL["concept"],
+            "--steps", "4", "--batch-size", "2", "--device", "cpu", "--json", *extra]
+    code = script or "import sys; from trce_audit.cli import main; sys.exit(main())"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the straight run's threads per process
+    if SHARED_DATA.is_dir():
+        env["TRCE_AUDIT_DATA"] = str(SHARED_DATA)
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_killed_driver_and_rerun_give_the_straight_run(cluster, straight, tmp_path, executor):
+    import json
+
+    from trce_audit.store import Store
+
+    extra = [] if executor == "local" else ["--executor", "ray", "--address", cluster.address, "--workers", "2"]
+    killed = _cli_eval(tmp_path / "ws", extra, KILLED_DRIVER)
+    assert killed.returncode == -signal.SIGKILL
+    store = Store(f"sqlite:///{tmp_path / 'ws' / 'trce-audit.sqlite'}")
+    (interrupted,) = store.list_runs(kind="generate")
+    assert interrupted.status == "started" and len(store.generations(interrupted.id)) == 2  # one shard committed
+    rerun = _cli_eval(tmp_path / "ws", extra)
+    assert rerun.returncode == 0, rerun.stderr
+    result = json.loads(rerun.stdout)
+    assert result["generation_run_id"] == interrupted.id
+    assert _rows(store, result) == straight[0] and store.counts() == straight[1]
+    _no_duplicates(store)
+    stored = {g.image_path for g in store.generations(interrupted.id)}
+    assert {str(p) for p in (tmp_path / "ws").rglob("*.png")} == stored  # no unreferenced image
+
+
+def _node_of(pid: int, nodes) -> object:
+    """The mini-cluster node whose raylet started worker process ``pid`` (its parent chain)."""
+    raylets = {node.all_processes["raylet"][0].process.pid: node for node in nodes}
+    while pid > 1:
+        if pid in raylets:
+            return raylets[pid]
+        with open(f"/proc/{pid}/stat") as handle:
+            pid = int(handle.read().rsplit(")", 1)[1].split()[1])
+    raise AssertionError("worker process is not under any mini-cluster node")
+
+
+def test_removed_node_mid_run_gives_the_straight_run(cluster, straight, tmp_path):
+    for _ in range(2):  # room for a restarted worker
+        cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    try:
+        with make_executor(ExecutorOptions("ray", workers=2, max_retries=2), device="cpu") as executor:
+            pids = executor.worker_pids()
+            removed = []
+
+            def remove_once(stage, done, total):
+                if stage == "generate" and done > 0 and not removed:
+                    hosts = [_node_of(pid, cluster.list_all_nodes()) for pid in pids]
+                    node = next(n for n in hosts if n is not cluster.head_node)  # the head (GCS) stays
+                    cluster.remove_node(node)
+                    removed.append(node)
+
+            store, result = _eval(tmp_path, "removed", executor, remove_once)
+    finally:  # back to the module's two 1-CPU nodes for the tests after this one
+        for node in [n for n in cluster.list_all_nodes() if n is not cluster.head_node]:
+            cluster.remove_node(node)
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+    assert removed and _rows(store, result) == straight[0] and store.counts() == straight[1]
+    _no_duplicates(store)
+    stored = {g.image_path for g in store.generations(result["generation_run_id"])}
+    assert {str(p) for p in (tmp_path / "removed").rglob("*.png")} == stored
