@@ -255,3 +255,58 @@ def test_removed_node_mid_run_gives_the_straight_run(cluster, straight, tmp_path
     _no_duplicates(store)
     stored = {g.image_path for g in store.generations(result["generation_run_id"])}
     assert {str(p) for p in (tmp_path / "removed").rglob("*.png")} == stored
+
+
+AUDIT_SPEC = """
+name = "ray-postgres-pocket"
+model = "pocket"
+concept = "cross"
+include_base = true
+[generation]
+steps = 4
+limit = 4
+batch_size = 2
+[prompts]
+eval = ["pocket-explicit"]
+preserve = ["pocket-preserve"]
+[metrics]
+eval = ["pocket-heldout"]
+preserve = ["pocket"]
+[[erasers]]
+name = "uce"
+"""
+
+
+def _audit(store_url: str, root: Path, executor=None) -> tuple[dict, object]:
+    from trce_audit.api.audit import run_audit_spec
+    from trce_audit.store import Store
+    from trce_audit.workspace import Workspace
+
+    workspace = Workspace.from_options(root, store_url, SHARED_DATA if SHARED_DATA.is_dir() else None).ensure()
+    store = Store(workspace.db_url)
+    return run_audit_spec(store, workspace, AUDIT_SPEC, device="cpu", executor=executor), store
+
+
+def _audit_numbers(result: dict) -> list:
+    keys = ("model", "model_fingerprint", "prompt_set", "attack", "gated_scorer", "gated_asr")
+    return sorted(tuple(str(r[k]) for k in keys) for r in result["rows"])
+
+
+def test_pocket_audit_with_ray_on_postgres_gives_the_local_sqlite_numbers(cluster, pg_database, tmp_path):
+    import torch
+
+    with make_executor(ExecutorOptions("ray", workers=2), device="cpu") as executor:
+        on_ray, store = _audit(pg_database, tmp_path / "ray", executor)
+        counts = store.counts()
+        again, _ = _audit(pg_database, tmp_path / "ray", executor)
+    assert again["resumed"] and store.counts() == counts  # a rerun adds no row
+    _no_duplicates(store)
+    store.close()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers' threads per process
+    try:
+        local, local_store = _audit(f"sqlite:///{tmp_path / 'local.sqlite'}", tmp_path / "local")
+    finally:
+        torch.set_num_threads(threads)
+    assert on_ray["rows"] and _audit_numbers(on_ray) == _audit_numbers(local)
+    assert local_store.counts() == counts
