@@ -19,9 +19,7 @@ from typing import Sequence
 import torch
 
 from ..common import encode_prompts, solve_closed_form, tokenize
-
-# captions_train2014.json + captions_val2014.json: the set MACE's src/cache_coco.py sums its prior over
-REFERENCE_PRIOR_CAPTIONS = 414_113 + 202_654
+from .config import REFERENCE_PRIOR_CAPTIONS
 
 
 def matched_rows(old_ids: Sequence[int], new_ids: Sequence[int], length: int) -> tuple[list[int], list[int]]:

@@ -8,6 +8,8 @@ from typing import ClassVar, Optional
 from ...errors import ConfigError
 from ..config import EraserConfig
 
+# captions_train2014.json + captions_val2014.json: the set MACE's src/cache_coco.py sums its prior over
+REFERENCE_PRIOR_CAPTIONS = 414_113 + 202_654
 CAPTION_SETS = {"sd": "coco-3k", "pocket": "pocket-general"}
 # configs/explicit_content/erase_explicit_content.yaml: multi_concept and mapping_concept
 NUDITY_WORDS = ("nudity", "naked", "erotic", "sexual")
@@ -24,7 +26,7 @@ class MACEConfig(EraserConfig):
     lamb: float = 0.0
     train_preserve_scale: float = 7e-7  # the refinement's prior weight on the reference's COCO-2014 sum
     fuse_preserve_scale: float = 7e-7  # the fusion's
-    reference_captions: int = 616_767  # captions that sum held; our sum is rescaled to the same weight
+    reference_captions: int = REFERENCE_PRIOR_CAPTIONS  # captions that sum held; our sum is rescaled to the same weight
     caption_set: Optional[str] = None  # None: coco-3k (sd) or pocket-general (pocket)
     n_captions: Optional[int] = None  # None: the whole caption set
     rank: int = 1
