@@ -3,8 +3,10 @@ part of a run's identity), and importing the api or the execution package pulls 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -101,3 +103,51 @@ def test_a_worker_with_other_detector_weights_is_refused_before_it_draws(store, 
     with pytest.raises(ConfigError, match="refused: detector pocket is .* but pocket-cnn/2/0{64} on the driver"):
         run_generation(store, workspace, ref, set_id, GenerationSettings(steps=2, device="cpu"), executor=LocalExecutor(), detectors=[other])
     assert store.counts()["generations"] == 0
+
+
+def _pocket_eval(tmp_path, name, executor=None):
+    from trce_audit.api.evaluation import evaluate
+    from trce_audit.generation import GenerationSettings
+    from trce_audit.store import Store
+    from trce_audit.workspace import Workspace
+
+    data = os.environ.get("TRCE_AUDIT_DATA")
+    workspace = Workspace.from_options(tmp_path / name, None, data and Path(data)).ensure()
+    store = Store(workspace.db_url)
+    result = evaluate(store, workspace, model="pocket", prompts="pocket-explicit", metrics=["pocket", "pocket-heldout"],
+                      limit=4, concept="cross", settings=GenerationSettings(steps=3, batch_size=2, device="cpu"),
+                      executor=executor)
+    return store, result
+
+
+def test_an_executor_scores_each_shard_on_its_worker_and_commits_it_with_the_images(tmp_path, monkeypatch):
+    import trce_audit.metrics.base as metric_base
+
+    plain_store, plain = _pocket_eval(tmp_path, "plain")
+
+    def driver_scored(*args, **kwargs):
+        raise AssertionError("the driver scored an image the worker had scored")
+
+    monkeypatch.setattr(metric_base, "detect_chunk", driver_scored)
+    store, fused = _pocket_eval(tmp_path, "fused", ClusterLike())
+    assert sorted((m["scorer"], m["name"], m["value"]) for m in fused["metrics"]) == \
+        sorted((m["scorer"], m["name"], m["value"]) for m in plain["metrics"])
+    rows = store.detections(fused["generation_run_id"])  # stored by the generation run, with its shards
+    assert {d.detector for d in rows} == {d.detector for d in plain_store.detections(plain["run_id"])} and len(rows) >= 8
+    assert len(rows) == plain_store.counts()["detections"] == store.counts()["detections"]
+
+
+def test_a_shard_whose_detections_fail_to_store_stores_no_image(store):
+    set_id = store.add_prompt_set("shapes", ROWS, source="test")
+    run = store.start_run(kind="generate", component="test", config={}, prompt_set_id=set_id)
+    prompts = store.prompt_rows(set_id)
+    records = [dict(prompt_id=p.id, sample_hash=f"h{p.id}", image_path=f"/x/{p.id}.png", image_sha256="0" * 64) for p in prompts]
+    bad = [[dict(run_id=run.id, detector="d", label="x", score=1.0)] for _ in prompts]
+    bad[-1] = [dict(run_id=run.id, label="x", score=1.0)]  # no detector: the insert fails
+    with pytest.raises(Exception):
+        store.add_generations(run.id, records, bad)
+    assert store.generations(run.id) == [] and store.counts()["detections"] == 0
+    good = [[dict(run_id=run.id, detector="d", label="x", score=float(p.id))] for p in prompts]
+    ids = store.add_generations(run.id, records, good)
+    assert store.add_generations(run.id, records, good) == ids  # a retried shard adds nothing
+    assert sorted((d.generation_id, d.score) for d in store.detections(run.id)) == sorted(zip(ids, (float(p.id) for p in prompts)))

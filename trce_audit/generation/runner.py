@@ -122,7 +122,8 @@ def run_generation(
     detectors: Sequence[Any] = (),
 ) -> GenerationResult:
     """Make the run's missing images, shard by shard on ``executor`` (default: in this process).
-    ``detectors`` (shards.DetectorCheck) must match on every worker before it draws."""
+    ``detectors`` (shards.DetectorCheck) must match on every worker before it draws, and score each
+    image there; their detections are committed with the shard's rows (under this run's id)."""
     settings = (settings or GenerationSettings()).validate().resolved(model.path)
     if limit is not None and limit < 1:
         raise DataError(f"limit must be at least 1, got {limit}")
@@ -198,12 +199,13 @@ def _fill_run(store, workspace, model, rows, settings, result: GenerationResult,
         executor = LocalExecutor()
     try:
         job = RenderJob(model, settings, allow_pickle, detectors)
-        for index, pngs in executor.map_unordered(job, [[row for row, _ in shard] for shard in shards]):
+        for index, drawn in executor.map_unordered(job, [[row for row, _ in shard] for shard in shards]):
             records = []
-            for (row, digest), png in zip(shards[index], pngs):
+            for (row, digest), png in zip(shards[index], drawn.pngs):
                 path = folder / f"{row.idx:06d}_{digest[:12]}.png"
                 records.append(dict(prompt_id=row.id, sample_hash=digest, image_path=str(path), image_sha256=_write_png(png, path)))
-            store.add_generations(result.run_id, records)  # one transaction per shard
+            found = _detection_rows(result.run_id, detectors, drawn.detections, len(records))
+            store.add_generations(result.run_id, records, found)  # one transaction per shard, detections included
             result.generated += len(records)
             finished += len(records)
             if progress:
@@ -211,3 +213,15 @@ def _fill_run(store, workspace, model, rows, settings, result: GenerationResult,
     finally:
         if owned:
             executor.close()
+
+
+def _detection_rows(run_id: int, detectors: Sequence[Any], detections: Sequence[Sequence[Any]], n: int) -> list[list[dict]] | None:
+    """Per image of a shard, the rows of every detector that scored it on the worker (None: unscored)."""
+    if not detectors:
+        return None
+    from ..metrics.detections import detection_rows
+
+    return [
+        [row for check, found in zip(detectors, detections) for row in detection_rows(run_id, found[i], tuple(check.key))]
+        for i in range(n)
+    ]

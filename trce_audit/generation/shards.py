@@ -2,14 +2,18 @@
 
 A shard has the rows of exactly one local batch (same boundaries, same order), because images are
 batch-invariant only up to float noise: the same shards give the same bytes with any number of
-workers. The worker returns PNG bytes; the driver writes the files and commits the rows.
+workers. The worker returns PNG bytes and, for an eval, each per-image detector's findings on them
+(generation fused with scoring, so a cluster's detectors run beside its samplers, not on the
+driver); the driver writes the files and commits a shard's rows and detections in one transaction.
 """
 
 from __future__ import annotations
 
 import io
 import socket
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..store import PromptRow
@@ -37,10 +41,12 @@ class DetectorCheck:
     workspace: Any
     key: tuple[str, str, str]
 
-    def refused(self) -> str | None:
+    def runner(self) -> Any:
         from .. import registry
 
-        runner = registry.load("metric", self.metric).from_options(self.options, workspace=self.workspace, concept=self.concept)
+        return registry.load("metric", self.metric).from_options(self.options, workspace=self.workspace, concept=self.concept)
+
+    def refused(self, runner: Any) -> str | None:
         seen = tuple(runner.detector_key())
         if seen != tuple(self.key):
             return f"detector {self.metric} is {'/'.join(seen)} here but {'/'.join(self.key)} on the driver"
@@ -48,9 +54,18 @@ class DetectorCheck:
 
 
 @dataclass(frozen=True)
+class RenderedShard:
+    """A drawn shard: its PNGs in row order and, per detector of the job, each image's detections."""
+
+    pngs: list[bytes]
+    detections: tuple[list[Any], ...] = ()
+
+
+@dataclass(frozen=True)
 class RenderJob:
-    """Draw shards of prompt rows with one model and one set of pixel settings. ``detectors`` are
-    checked on the worker before it draws anything: a worker with other weights is refused."""
+    """Draw shards of prompt rows with one model and one set of pixel settings, and score each image
+    with ``detectors``, which are checked on the worker before it draws anything: a worker with other
+    weights is refused."""
 
     model: "ModelRef"
     settings: GenerationSettings
@@ -66,19 +81,40 @@ class RenderJob:
         from ..errors import ConfigError
         from ..models.resolve import load_pipeline
 
+        runners = []
         for check in self.detectors:
-            why = check.refused()
+            runner = check.runner()
+            why = check.refused(runner)
             if why is not None:
                 raise ConfigError(f"worker on {socket.gethostname()} refused: {why}")
+            runners.append(runner)
 
         pipe = load_pipeline(self.model, dtype=self.settings.dtype, device=self.settings.device, allow_pickle=self.allow_pickle)
-        return pipe, {}
+        return pipe, {}, runners
 
-    def run(self, state: Any, shard: Sequence[PromptRow]) -> list[bytes]:
+    def run(self, state: Any, shard: Sequence[PromptRow]) -> RenderedShard:
         from .engine import BatchSampler
 
-        pipe, samplers = state
+        pipe, samplers, runners = state
         key = tuple(sorted(self.settings.pixel_config().items()))
         if key not in samplers:  # a sampler per pixel setting (steps, size) on the cached pipeline
             samplers[key] = BatchSampler(pipe, self.settings)
-        return [png_bytes(image) for image in samplers[key].sample(list(shard))]
+        pngs = [png_bytes(image) for image in samplers[key].sample(list(shard))]
+        return RenderedShard(pngs, _score(runners, shard, pngs))
+
+
+def _score(runners: Sequence[Any], shard: Sequence[PromptRow], pngs: Sequence[bytes]) -> tuple[list[Any], ...]:
+    """Each runner's detections of the shard's images, read back from the PNG bytes the driver stores
+    (not from the sampler's arrays), so a worker scores exactly what the driver would."""
+    if not runners:
+        return ()
+    from ..metrics.detections import detect_all
+    from .runner import GeneratedImage
+
+    with tempfile.TemporaryDirectory(prefix="trce-shard-") as folder:
+        images = []
+        for row, png in zip(shard, pngs):
+            path = Path(folder) / f"{row.idx:06d}.png"
+            path.write_bytes(png)
+            images.append(GeneratedImage(0, row, str(path), "", ""))
+        return tuple(detect_all(r.name, images, r.detect, r.detect_batch_size) for r in runners)

@@ -84,17 +84,26 @@ def stored_detections(store: "Store", generation_ids: Sequence[int], key: tuple[
     return found
 
 
+def detection_rows(run_id: int, hits: Detections | None, key: tuple[str, str, str]) -> list[dict[str, Any]]:
+    """One image's detection rows (without its generation id): an empty result is stored as NO_DETECTION."""
+    detector, version, weights = key
+    return [
+        dict(run_id=run_id, detector=detector, detector_version=version, weights_sha256=weights, label=label,
+             score=float(score), box=(list(box[0]) if box and box[0] else None))
+        for label, score, *box in hits or [(NO_DETECTION, 0.0)]
+    ]
+
+
+def detect_all(name: str, images: Sequence["GeneratedImage"], detect, batch_size: int) -> list[Detections]:
+    """``detect_chunk`` over ``images`` in chunks of ``batch_size``, results in order."""
+    found: list[Detections] = []
+    for start in range(0, len(images), batch_size):
+        found.extend(detect_chunk(name, images[start : start + batch_size], detect))
+    return found
+
+
 def store_detections(
     store: "Store", run_id: int, images: Sequence["GeneratedImage"], found: Sequence[Detections], key: tuple[str, str, str]
 ) -> None:
-    detector, version, weights = key
-    records = []
-    for image, hits in zip(images, found):
-        for label, score, *box in hits or [(NO_DETECTION, 0.0)]:
-            records.append(
-                dict(
-                    generation_id=image.generation_id, run_id=run_id, detector=detector, detector_version=version,
-                    weights_sha256=weights, label=label, score=float(score), box=(list(box[0]) if box and box[0] else None),
-                )
-            )
+    records = [dict(row, generation_id=image.generation_id) for image, hits in zip(images, found) for row in detection_rows(run_id, hits, key)]
     store.add_detections(records)

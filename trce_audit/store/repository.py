@@ -330,11 +330,15 @@ class Store:
             query = select(Generation).where(Generation.run_id == run_id).order_by(Generation.prompt_id)
             return list(session.scalars(query))
 
-    def add_generations(self, run_id: int, records: Iterable[dict[str, Any]]) -> list[int]:
+    def add_generations(
+        self, run_id: int, records: Iterable[dict[str, Any]], detections: Sequence[Sequence[dict[str, Any]]] | None = None
+    ) -> list[int]:
         """Record one completed batch in one transaction: a kill loses at most the batch in flight.
 
         Idempotent per (run, prompt): a row already stored is kept as it is (a retried batch adds
-        nothing). Returns the generation id of each record, in order, whether stored now or before."""
+        nothing). ``detections`` (one list of detection rows per record, without ``generation_id``)
+        are stored in the same transaction, so a shard scored on a worker lands whole or not at all.
+        Returns the generation id of each record, in order, whether stored now or before."""
         records = [dict(record, run_id=run_id) for record in records]
         if not records:
             return []
@@ -347,7 +351,11 @@ class Store:
                     Generation.run_id == run_id, Generation.prompt_id.in_(part)
                 )
                 ids.update((prompt_id, gen_id) for prompt_id, gen_id in session.execute(query))
-            return [ids[prompt_id] for prompt_id in prompt_ids]
+            generation_ids = [ids[prompt_id] for prompt_id in prompt_ids]
+            if detections is not None:
+                rows = [dict(row, generation_id=gen_id) for gen_id, found in zip(generation_ids, detections) for row in found]
+                _insert_detections(session, rows)
+            return generation_ids
 
     def find_generation(self, sample_hash: str) -> Generation | None:
         """An earlier image with the same sample hash (same prompt, seed, settings and model)."""
@@ -361,20 +369,8 @@ class Store:
         Rows are numbered per image and detector in the order given (``ordinal``), and an image whose
         rows for that detector are already stored is skipped whole: scoring it again (a retry, a second
         writer) adds nothing. Returns the ids of the rows stored now."""
-        keyed: dict[tuple, list[dict[str, Any]]] = {}
-        for record in records:
-            key = (record["generation_id"], record["detector"], record.get("detector_version", ""), record.get("weights_sha256", ""))
-            group = keyed.setdefault(key, [])
-            group.append({"detector_version": key[2], "weights_sha256": key[3], "ordinal": len(group), **record})
-        if not keyed:
-            return []
-        columns = (Detection.generation_id, Detection.detector, Detection.detector_version, Detection.weights_sha256)
         with self.session() as session:
-            for part in chunks(list(keyed), 200):  # four parameters a key: stay under SQLite's limit
-                stored = session.execute(select(*columns).distinct().where(tuple_(*columns).in_(part)))
-                for key in stored:
-                    keyed.pop(tuple(key), None)
-            return insert_new(session, Detection, [row for group in keyed.values() for row in group], returning=True)
+            return _insert_detections(session, records)
 
     def detections(self, run_id: int) -> list[Detection]:
         with self.session() as session:
@@ -467,3 +463,20 @@ class Store:
                 model.__tablename__: session.scalar(select(func.count()).select_from(model))
                 for model in (Run, Artefact, PromptSet, Prompt, Generation, Detection, Metric, AttackRow)
             }
+
+
+def _insert_detections(session: Session, records: Iterable[dict[str, Any]]) -> list[int]:
+    """``Store.add_detections`` inside a caller's transaction."""
+    keyed: dict[tuple, list[dict[str, Any]]] = {}
+    for record in records:
+        key = (record["generation_id"], record["detector"], record.get("detector_version", ""), record.get("weights_sha256", ""))
+        group = keyed.setdefault(key, [])
+        group.append({"detector_version": key[2], "weights_sha256": key[3], "ordinal": len(group), **record})
+    if not keyed:
+        return []
+    columns = (Detection.generation_id, Detection.detector, Detection.detector_version, Detection.weights_sha256)
+    for part in chunks(list(keyed), 200):  # four parameters a key: stay under SQLite's limit
+        stored = session.execute(select(*columns).distinct().where(tuple_(*columns).in_(part)))
+        for key in stored:
+            keyed.pop(tuple(key), None)
+    return insert_new(session, Detection, [row for group in keyed.values() for row in group], returning=True)
