@@ -26,7 +26,7 @@ def evaluations(monkeypatch):
     parent and reports as "asr", under each requested scorer, the fraction of rows that carry attack provenance."""
     calls: list[dict] = []
 
-    def evaluate(store, workspace, *, model, prompts, metrics, settings=None, limit=None, concept=None, parent_run_id=None, allow_pickle=False):
+    def evaluate(store, workspace, *, model, prompts, metrics, settings=None, limit=None, concept=None, parent_run_id=None, allow_pickle=False, executor=None):
         calls.append(dict(model=model, prompts=prompts, metrics=metrics, settings=settings, limit=limit, concept=concept, parent_run_id=parent_run_id))
         rows = store.prompt_rows(prompts)[:limit]
         value = sum(1 for r in rows if "attack" in r.meta or "published" in r.meta) / len(rows)
@@ -305,6 +305,34 @@ def test_killed_attack_resumes_at_the_next_seed_with_the_serial_set(store, works
     assert searched[-1] == [0, 1, 2, 3]
     assert store.get_prompt_set(resumed["adversarial_set_id"]).sha256 == serial_store.get_prompt_set(serial["adversarial_set_id"]).sha256
     assert [r.text for r in store.prompt_rows(resumed["adversarial_set_id"])] == [r.text for r in serial_store.prompt_rows(serial["adversarial_set_id"])]
+
+
+def test_an_executor_optimises_one_seed_a_call_resumes_after_a_kill_and_gives_the_serial_set(store, workspace, tiny_sd_dir, tmp_path, evaluations, monkeypatch):
+    """With an executor each seed is one call on a worker; killed after 2 of 4 stored seeds, the rerun
+    sends only seeds 2 and 3, and the set equals a serial run's (sha256 and texts)."""
+    from trce_audit.api.attack import attack
+    from trce_audit.attacks.ring_a_bell import RingABell
+    from trce_audit.execution.local import LocalExecutor
+    from trce_audit.store import Store
+
+    searched: list[list[int]] = []
+    original_run = RingABell.run
+    monkeypatch.setattr(RingABell, "run", lambda self, *a, **k: searched.append(list(k["indices"])) or original_run(self, *a, **k))
+    kwargs = dict(name="ring-a-bell", model=str(tiny_sd_dir), concept=CONCEPT, budget=TINY_RING)
+    seed_set = store.add_prompt_set("seeds", FOUR_SEEDS, source="test")
+    restore = _killed_after(store, monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        attack(store, workspace, prompts=seed_set, executor=LocalExecutor(), **kwargs)
+    assert searched == [[0], [1]]
+    restore()
+    resumed = attack(store, workspace, prompts=seed_set, executor=LocalExecutor(), **kwargs)
+    assert searched == [[0], [1], [2], [3]] and resumed["stats"]["resumed_seeds"] == 2
+    assert len(resumed["stats"]["final_losses"]) == 4 and resumed["stats"]["vocab_size"] > 0
+
+    serial_store = Store(f"sqlite:///{tmp_path / 'serial.db'}")
+    serial = attack(serial_store, workspace, prompts=serial_store.add_prompt_set("seeds", FOUR_SEEDS, source="test"), **kwargs)
+    assert store.get_prompt_set(resumed["adversarial_set_id"]).sha256 == serial_store.get_prompt_set(serial["adversarial_set_id"]).sha256
+    assert resumed["stats"]["concept_vector_norm"] == serial["stats"]["concept_vector_norm"]
 
 
 def test_attack_seed_indices_give_the_rows_of_one_serial_call():

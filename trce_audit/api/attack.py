@@ -110,8 +110,8 @@ def attack(
     Returns the attack run's summary with ``run_id``: asr_before / asr_after (the first scorer's),
     ``asr_by_scorer``, ``judge``, ``judge_queries``, ``judge_only``, eval run ids, the adversarial
     prompt set id, budget ratios and ``below_paper_budget``, the attack's threat ``tier``, and
-    ``warnings``. ``executor`` draws the before/after evaluations' image shards (the search itself
-    runs in this process).
+    ``warnings``. ``executor`` draws the before/after evaluations' image shards and, for a
+    prompt-tier attack, optimises each seed as one call (api/attack_seeds.py).
     """
     from ..attacks.base import BelowPaperBudgetWarning, check_tier
     from ..models.resolve import resolve_model

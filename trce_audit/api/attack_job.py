@@ -161,6 +161,7 @@ def _stored_adversarial_set(store: "Store", run_id: int) -> int | None:
 
 def _optimise_and_measure(job: _AttackJob) -> dict[str, Any]:
     from ..attacks.base import AttackContext
+    from .attack_seeds import distributable, optimise_on_executor
     from .judging import CountingJudge, query_summary, record_queries
 
     seed_rows = job.seed_rows()
@@ -171,10 +172,16 @@ def _optimise_and_measure(job: _AttackJob) -> dict[str, Any]:
         prior = (job.store.get_run(job.run_id).summary or {}).get("stats") or {}
         stats.update({k: v for k, v in prior.items() if not k.startswith("reused")})
     search_key = None
+    target_pipe = None
+    finished = job.store.attack_rows(job.run_id)  # seeds an interrupted attempt already optimised
+    missing = [i for i in range(len(seed_rows)) if i not in finished]
+    # on the executor when there is a seed to optimise; else here (the run-level stats come from a call)
+    remote = distributable(attack_obj, job.executor) and bool(missing)
     if adversarial_set_id is None:
         from ..models.resolve import load_pipeline
 
-        target_pipe = load_pipeline(job.target, device=job.device, allow_pickle=job.allow_pickle)
+        if attack_obj.text_encoder_only or not remote:
+            target_pipe = load_pipeline(job.target, device=job.device, allow_pickle=job.allow_pickle)
         if attack_obj.text_encoder_only:
             search_key = _text_encoder_search_key(job, target_pipe, seed_rows)
             adversarial_set_id = _set_with_search_key(job.store, attack_obj.name, search_key)
@@ -182,9 +189,16 @@ def _optimise_and_measure(job: _AttackJob) -> dict[str, Any]:
                 searched_by = job.store.get_run(job.store.get_prompt_set(adversarial_set_id).run_id)
                 stats.update({k: v for k, v in ((searched_by.summary or {}).get("stats") or {}).items() if not k.startswith("reused")})
                 stats["reused_search_of_run"] = searched_by.id
+    if adversarial_set_id is None and remote:
+        def store_row(index: int, row: Any, queries: int) -> None:
+            row.meta["judge_queries"] = queries
+            job.store.add_attack_row(job.run_id, index, row, seed_prompt_id=seed_rows[index].id)
+
+        corpus = _corpus(attack_obj, job.concept, job.workspace)
+        stats.update(optimise_on_executor(job, seed_rows, missing, corpus, store_row))
+        adversarial_set_id = _store_adversarial_set(job, seed_rows, finished, stats, search_key)
     if adversarial_set_id is None:
         original_pipe = load_pipeline(job.original, device=job.device, allow_pickle=job.allow_pickle) if job.original else None
-        finished = job.store.attack_rows(job.run_id)  # seeds an interrupted attempt already optimised
         with tempfile.TemporaryDirectory(prefix="trce-audit-judge-") as scratch:
             counter = None
             if job.judge is not None:
@@ -200,37 +214,12 @@ def _optimise_and_measure(job: _AttackJob) -> dict[str, Any]:
                                     finished=finished, model_dir=Path(job.target.path),
                                     artefact_dir=job.workspace.artefacts_dir / _ARTEFACT_FOLDERS.get(attack_obj.tier, "embeddings"),
                                     benign_rows=_benign_rows(job))
-            missing = [i for i in range(len(seed_rows)) if i not in finished]
             # run even when no seed is missing: the search's run-level stats come from this call
             result = attack_obj.run(target_pipe, job.concept, seed_rows, original_pipe=original_pipe, context=context, indices=missing)
-        del target_pipe, original_pipe
-        stored = job.store.attack_rows(job.run_id)
-        if sorted(stored) != list(range(len(seed_rows))):
-            raise TrceAuditError(f"{attack_obj.name} stored {len(stored)} of {len(seed_rows)} seed prompts")
-        adversarial_rows = [stored[i] for i in range(len(seed_rows))]  # seed order: the same set as one serial call
+        del original_pipe
         stats.update(result.stats)
-        if "final_losses" in stats:  # per seed: the resumed call saw only the seeds it optimised
-            stats["final_losses"] = [row.meta.get("loss") for row in adversarial_rows]
-        stats["resumed_seeds"] = len(finished)
-        stats["judge_queries"] = query_summary(adversarial_rows)
-        adversarial_set_id = job.store.add_prompt_set(
-            f"{attack_obj.name}@{job.model}",
-            adversarial_rows,
-            source=f"attack:{attack_obj.name}",
-            parent_id=job.seed_set_id,
-            run_id=job.run_id,
-            meta={
-                "attack": attack_obj.name,
-                "version": attack_obj.version,
-                "tier": attack_obj.tier,
-                "config": attack_obj.config.as_dict(),
-                "concept": job.concept.name,
-                "target_model": job.model,
-                "per_prompt_loss": [row.meta.get("loss") for row in adversarial_rows],
-                "search_key": search_key,
-                **_budget_meta(attack_obj),
-            },
-        )
+        adversarial_set_id = _store_adversarial_set(job, seed_rows, finished, stats, search_key)
+    del target_pipe
     rows = job.store.prompt_rows(adversarial_set_id)
     losses = [row.meta["loss"] for row in rows if row.meta.get("loss") is not None]  # None: nothing was optimised
     before = job.measure(job.seed_set_id, job.limit)
@@ -257,6 +246,39 @@ def _optimise_and_measure(job: _AttackJob) -> dict[str, Any]:
         **({"curve": curve} if curve is not None else {}),
     )
     return summary
+
+
+def _store_adversarial_set(job: _AttackJob, seed_rows: list, finished: dict, stats: dict[str, Any], search_key: str | None) -> int:
+    """The run's adversarial set from its stored per-seed rows, in seed order (the set one serial call makes)."""
+    from .judging import query_summary
+
+    attack_obj = job.attack
+    stored = job.store.attack_rows(job.run_id)
+    if sorted(stored) != list(range(len(seed_rows))):
+        raise TrceAuditError(f"{attack_obj.name} stored {len(stored)} of {len(seed_rows)} seed prompts")
+    adversarial_rows = [stored[i] for i in range(len(seed_rows))]
+    if "final_losses" in stats:  # per seed: the resumed call saw only the seeds it optimised
+        stats["final_losses"] = [row.meta.get("loss") for row in adversarial_rows]
+    stats["resumed_seeds"] = len(finished)
+    stats["judge_queries"] = query_summary(adversarial_rows)
+    return job.store.add_prompt_set(
+        f"{attack_obj.name}@{job.model}",
+        adversarial_rows,
+        source=f"attack:{attack_obj.name}",
+        parent_id=job.seed_set_id,
+        run_id=job.run_id,
+        meta={
+            "attack": attack_obj.name,
+            "version": attack_obj.version,
+            "tier": attack_obj.tier,
+            "config": attack_obj.config.as_dict(),
+            "concept": job.concept.name,
+            "target_model": job.model,
+            "per_prompt_loss": [row.meta.get("loss") for row in adversarial_rows],
+            "search_key": search_key,
+            **_budget_meta(attack_obj),
+        },
+    )
 
 
 class _SeedQueries:

@@ -133,6 +133,13 @@ class RayExecutor(Executor):
         queue = deque(range(len(shards)))
         pending: dict[Any, tuple[int, int]] = {}
         load = [0] * len(self._actors)
+        try:
+            yield from self._drain(job_ref, shards, queue, pending, load)
+        finally:  # a caller that stops early (an error, a kill) leaves no call running for it
+            self._cancel(pending)
+
+    def _drain(self, job_ref: Any, shards: Sequence[Any], queue: deque, pending: dict, load: list[int]) -> Iterator[tuple[int, Any]]:
+        ray = self._ray
         while queue or pending:
             for slot in range(len(self._actors)):
                 while queue and load[slot] < IN_FLIGHT_PER_WORKER:
@@ -145,11 +152,9 @@ class RayExecutor(Executor):
             try:
                 result = ray.get(ready)
             except ray.exceptions.RayTaskError as exc:  # the job raised: its own error, no retry
-                self._cancel(pending)
                 cause = getattr(exc, "cause", None)
                 raise (cause if isinstance(cause, BaseException) else exc.as_instanceof_cause()) from None
             except ray.exceptions.RayError as exc:
-                self._cancel(pending)
                 raise WorkerLost(
                     f"shard {index + 1} of {len(shards)}: Ray worker {self.names[slot]} was lost and "
                     f"--max-retries {self.options.max_retries} is spent ({type(exc).__name__}); rerun to resume"
@@ -157,7 +162,7 @@ class RayExecutor(Executor):
             yield index, result
 
     def _cancel(self, pending: dict) -> None:
-        for ref in pending:
+        for ref in list(pending):
             try:
                 self._ray.cancel(ref)
             except Exception:  # an already finished or lost call
