@@ -50,7 +50,7 @@ MALFORMED = [
     (["audit", "--executor", "ray", "--cpus-per-worker", "0"], "--cpus-per-worker must be at least 1"),
     (["audit", "--executor", "ray", "--gpus-per-worker", "-1"], "--gpus-per-worker must be 0 or more"),
     (["audit", "--executor", "ray", "--workers", "few"], "'--workers'"),
-    (["erase", "trce", "-c", "cross", "-m", "pocket", "--executor", "ray"], "erase runs its eraser in this process"),
+    (["erase", "trce", "-c", "cross", "-m", "pocket", "--executor", "ray", "--workers", "0"], "--workers must be at least 1"),
     (["erase", "trce", "-c", "cross", "-m", "pocket", "--max-retries", "1"], "--max-retries apply to --executor ray"),
 ]
 

@@ -310,3 +310,77 @@ def test_pocket_audit_with_ray_on_postgres_gives_the_local_sqlite_numbers(cluste
         torch.set_num_threads(threads)
     assert on_ray["rows"] and _audit_numbers(on_ray) == _audit_numbers(local)
     assert local_store.counts() == counts
+
+
+RING = {"population": "6", "generations": "2", "length": "3"}
+
+
+def _attack(root: Path, executor=None, kill_after: int | None = None, monkeypatch=None):
+    """Ring-A-Bell on 4 pocket seeds; ``kill_after`` stored seeds, the driver dies (KeyboardInterrupt)."""
+    from trce_audit.api.attack import attack
+    from trce_audit.store import Store
+    from trce_audit.workspace import Workspace
+
+    workspace = Workspace.from_options(root, None, SHARED_DATA if SHARED_DATA.is_dir() else None).ensure()
+    store = Store(workspace.db_url)
+    if kill_after is not None:
+        stored = Store.add_attack_row
+
+        def add_then_die(self, run_id, *args, **kwargs):
+            stored(self, run_id, *args, **kwargs)
+            if len(self.attack_rows(run_id)) >= kill_after:
+                raise KeyboardInterrupt("killed")
+
+        monkeypatch.setattr(Store, "add_attack_row", add_then_die)
+    try:
+        result = attack(store, workspace, name="ring-a-bell", model="pocket", concept="cross", prompts="pocket-explicit",
+                        limit=4, budget=RING, settings=_settings(), executor=executor)
+    finally:
+        monkeypatch and monkeypatch.undo()
+    return store, result
+
+
+@pytest.mark.filterwarnings("ignore::trce_audit.attacks.base.BelowPaperBudgetWarning")
+def test_attack_killed_after_2_of_4_seeds_resumes_on_2_workers_with_the_serial_set(cluster, tmp_path, monkeypatch):
+    import torch
+
+    with make_executor(ExecutorOptions("ray", workers=2), device="cpu") as executor:
+        with pytest.raises(KeyboardInterrupt):
+            _attack(tmp_path / "ray", executor, kill_after=2, monkeypatch=monkeypatch)
+        store, resumed = _attack(tmp_path / "ray", executor)
+    assert resumed["stats"]["resumed_seeds"] == 2 and store.counts()["attack_rows"] == 4
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        serial_store, serial = _attack(tmp_path / "serial")
+    finally:
+        torch.set_num_threads(threads)
+    sha = lambda s, r: s.get_prompt_set(r["adversarial_set_id"]).sha256  # noqa: E731
+    assert sha(store, resumed) == sha(serial_store, serial)
+    assert resumed["asr_after"] == serial["asr_after"] and resumed["run_id"] == store.list_runs(kind="attack")[0].id
+
+
+def test_erase_on_a_worker_writes_the_local_artefact(cluster, tmp_path):
+    import torch
+
+    from trce_audit.api.erase import erase
+    from trce_audit.store import Store
+    from trce_audit.workspace import Workspace
+
+    def run(name, executor=None):
+        workspace = Workspace.from_options(tmp_path / name, None, SHARED_DATA if SHARED_DATA.is_dir() else None).ensure()
+        store = Store(workspace.db_url)
+        return store, erase(store, workspace, eraser="uce", concept="cross", model="pocket", device="cpu",
+                            **({"executor": executor} if executor else {}))
+
+    with make_executor(ExecutorOptions("ray", workers=1), device="cpu") as executor:
+        worker_pid = executor.worker_pids()[0]
+        store, remote = run("ray", executor)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _, local = run("local")
+    finally:
+        torch.set_num_threads(threads)
+    assert worker_pid != os.getpid() and remote["sha256"] == local["sha256"]
+    assert store.get_run(remote["run_id"]).runtime["executor"] == "ray"

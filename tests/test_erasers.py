@@ -122,6 +122,46 @@ def test_eraser_contract(name, store, workspace, tiny_sd_dir, parent_state):
     assert artefact.sha256 == hash_tree(result["path"])
 
 
+class PicklingExecutor:
+    """In process, but the job and its result cross a pickle boundary as they do to a Ray actor."""
+
+    def __init__(self):
+        from trce_audit.execution.local import LocalExecutor
+
+        self.local = LocalExecutor()
+
+    def map_unordered(self, job, shards):
+        cloudpickle = pytest.importorskip("ray.cloudpickle")
+        for index, result in self.local.map_unordered(cloudpickle.loads(cloudpickle.dumps(job)), shards):
+            yield index, cloudpickle.loads(cloudpickle.dumps(result))
+
+    def runtime(self):
+        return {"executor": "pickling"}
+
+
+@pytest.mark.parametrize("name", registry.names("eraser"))
+def test_eraser_on_an_executor_writes_the_in_process_artefact(name, store, workspace, tiny_sd_dir, tmp_path):
+    """A worker sends back the changed tensors; the driver's artefact is byte-identical (same sha256)."""
+    from trce_audit.api.erase import erase_concept
+    from trce_audit.store import Store
+
+    here = _erase(store, workspace, tiny_sd_dir, name)
+    other = Store(f"sqlite:///{tmp_path / 'remote.db'}")
+    remote = erase_concept(
+        other, workspace, eraser=name, concept=CONCEPT, model=str(tiny_sd_dir), overrides=TINY[name], batch_size=4,
+        captions=lambda set_name, limit: CAPTIONS[:limit] if limit else CAPTIONS, executor=PicklingExecutor(),
+        out=tmp_path / "remote",
+    )
+    from trce_audit.hashing import sha256_file
+
+    files = lambda root: {str(p.relative_to(root)): sha256_file(p) for p in Path(root).rglob("*") if p.is_file()}  # noqa: E731
+    a, b = files(here["path"]), files(remote["path"])
+    assert {k for k in a if a[k] != b.get(k)} == set()
+    assert remote["sha256"] == here["sha256"] and remote["changed_params"] == here["changed_params"]
+    assert set(remote["stats"]) == set(here["stats"])  # the values may differ in cache hits only
+    assert other.get_run(remote["run_id"]).runtime["executor"] == "pickling"
+
+
 def _assert_guard_changes_images(result, parent_dir, name):
     import torch
 

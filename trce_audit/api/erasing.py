@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -60,6 +61,13 @@ def _captions_from_data(workspace: Workspace, concept: str) -> "CaptionsFn":
     return captions
 
 
+def _erase_context(device: str, *, progress: "ProgressFn | None" = None, **fields: Any):
+    """An eraser's context on ``device`` (module level, so that a worker can be sent it)."""
+    from ..erasers.base import EraseContext
+
+    return EraseContext(device=device, progress=progress or (lambda stage, done, total: None), **fields)
+
+
 def _existing_artefact(store: Store, run_id: int):
     for artefact in store.list_artefacts():
         if artefact.run_id == run_id and (Path(artefact.path) / "model_index.json").is_file():
@@ -101,9 +109,10 @@ def erase_concept(
     batch_size: int = 8,
     allow_pickle: bool = False,
     progress: "ProgressFn | None" = None,
+    executor: Any = None,
 ) -> dict[str, Any]:
-    """Erase an already loaded ``Concept``; the lower-level entry point of :func:`erase`."""
-    from ..erasers.base import EraseContext
+    """Erase an already loaded ``Concept``; the lower-level entry point of :func:`erase`. With an
+    ``executor`` the eraser runs as one call on a worker and the artefact is written here (api/erase_job.py)."""
     from ..models.device import resolve_device
 
     device = resolve_device(device)
@@ -130,7 +139,8 @@ def erase_concept(
             return _record(found, previous.id, reused=True)
     if out is not None and Path(out).expanduser().exists() and any(Path(out).expanduser().iterdir()):
         raise ConfigError(f"output folder {Path(out).expanduser()} exists and is not empty; choose another --out")
-    run = store.start_run(runtime={"device": device, "batch_size": batch_size}, model_ref=ref.spec, **run_fields)
+    runtime = {"device": device, "batch_size": batch_size, **(executor.runtime() if executor is not None else {})}
+    run = store.start_run(runtime=runtime, model_ref=ref.spec, **run_fields)
     target = Path(out) if out is not None else workspace.artefacts_dir / run.identity[:16]
     target = target.expanduser().resolve()
     if target.exists() and any(target.iterdir()):  # a default folder left by an interrupted run
@@ -139,21 +149,22 @@ def erase_concept(
     started = time.perf_counter()
     try:
         from ..erasers.base import save_erased_pipeline
-        from ..models.resolve import load_pipeline
 
-        pipe = load_pipeline(ref, device=device, allow_pickle=allow_pickle)
-        context = EraseContext(
-            cache_dir=workspace.cache_dir,
-            device=device,
-            progress=progress or (lambda stage, done, total: None),
-            captions=captions or _captions_from_data(workspace, concept.name),
-            model_fingerprint=ref.fingerprint,
-            world=ref.world,
-            stages=stage_tuple,
-            batch_size=batch_size,
+        make_context = partial(
+            _erase_context, cache_dir=workspace.cache_dir, captions=captions or _captions_from_data(workspace, concept.name),
+            model_fingerprint=ref.fingerprint, world=ref.world, stages=stage_tuple, batch_size=batch_size,
         )
-        result = cls(config).erase(pipe, concept, context=context)
-        seconds = time.perf_counter() - started
+        if executor is None:
+            from ..models.resolve import load_pipeline
+
+            pipe = load_pipeline(ref, device=device, allow_pickle=allow_pickle)
+            result = cls(config).erase(pipe, concept, context=make_context(device, progress=progress))
+            seconds = time.perf_counter() - started
+        else:
+            from .erase_job import EraseJob, erase_on_executor
+
+            job = EraseJob(eraser, config, concept, ref, getattr(executor, "device", device), allow_pickle, make_context)
+            pipe, result, seconds = erase_on_executor(executor, job)
         meta = {
             "eraser": eraser,
             "eraser_version": cls.version,
@@ -223,6 +234,7 @@ def erase(
     batch_size: int = 8,
     allow_pickle: bool = False,
     progress: "ProgressFn | None" = None,
+    executor: Any = None,
 ) -> dict[str, Any]:
     """Erase the named concept (or concept file) from ``model`` with the eraser plugin ``eraser``."""
     from ..data import load_concept
@@ -233,7 +245,7 @@ def erase(
     return erase_concept(
         store, workspace, eraser=eraser, concept=concept_obj, model=ref, out=out, config_file=config_file,
         overrides=overrides, device=device, stages=stages, batch_size=batch_size, allow_pickle=allow_pickle,
-        progress=progress,
+        progress=progress, executor=executor,
     )
 
 

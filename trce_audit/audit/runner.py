@@ -180,7 +180,7 @@ def run_audit(
             config, stages = _eraser_config(eraser.config)
             result = erase(
                 store, workspace, eraser=eraser.name, concept=spec.concept, model=spec.model,
-                overrides=config, stages=stages, device=settings.device, allow_pickle=allow_pickle,
+                overrides=config, stages=stages, device=settings.device, allow_pickle=allow_pickle, **on_executor,
             )
             done.run_ids.append(result["run_id"])
             done.models.append(AuditModel(eraser.label, f"artefact:{result['artefact_id']}", result))

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from .common import (
-    AddressOpt, CpusPerWorkerOpt, ExecutorOpt, GpusPerWorkerOpt, MaxRetriesOpt, WorkersOpt, executor_options,
+    AddressOpt, CpusPerWorkerOpt, ExecutorOpt, GpusPerWorkerOpt, MaxRetriesOpt, WorkersOpt, executor_options, open_executor,
 )
 from .common import (
     AllowPickleOpt, DataDirOpt, DeviceOpt, JsonOpt, SetOpt, StageProgress, emit, emit_json, emit_table, parse_assignments,
@@ -51,19 +51,14 @@ def register(app: typer.Typer) -> None:
 
         overrides = parse_assignments(set_)
         executor_opts = executor_options(executor, address, workers, gpus_per_worker, cpus_per_worker, max_retries)
-        if executor_opts.kind != "local":
-            from ..errors import ConfigError
-
-            raise ConfigError("erase runs its eraser in this process: --executor ray runs image shards (generate, eval, "
-                              "attack and audit evaluations), not erasers yet")
         app_state = state(ctx)
         model, _ = pick_model(app_state, model, concept, erase=True)
         workspace = app_state.workspace(data_dir).ensure()
-        with StageProgress() as reporter:
+        with open_executor(executor_opts, device) as pool, StageProgress() as reporter:
             result = erase_api(
                 app_state.store(), workspace, eraser=eraser, concept=concept, model=model, out=out,
                 config_file=config, overrides=overrides, device=device, stages=stages, batch_size=batch_size,
-                allow_pickle=allow_pickle, progress=reporter,
+                allow_pickle=allow_pickle, progress=reporter, **({"executor": pool} if pool is not None else {}),
             )
 
         def render(r: dict) -> None:

@@ -134,6 +134,12 @@ def save_erased_pipeline(pipe, out_dir: Path, parent_dir: Path | None, meta: dic
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # A fast tokenizer saves the truncation and padding of its last call: clear them, so that the
+    # folder's bytes do not depend on what the eraser encoded last (or where it ran: api/erase_job.py).
+    backend = getattr(getattr(pipe, "tokenizer", None), "_tokenizer", None)
+    if backend is not None and hasattr(backend, "no_truncation"):
+        backend.no_truncation()
+        backend.no_padding()
     pipe.save_pretrained(str(out_dir), safe_serialization=True)
     marker: dict[str, Any] = {}
     if parent_dir is not None and (Path(parent_dir) / WORLD_MARKER).is_file():

@@ -1,0 +1,71 @@
+"""An erase run as one executor call: a worker loads the parent model, runs the eraser and sends back
+only the tensors it changed (MBs for a closed-form edit, one component for a fine-tune); the driver
+applies them to its own load of the parent and writes the artefact, so every workspace file and store
+row stays the driver's, as for image shards. The worker keeps no pipeline afterwards: an erase is
+done once per run, and a kept SD pipeline would only hold GBs."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from ..data.concepts import Concept
+    from ..erasers.base import EraseContext, ErasureResult
+    from ..models.resolve import ModelRef
+
+
+@dataclass(frozen=True)
+class Erased:
+    result: "ErasureResult"
+    tensors: dict[str, Any]  # "unet.<key>" / "text_encoder.<key>" -> CPU tensor, for every changed name
+    seconds: float  # on the worker: model load and erase
+
+
+@dataclass(frozen=True)
+class EraseJob:
+    eraser: str
+    config: Any
+    concept: "Concept"
+    model: "ModelRef"
+    device: str
+    allow_pickle: bool
+    context: Callable[[str], "EraseContext"]  # the erase context for a device
+
+    @property
+    def cache_key(self) -> tuple:
+        return ("erase", self.eraser, self.model.fingerprint)
+
+    def setup(self) -> None:
+        return None
+
+    def run(self, state: None, shard: Any) -> Erased:
+        from .. import registry
+        from ..models.resolve import load_pipeline
+
+        started = time.perf_counter()
+        pipe = load_pipeline(self.model, device=self.device, allow_pickle=self.allow_pickle)
+        result = registry.load("eraser", self.eraser)(self.config).erase(pipe, self.concept, context=self.context(self.device))
+        modules = {"unet": pipe.unet, "text_encoder": pipe.text_encoder}
+        tensors = {}
+        for name in result.changed_params:
+            prefix, key = name.split(".", 1)
+            tensors[name] = modules[prefix].state_dict()[key].detach().to("cpu", copy=True)
+        return Erased(result, tensors, time.perf_counter() - started)
+
+
+def erase_on_executor(executor: Any, job: EraseJob) -> tuple[Any, "ErasureResult", float]:
+    """(the parent pipeline on CPU with the worker's edit applied, the eraser's result, worker seconds)."""
+    import torch
+
+    from ..models.resolve import load_pipeline
+
+    ((_, erased),) = list(executor.map_unordered(job, [None]))
+    pipe = load_pipeline(job.model, device="cpu", allow_pickle=job.allow_pickle)
+    modules = {"unet": pipe.unet, "text_encoder": pipe.text_encoder}
+    with torch.no_grad():
+        for name, tensor in erased.tensors.items():
+            prefix, key = name.split(".", 1)
+            modules[prefix].state_dict()[key].copy_(tensor)
+    return pipe, erased.result, erased.seconds
