@@ -173,12 +173,12 @@ KILLED_DRIVER = """
 import os, signal, sys
 from trce_audit.store.repository import Store
 real, calls = Store.add_generations, []
-def add_generations(self, run_id, records):
+def add_generations(self, run_id, records, **kwargs):
     records = list(records)
     calls.append(len(records))
     if len(calls) == 2:
         os.kill(os.getpid(), signal.SIGKILL)
-    return real(self, run_id, records)
+    return real(self, run_id, records, **kwargs)
 Store.add_generations = add_generations
 from trce_audit.cli import main
 sys.exit(main())

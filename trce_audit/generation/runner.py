@@ -205,7 +205,8 @@ def _fill_run(store, workspace, model, rows, settings, result: GenerationResult,
                 path = folder / f"{row.idx:06d}_{digest[:12]}.png"
                 records.append(dict(prompt_id=row.id, sample_hash=digest, image_path=str(path), image_sha256=_write_png(png, path)))
             found = _detection_rows(result.run_id, detectors, drawn.detections, len(records))
-            store.add_generations(result.run_id, records, found)  # one transaction per shard, detections included
+            # one transaction per shard, its detections included when the worker scored it
+            store.add_generations(result.run_id, records, **({"detections": found} if found is not None else {}))
             result.generated += len(records)
             finished += len(records)
             if progress:
