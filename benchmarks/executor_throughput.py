@@ -1,6 +1,7 @@
 """Images per second of one evaluation with the local executor and with 1 and 2 Ray workers, measured
-in one run and reported as ratios (the workers' start is timed apart; their first pipeline load is
-inside the timing, as the local executor's is). Each mode draws into a fresh workspace and store, so
+in one run and reported as ratios (the workers' start, their imports of torch and diffusers included,
+is timed apart, and this process makes the same imports before any timing; each worker's first
+pipeline load is inside the timing, as the local executor's is). Each mode draws into a fresh workspace and store, so
 no image is reused, and the image sha256 per prompt must match across modes.
 
     python benchmarks/executor_throughput.py --n 256 --steps 10 --batch-size 8          # pocket, CPU
@@ -85,6 +86,9 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
+    from trce_audit.execution.worker import warm_imports
+
+    warm_imports()  # as every Ray worker does when it starts: imports are outside every mode's timing
     torch.set_num_threads(args.cpus_per_worker)
     with tempfile.TemporaryDirectory(prefix="trce-executor-bench-") as tmp:
         root = Path(tmp)

@@ -2,7 +2,8 @@
 
 Each actor is a :class:`~.worker.Worker` (``num_gpus``/``num_cpus`` per ``--*-per-worker``) and is
 asked, before any shard, whether it runs the driver's package versions; one that does not is refused
-and the run stops. Shards go out two per actor (so a GPU never waits on the driver's commit) and come
+and the run stops. An accepted actor imports torch and diffusers as it starts (seconds on a CPU), so
+its first shard costs what the others do. Shards go out two per actor (so a GPU never waits on the driver's commit) and come
 back as they finish; the driver alone writes the store. A dead actor is restarted and its calls in
 flight retried at most ``max_retries`` times (Ray retries system failures only, never an exception
 the job raised); past that the run fails with one line and a rerun resumes from the stored shards.
@@ -118,6 +119,7 @@ class RayExecutor(Executor):
         for name, verdict in zip(self.names, verdicts):
             if verdict is not None:
                 raise ConfigError(f"Ray worker {name} refused: {verdict}")
+        ray.get([a.warm.remote() for a in self._actors], timeout=600)  # imports, in parallel, before any shard
         self._gpu = gpus
 
     def worker_pids(self) -> list[int]:
