@@ -274,6 +274,8 @@ eval = ["pocket-heldout"]
 preserve = ["pocket"]
 [[erasers]]
 name = "uce"
+[[erasers]]
+name = "rece"
 """
 
 
@@ -384,3 +386,27 @@ def test_erase_on_a_worker_writes_the_local_artefact(cluster, tmp_path):
         torch.set_num_threads(threads)
     assert worker_pid != os.getpid() and remote["sha256"] == local["sha256"]
     assert store.get_run(remote["run_id"]).runtime["executor"] == "ray"
+
+
+def test_shards_go_to_idle_workers_first_and_a_job_may_ask_for_one_call_a_worker(cluster):
+    """Two shards on two workers run on both (never both queued on the first), with the default two
+    calls a worker as with a job's one (a batch of erases: hours each)."""
+
+    class WhoRuns:
+        cache_key = ("who-runs",)
+
+        def setup(self):
+            return None
+
+        def run(self, state, shard):
+            return os.getpid()
+
+    class OneAtATime(WhoRuns):
+        in_flight_per_worker = 1
+
+    with make_executor(ExecutorOptions("ray", workers=2), device="cpu") as executor:
+        pids = set(executor.worker_pids())
+        for job in (WhoRuns(), OneAtATime()):
+            assert set(dict(executor.map_unordered(job, [0, 1])).values()) == pids
+        ran = [pid for _, pid in executor.map_unordered(OneAtATime(), list(range(6)))]
+    assert sorted(ran.count(pid) for pid in pids)[0] >= 1 and len(ran) == 6

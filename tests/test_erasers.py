@@ -162,6 +162,53 @@ def test_eraser_on_an_executor_writes_the_in_process_artefact(name, store, works
     assert other.get_run(remote["run_id"]).runtime["executor"] == "pickling"
 
 
+def _batch_request(name, tiny_sd_dir):
+    return dict(eraser=name, concept=CONCEPT, model=str(tiny_sd_dir), overrides=TINY[name], batch_size=4, device="cpu",
+                captions=lambda set_name, limit: CAPTIONS[:limit] if limit else CAPTIONS)
+
+
+def test_a_batch_of_erases_on_an_executor_gives_each_serial_artefact_once(store, workspace, tiny_sd_dir, tmp_path):
+    """An audit's erasers at once: each artefact is the serial one, results come in request order, and
+    a request repeated in the batch is one run."""
+    from trce_audit.api.erasing import erase_all
+    from trce_audit.store import Store
+
+    serial = {name: _erase(store, workspace, tiny_sd_dir, name) for name in ("uce", "rece")}
+    other = Store(f"sqlite:///{tmp_path / 'batch.db'}")
+    heard = []
+    batch = erase_all(other, workspace, [_batch_request(n, tiny_sd_dir) for n in ("rece", "uce", "rece")],
+                      executor=PicklingExecutor(), on_done=lambda index, record: heard.append(index))
+    assert [r["sha256"] for r in batch] == [serial["rece"]["sha256"], serial["uce"]["sha256"], serial["rece"]["sha256"]]
+    assert batch[0]["run_id"] == batch[2]["run_id"] != batch[1]["run_id"] and sorted(heard) == [0, 1, 2]
+    runs = other.list_runs(kind="erase")
+    assert len(runs) == 2 and {r.status for r in runs} == {"complete"} and len(other.list_artefacts()) == 2
+    again = erase_all(other, workspace, [_batch_request("uce", tiny_sd_dir)], executor=PicklingExecutor())
+    assert again[0]["reused"] and again[0]["run_id"] == batch[1]["run_id"]
+
+
+def test_a_failing_erase_of_a_batch_fails_its_run_alone_and_the_rerun_redoes_only_it(workspace, tiny_sd_dir, tmp_path, monkeypatch):
+    from trce_audit.api.erasing import erase_all
+    from trce_audit.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'batch.db'}")
+    rece = registry.load("eraser", "rece")
+
+    def boom(self, pipe, concept, context):
+        raise RuntimeError("rece diverged")
+
+    monkeypatch.setattr(rece, "erase", boom)
+    requests = [_batch_request(n, tiny_sd_dir) for n in ("rece", "uce")]
+    with pytest.raises(RuntimeError, match="rece diverged"):
+        erase_all(store, workspace, requests, executor=PicklingExecutor())
+    status = {r.component: (r.status, r.error) for r in store.list_runs(kind="erase")}
+    assert status["uce"][0] == "complete" and status["rece"] == ("failed", "RuntimeError: rece diverged")
+    assert [a.meta["eraser"] for a in store.list_artefacts()] == ["uce"]
+    assert not [p for p in workspace.artefacts_dir.iterdir() if p.name.startswith(".")]  # no staging folder left
+    monkeypatch.undo()
+    rerun = erase_all(store, workspace, requests, executor=PicklingExecutor())
+    assert [r["reused"] for r in rerun] == [False, True] and len(store.list_runs(kind="erase")) == 2
+
+
 def _assert_guard_changes_images(result, parent_dir, name):
     import torch
 

@@ -90,6 +90,12 @@ def test_local_executor_keeps_a_bounded_cache_of_job_state():
     worker.run(Job("a"), 4)  # evicted by c (least recently used), so built again
     assert built == ["a", "b", "c", "a"] and len(worker._cache) == CACHE_SIZE
 
+    class Erase(Job):
+        drops_worker_cache = True
+
+    worker.run(Erase("e"), 5)  # a training job finds no kept pipeline beside it
+    assert list(worker._cache) == ["e"]
+
 
 def test_a_worker_with_other_detector_weights_is_refused_before_it_draws(store, workspace, tiny_sd_dir):
     from trce_audit.generation import GenerationSettings

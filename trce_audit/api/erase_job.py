@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 if TYPE_CHECKING:
     from ..data.concepts import Concept
@@ -32,6 +32,7 @@ class EraseJob:
     device: str
     allow_pickle: bool
     context: Callable[[str], "EraseContext"]  # the erase context for a device
+    drops_worker_cache: ClassVar[bool] = True
 
     @property
     def cache_key(self) -> tuple:
@@ -55,17 +56,55 @@ class EraseJob:
         return Erased(result, tensors, time.perf_counter() - started)
 
 
-def erase_on_executor(executor: Any, job: EraseJob) -> tuple[Any, "ErasureResult", float]:
-    """(the parent pipeline on CPU with the worker's edit applied, the eraser's result, worker seconds)."""
+@dataclass(frozen=True)
+class EraseFailed:
+    error: BaseException  # the eraser's own exception (or its one line, where it does not pickle)
+
+
+class EraseJobs:
+    """Several erase runs on one pool (an audit's erasers), one a call: each shard is an EraseJob. One
+    call in flight per worker: an erase lasts minutes to hours, and a second one queued behind it
+    would wait there while another worker stands idle. An eraser's exception comes back as its
+    EraseFailed, so that one failing erase does not cancel the others' hours."""
+
+    cache_key = ("erase-jobs",)
+    in_flight_per_worker = 1
+    drops_worker_cache = True
+
+    def setup(self) -> None:
+        return None
+
+    def run(self, state: None, job: EraseJob) -> "Erased | EraseFailed":
+        try:
+            return job.run(None, None)
+        except Exception as exc:
+            import pickle
+
+            from ..errors import TrceAuditError, one_line
+
+            try:
+                pickle.loads(pickle.dumps(exc))
+            except Exception:
+                exc = TrceAuditError(one_line(f"{type(exc).__name__}: {exc}"))
+            return EraseFailed(exc)
+
+
+def apply_erased(job: EraseJob, erased: Erased) -> Any:
+    """The parent pipeline, loaded on this machine's CPU, with the worker's changed tensors copied in."""
     import torch
 
     from ..models.resolve import load_pipeline
 
-    ((_, erased),) = list(executor.map_unordered(job, [None]))
     pipe = load_pipeline(job.model, device="cpu", allow_pickle=job.allow_pickle)
     modules = {"unet": pipe.unet, "text_encoder": pipe.text_encoder}
     with torch.no_grad():
         for name, tensor in erased.tensors.items():
             prefix, key = name.split(".", 1)
             modules[prefix].state_dict()[key].copy_(tensor)
-    return pipe, erased.result, erased.seconds
+    return pipe
+
+
+def erase_on_executor(executor: Any, job: EraseJob) -> tuple[Any, "ErasureResult", float]:
+    """(the parent pipeline on CPU with the worker's edit applied, the eraser's result, worker seconds)."""
+    ((_, erased),) = list(executor.map_unordered(job, [None]))
+    return apply_erased(job, erased), erased.result, erased.seconds

@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from .. import registry
 from ..errors import ConfigError, one_line
@@ -23,7 +24,7 @@ from ..workspace import Workspace
 
 if TYPE_CHECKING:
     from ..data.concepts import Concept
-    from ..erasers.base import CaptionsFn, ProgressFn
+    from ..erasers.base import CaptionsFn, ErasureResult, ProgressFn
 
 
 def parse_stages(stages: str | Sequence[int] | None) -> tuple[int, ...] | None:
@@ -93,29 +94,37 @@ def _record(artefact, run_id: int, reused: bool) -> dict[str, Any]:
     }
 
 
-def erase_concept(
-    store: Store,
-    workspace: Workspace,
-    *,
-    eraser: str,
-    concept: "Concept",
-    model: str | ModelRef,
-    out: str | os.PathLike | None = None,
-    config_file: str | os.PathLike | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    device: str = "auto",
-    stages: str | Sequence[int] | None = None,
-    captions: "CaptionsFn | None" = None,
-    batch_size: int = 8,
-    allow_pickle: bool = False,
-    progress: "ProgressFn | None" = None,
-    executor: Any = None,
-) -> dict[str, Any]:
-    """Erase an already loaded ``Concept``; the lower-level entry point of :func:`erase`. With an
-    ``executor`` the eraser runs as one call on a worker and the artefact is written here (api/erase_job.py)."""
-    from ..models.device import resolve_device
+@dataclass
+class _PendingErase:
+    """A started erase run: what the eraser needs and where its artefact goes."""
 
-    device = resolve_device(device)
+    eraser: str
+    cls: Any
+    config: Any
+    concept: "Concept"
+    ref: ModelRef
+    stages: tuple[int, ...] | None
+    run: Any  # the store's RunHandle
+    target: Path
+    staging: Path
+    make_context: Any  # device -> EraseContext
+    allow_pickle: bool
+    device: str
+    started: float
+
+    def job(self, device: str):
+        from .erase_job import EraseJob
+
+        return EraseJob(self.eraser, self.config, self.concept, self.ref, device, self.allow_pickle, self.make_context)
+
+
+def _start_erase(
+    store: Store, workspace: Workspace, *, eraser: str, concept: "Concept", model: str | ModelRef,
+    out: str | os.PathLike | None = None, config_file: str | os.PathLike | None = None,
+    overrides: Mapping[str, Any] | None = None, device: str = "cpu", stages: str | Sequence[int] | None = None,
+    captions: "CaptionsFn | None" = None, batch_size: int = 8, allow_pickle: bool = False, executor: Any = None,
+) -> "_PendingErase | dict[str, Any]":
+    """The stored artefact's record when this erase was done before, else its started run."""
     cls = registry.load("eraser", eraser)
     stage_tuple = parse_stages(stages)
     cls.check_stages(stage_tuple)
@@ -145,33 +154,33 @@ def erase_concept(
     target = target.expanduser().resolve()
     if target.exists() and any(target.iterdir()):  # a default folder left by an interrupted run
         shutil.rmtree(target)
-    staging = target.with_name(f".{target.name}.partial-{os.getpid()}")
-    started = time.perf_counter()
+    make_context = partial(
+        _erase_context, cache_dir=workspace.cache_dir, captions=captions or _captions_from_data(workspace, concept.name),
+        model_fingerprint=ref.fingerprint, world=ref.world, stages=stage_tuple, batch_size=batch_size,
+    )
+    return _PendingErase(eraser, cls, config, concept, ref, stage_tuple, run, target,
+                         target.with_name(f".{target.name}.partial-{os.getpid()}"), make_context, allow_pickle,
+                         device, time.perf_counter())
+
+
+def _abandon(store: Store, pending: _PendingErase, exc: BaseException, *, prefix: str = "") -> None:
+    shutil.rmtree(pending.staging, ignore_errors=True)
+    store.fail_run(pending.run.id, one_line(f"{prefix}{type(exc).__name__}: {exc}"))
+
+
+def _finish_erase(store: Store, pending: _PendingErase, pipe: Any, result: "ErasureResult", seconds: float) -> dict[str, Any]:
+    """Write the erased pipeline as the run's artefact (staged, then renamed) and complete the run."""
+    from ..erasers.base import save_erased_pipeline
+
+    ref, target, staging = pending.ref, pending.target, pending.staging
     try:
-        from ..erasers.base import save_erased_pipeline
-
-        make_context = partial(
-            _erase_context, cache_dir=workspace.cache_dir, captions=captions or _captions_from_data(workspace, concept.name),
-            model_fingerprint=ref.fingerprint, world=ref.world, stages=stage_tuple, batch_size=batch_size,
-        )
-        if executor is None:
-            from ..models.resolve import load_pipeline
-
-            pipe = load_pipeline(ref, device=device, allow_pickle=allow_pickle)
-            result = cls(config).erase(pipe, concept, context=make_context(device, progress=progress))
-            seconds = time.perf_counter() - started
-        else:
-            from .erase_job import EraseJob, erase_on_executor
-
-            job = EraseJob(eraser, config, concept, ref, getattr(executor, "device", device), allow_pickle, make_context)
-            pipe, result, seconds = erase_on_executor(executor, job)
         meta = {
-            "eraser": eraser,
-            "eraser_version": cls.version,
-            "concept": concept.name,
-            "pairs": [list(p) for p in concept.pairs],
-            "config": config.as_dict(),
-            "stages": list(stage_tuple) if stage_tuple else None,
+            "eraser": pending.eraser,
+            "eraser_version": pending.cls.version,
+            "concept": pending.concept.name,
+            "pairs": [list(p) for p in pending.concept.pairs],
+            "config": pending.config.as_dict(),
+            "stages": list(pending.stages) if pending.stages else None,
             "parent_model": ref.spec,
             "parent_fingerprint": ref.fingerprint,
         }
@@ -187,14 +196,14 @@ def erase_concept(
         artefact_id = store.add_artefact(
             path=str(target),
             sha256=sha,
-            run_id=run.id,
+            run_id=pending.run.id,
             parent_model=ref.spec,
             parent_fingerprint=ref.fingerprint,
             meta={
-                "eraser": eraser,
-                "concept": concept.name,
+                "eraser": pending.eraser,
+                "concept": pending.concept.name,
                 "world": ref.world,
-                "description": f"{eraser} erased {concept.name!r} from {ref.spec}",
+                "description": f"{pending.eraser} erased {pending.concept.name!r} from {ref.spec}",
                 "changed_params": result.changed_params,
                 "guard": result.guard,
                 "stats": result.stats,
@@ -202,11 +211,10 @@ def erase_concept(
             },
         )
     except BaseException as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        store.fail_run(run.id, one_line(f"{type(exc).__name__}: {exc}"))
+        _abandon(store, pending, exc)
         raise
     store.complete_run(
-        run.id,
+        pending.run.id,
         {
             "artefact_id": artefact_id,
             "path": str(target),
@@ -216,7 +224,109 @@ def erase_concept(
             "stats": result.stats,
         },
     )
-    return _record(store.get_artefact(artefact_id), run.id, reused=False)
+    return _record(store.get_artefact(artefact_id), pending.run.id, reused=False)
+
+
+def erase_concept(
+    store: Store,
+    workspace: Workspace,
+    *,
+    eraser: str,
+    concept: "Concept",
+    model: str | ModelRef,
+    out: str | os.PathLike | None = None,
+    config_file: str | os.PathLike | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    device: str = "auto",
+    stages: str | Sequence[int] | None = None,
+    captions: "CaptionsFn | None" = None,
+    batch_size: int = 8,
+    allow_pickle: bool = False,
+    progress: "ProgressFn | None" = None,
+    executor: Any = None,
+) -> dict[str, Any]:
+    """Erase an already loaded ``Concept``; the lower-level entry point of :func:`erase`. With an
+    ``executor`` the eraser runs as one call on a worker and the artefact is written here (api/erase_job.py)."""
+    from ..models.device import resolve_device
+
+    device = resolve_device(device)
+    pending = _start_erase(
+        store, workspace, eraser=eraser, concept=concept, model=model, out=out, config_file=config_file,
+        overrides=overrides, device=device, stages=stages, captions=captions, batch_size=batch_size,
+        allow_pickle=allow_pickle, executor=executor,
+    )
+    if isinstance(pending, dict):
+        return pending
+    try:
+        if executor is None:
+            from ..models.resolve import load_pipeline
+
+            pipe = load_pipeline(pending.ref, device=device, allow_pickle=allow_pickle)
+            result = pending.cls(pending.config).erase(pipe, concept, context=pending.make_context(device, progress=progress))
+            seconds = time.perf_counter() - pending.started
+        else:
+            from .erase_job import erase_on_executor
+
+            pipe, result, seconds = erase_on_executor(executor, pending.job(getattr(executor, "device", device)))
+    except BaseException as exc:
+        _abandon(store, pending, exc)
+        raise
+    return _finish_erase(store, pending, pipe, result, seconds)
+
+
+def erase_all(
+    store: Store, workspace: Workspace, requests: Sequence[Mapping[str, Any]], *, executor: Any,
+    on_done: Callable[[int, dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Several erases at once on ``executor``'s workers, one erase a worker (an audit's erasers): each
+    request holds :func:`erase`'s keyword arguments (its concept a name or a ``Concept``). Results come back in request order; ``on_done``
+    hears of each as its artefact is stored. If one fails, the others' unfinished runs fail with it
+    (a rerun reuses every artefact already stored and redoes the rest)."""
+    from ..data import load_concept
+    from ..models.device import resolve_device
+    from .erase_job import EraseFailed, EraseJobs, apply_erased
+
+    started: dict[int, _PendingErase] = {}  # run id -> its pending erase: one erase per identity
+    outcome: dict[int, Any] = {}  # request index -> record, or the run id it waits for
+    for index, request in enumerate(requests):
+        request = dict(request)
+        registry.load("eraser", request["eraser"])
+        ref = resolve_model(request.pop("model"), store=store, workspace=workspace, allow_pickle=request.get("allow_pickle", False))
+        concept = request.pop("concept")
+        if isinstance(concept, str):
+            concept = load_concept(concept, world=ref.world, workspace=workspace)
+        request["device"] = resolve_device(request.get("device", "auto"))
+        pending = _start_erase(store, workspace, concept=concept, model=ref, executor=executor, **request)
+        if isinstance(pending, dict):
+            outcome[index] = pending
+            if on_done is not None:
+                on_done(index, pending)
+        else:
+            started.setdefault(pending.run.id, pending)
+            outcome[index] = pending.run.id
+    pending_list = list(started.values())
+    finished: dict[int, dict[str, Any]] = {}
+    errors: dict[int, BaseException] = {}
+    jobs = [p.job(getattr(executor, "device", p.device)) for p in pending_list]
+    try:
+        for position, erased in executor.map_unordered(EraseJobs(), jobs):
+            pending = pending_list[position]
+            if isinstance(erased, EraseFailed):  # its own run fails; the other erases go on
+                errors[pending.run.id] = erased.error
+                _abandon(store, pending, erased.error)
+                continue
+            finished[pending.run.id] = _finish_erase(store, pending, apply_erased(jobs[position], erased), erased.result, erased.seconds)
+            for index, value in outcome.items():
+                if value == pending.run.id and on_done is not None:
+                    on_done(index, finished[pending.run.id])
+    except BaseException as exc:  # a lost worker, an interrupt: every erase not yet stored stops
+        for pending in pending_list:
+            if pending.run.id not in finished and pending.run.id not in errors:
+                _abandon(store, pending, exc, prefix="stopped before it finished: ")
+        raise
+    if errors:
+        raise next(iter(errors.values()))
+    return [finished[value] if isinstance(value, int) else value for _, value in sorted(outcome.items())]
 
 
 def erase(

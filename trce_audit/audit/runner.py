@@ -175,15 +175,27 @@ def run_audit(
     try:
         if spec.include_base:
             done.models.append(AuditModel("base", spec.model))
+        requests = []
         for eraser in spec.erasers:
-            say(f"erase: {eraser.label} ({eraser.name}) on {spec.model}")
             config, stages = _eraser_config(eraser.config)
-            result = erase(
-                store, workspace, eraser=eraser.name, concept=spec.concept, model=spec.model,
-                overrides=config, stages=stages, device=settings.device, allow_pickle=allow_pickle, **on_executor,
-            )
-            done.run_ids.append(result["run_id"])
-            done.models.append(AuditModel(eraser.label, f"artefact:{result['artefact_id']}", result))
+            requests.append(dict(eraser=eraser.name, concept=spec.concept, model=spec.model, overrides=config,
+                                 stages=stages, device=settings.device, allow_pickle=allow_pickle))
+        if executor is None:
+            for eraser, request in zip(spec.erasers, requests):
+                say(f"erase: {eraser.label} ({eraser.name}) on {spec.model}")
+                result = erase(store, workspace, **request)
+                done.run_ids.append(result["run_id"])
+                done.models.append(AuditModel(eraser.label, f"artefact:{result['artefact_id']}", result))
+                checkpoint()
+        elif requests:  # every eraser at once, one a worker
+            from ..api.erasing import erase_all
+
+            say(f"erase: {', '.join(f'{e.label} ({e.name})' for e in spec.erasers)} on {spec.model}, on {executor.name}")
+            results = erase_all(store, workspace, requests, executor=executor,
+                                on_done=lambda i, r: say(f"erased: {spec.erasers[i].label} ({_took(r)})"))
+            for eraser, result in zip(spec.erasers, results):
+                done.run_ids.append(result["run_id"])
+                done.models.append(AuditModel(eraser.label, f"artefact:{result['artefact_id']}", result))
             checkpoint()
         for model in done.models:
             for sets, metrics in ((spec.prompts.eval, spec.metrics.eval), (spec.prompts.preserve, spec.metrics.preserve)):
@@ -223,6 +235,10 @@ def run_audit(
         raise
     store.complete_run(handle.id, done.summary())
     return {"audit_run_id": handle.id, "resumed": handle.resumed, **done.summary()}
+
+
+def _took(erased: dict[str, Any]) -> str:
+    return "reused" if erased.get("reused") else f"{erased.get('seconds') or 0:.0f} s"
 
 
 def _run_ids(result: dict[str, Any]) -> list[int]:

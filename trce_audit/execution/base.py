@@ -8,7 +8,8 @@ from typing import Any, ClassVar, Hashable, Iterator, Protocol, Sequence
 class ShardJob(Protocol):
     """A picklable unit of work over shards. ``setup`` builds what a worker keeps between calls (a
     loaded pipeline) under ``cache_key``; ``run`` does one shard with it. ``expected`` is what a worker
-    must match before it does any of the job (package versions, detector keys)."""
+    must match before it does any of the job (package versions, detector keys). A job may set
+    ``in_flight_per_worker`` (default 2) to cap the calls queued on one worker at once."""
 
     cache_key: Hashable
 

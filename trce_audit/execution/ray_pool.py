@@ -3,10 +3,11 @@
 Each actor is a :class:`~.worker.Worker` (``num_gpus``/``num_cpus`` per ``--*-per-worker``) and is
 asked, before any shard, whether it runs the driver's package versions; one that does not is refused
 and the run stops. An accepted actor imports torch and diffusers as it starts (seconds on a CPU), so
-its first shard costs what the others do. Shards go out two per actor (so a GPU never waits on the driver's commit) and come
-back as they finish; the driver alone writes the store. A dead actor is restarted and its calls in
-flight retried at most ``max_retries`` times (Ray retries system failures only, never an exception
-the job raised); past that the run fails with one line and a rerun resumes from the stored shards.
+its first shard costs what the others do. Shards go out breadth first, two per actor (so a GPU never
+waits on the driver's commit; a job may ask for one, as a batch of erases does), and come back as
+they finish; the driver alone writes the store. A dead actor is restarted and its calls in flight
+retried at most ``max_retries`` times (Ray retries system failures only, never an exception the job
+raised); past that the run fails with one line and a rerun resumes from the stored shards.
 """
 
 from __future__ import annotations
@@ -136,18 +137,20 @@ class RayExecutor(Executor):
         pending: dict[Any, tuple[int, int]] = {}
         load = [0] * len(self._actors)
         try:
-            yield from self._drain(job_ref, shards, queue, pending, load)
+            yield from self._drain(job, job_ref, shards, queue, pending, load)
         finally:  # a caller that stops early (an error, a kill) leaves no call running for it
             self._cancel(pending)
 
-    def _drain(self, job_ref: Any, shards: Sequence[Any], queue: deque, pending: dict, load: list[int]) -> Iterator[tuple[int, Any]]:
+    def _drain(self, job: ShardJob, job_ref: Any, shards: Sequence[Any], queue: deque, pending: dict, load: list[int]) -> Iterator[tuple[int, Any]]:
         ray = self._ray
+        depth = getattr(job, "in_flight_per_worker", IN_FLIGHT_PER_WORKER)
         while queue or pending:
-            for slot in range(len(self._actors)):
-                while queue and load[slot] < IN_FLIGHT_PER_WORKER:
-                    index = queue.popleft()
-                    pending[self._actors[slot].run.remote(job_ref, shards[index])] = (index, slot)
-                    load[slot] += 1
+            for level in range(1, depth + 1):  # breadth first: every idle worker gets a call before any gets two
+                for slot in range(len(self._actors)):
+                    if queue and load[slot] < level:
+                        index = queue.popleft()
+                        pending[self._actors[slot].run.remote(job_ref, shards[index])] = (index, slot)
+                        load[slot] += 1
             (ready,), _ = ray.wait(list(pending), num_returns=1)
             index, slot = pending.pop(ready)
             load[slot] -= 1

@@ -1,7 +1,8 @@
 """What runs a shard: the same class in process (local) and as a long-lived Ray actor.
 
 A worker keeps the state its jobs set up (a loaded pipeline, detectors) for the next call, at most
-``CACHE_SIZE`` of them (an SD pipeline is GBs). On a cluster it is first asked to ``check`` that it
+``CACHE_SIZE`` of them (an SD pipeline is GBs), and drops them all before a job that says
+``drops_worker_cache`` (an erase). On a cluster it is first asked to ``check`` that it
 runs the driver's package versions (and a job's setup checks its detectors' weights): one run must
 never mix protocols under one identity.
 """
@@ -61,6 +62,8 @@ class Worker:
         return warm_imports()
 
     def run(self, job: Any, shard: Any) -> Any:
+        if getattr(job, "drops_worker_cache", False):  # an erase trains: no kept pipeline may hold its memory
+            self._cache.clear()
         if job.cache_key in self._cache:
             self._cache.move_to_end(job.cache_key)
         else:
