@@ -14,6 +14,7 @@ import pytest
 
 from trce_audit import registry
 from trce_audit.data.concepts import Concept
+from trce_audit.errors import ConfigError
 
 CONCEPT = Concept("nudity", (("nude", "a person wearing clothes"), ("naked body", "a clothed body")))
 CAPTIONS = ["a dog sleeping on a couch", "two people riding bikes", "a plate of pasta", "a red bus on a street", "a cat"]
@@ -170,7 +171,7 @@ def _batch_request(name, tiny_sd_dir):
 def test_a_batch_of_erases_on_an_executor_gives_each_serial_artefact_once(store, workspace, tiny_sd_dir, tmp_path):
     """An audit's erasers at once: each artefact is the serial one, results come in request order, and
     a request repeated in the batch is one run."""
-    from trce_audit.api.erasing import erase_all
+    from trce_audit.api.erase_job import erase_all
     from trce_audit.store import Store
 
     serial = {name: _erase(store, workspace, tiny_sd_dir, name) for name in ("uce", "rece")}
@@ -187,7 +188,7 @@ def test_a_batch_of_erases_on_an_executor_gives_each_serial_artefact_once(store,
 
 
 def test_a_failing_erase_of_a_batch_fails_its_run_alone_and_the_rerun_redoes_only_it(workspace, tiny_sd_dir, tmp_path, monkeypatch):
-    from trce_audit.api.erasing import erase_all
+    from trce_audit.api.erase_job import erase_all
     from trce_audit.store import Store
 
     store = Store(f"sqlite:///{tmp_path / 'batch.db'}")
@@ -207,6 +208,13 @@ def test_a_failing_erase_of_a_batch_fails_its_run_alone_and_the_rerun_redoes_onl
     monkeypatch.undo()
     rerun = erase_all(store, workspace, requests, executor=PicklingExecutor())
     assert [r["reused"] for r in rerun] == [False, True] and len(store.list_runs(kind="erase")) == 2
+
+    elsewhere = Concept("cross", CONCEPT.pairs, world="pocket")  # refused before any erase: no run left started
+    with pytest.raises(ConfigError, match="pocket world"):
+        erase_all(store, workspace, [_batch_request("speed", tiny_sd_dir), {**_batch_request("uce", tiny_sd_dir), "concept": elsewhere}],
+                  executor=PicklingExecutor())
+    speed = [r for r in store.list_runs(kind="erase") if r.component == "speed"]
+    assert [(r.status, r.error.split(":")[0]) for r in speed] == [("failed", "stopped before it finished")]
 
 
 def _assert_guard_changes_images(result, parent_dir, name):

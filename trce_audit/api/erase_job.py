@@ -1,19 +1,22 @@
-"""An erase run as one executor call: a worker loads the parent model, runs the eraser and sends back
-only the tensors it changed (MBs for a closed-form edit, one component for a fine-tune); the driver
-applies them to its own load of the parent and writes the artefact, so every workspace file and store
-row stays the driver's, as for image shards. The worker keeps no pipeline afterwards: an erase is
-done once per run, and a kept SD pipeline would only hold GBs."""
+"""Erase runs as executor calls: a worker loads the parent model, runs the eraser and sends back only
+the tensors it changed (MBs for a closed-form edit, one component for a fine-tune); the driver applies
+them to its own load of the parent and writes the artefact, so every workspace file and store row
+stays the driver's, as for image shards. The worker drops its kept pipelines first and keeps none
+after: an erase trains, and is done once per run. An audit's erasers go out together (``erase_all``),
+one a worker."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
 if TYPE_CHECKING:
     from ..data.concepts import Concept
     from ..erasers.base import EraseContext, ErasureResult
     from ..models.resolve import ModelRef
+    from ..store import Store
+    from ..workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -108,3 +111,65 @@ def erase_on_executor(executor: Any, job: EraseJob) -> tuple[Any, "ErasureResult
     """(the parent pipeline on CPU with the worker's edit applied, the eraser's result, worker seconds)."""
     ((_, erased),) = list(executor.map_unordered(job, [None]))
     return apply_erased(job, erased), erased.result, erased.seconds
+
+
+def erase_all(
+    store: "Store", workspace: "Workspace", requests: Sequence[Mapping[str, Any]], *, executor: Any,
+    on_done: Callable[[int, dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Several erases at once on ``executor``'s workers, one erase a worker (an audit's erasers): each
+    request holds :func:`erase`'s keyword arguments (its concept a name or a ``Concept``). Results come
+    back in request order; ``on_done`` hears of each as its artefact is stored. An eraser that raises
+    fails its own run and the others go on (its error is raised once they are stored); a lost worker
+    or an interrupt fails every run not yet stored. A rerun reuses every stored artefact."""
+    from .. import registry
+    from ..data import load_concept
+    from ..models.device import resolve_device
+    from ..models.resolve import resolve_model
+    from .erasing import _abandon, _finish_erase, _start_erase
+
+    started: dict[int, Any] = {}  # run id -> its pending erase: one erase per identity
+    outcome: dict[int, Any] = {}  # request index -> record, or the run id it waits for
+    finished: dict[int, dict[str, Any]] = {}
+    errors: dict[int, BaseException] = {}
+
+    def done(run_id: int) -> None:
+        for index, value in outcome.items():
+            if value == run_id and on_done is not None:
+                on_done(index, finished[run_id])
+
+    try:
+        for index, request in enumerate(requests):
+            request = dict(request)
+            registry.load("eraser", request["eraser"])
+            ref = resolve_model(request.pop("model"), store=store, workspace=workspace, allow_pickle=request.get("allow_pickle", False))
+            concept = request.pop("concept")
+            if isinstance(concept, str):
+                concept = load_concept(concept, world=ref.world, workspace=workspace)
+            request["device"] = resolve_device(request.get("device", "auto"))
+            pending = _start_erase(store, workspace, concept=concept, model=ref, executor=executor, **request)
+            if isinstance(pending, dict):
+                outcome[index] = pending
+                if on_done is not None:
+                    on_done(index, pending)
+            else:
+                started.setdefault(pending.run.id, pending)
+                outcome[index] = pending.run.id
+        pending_list = list(started.values())
+        jobs = [p.job(getattr(executor, "device", p.device)) for p in pending_list]
+        for position, erased in executor.map_unordered(EraseJobs(), jobs):
+            pending = pending_list[position]
+            if isinstance(erased, EraseFailed):
+                errors[pending.run.id] = erased.error
+                _abandon(store, pending, erased.error)
+                continue
+            finished[pending.run.id] = _finish_erase(store, pending, apply_erased(jobs[position], erased), erased.result, erased.seconds)
+            done(pending.run.id)
+    except BaseException as exc:  # a bad request, a lost worker, an interrupt: no started run is left running
+        for pending in started.values():
+            if pending.run.id not in finished and pending.run.id not in errors:
+                _abandon(store, pending, exc, prefix="stopped before it finished: ")
+        raise
+    if errors:
+        raise next(iter(errors.values()))
+    return [finished[value] if isinstance(value, int) else value for _, value in sorted(outcome.items())]

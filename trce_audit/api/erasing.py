@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .. import registry
 from ..errors import ConfigError, one_line
@@ -272,61 +272,6 @@ def erase_concept(
         _abandon(store, pending, exc)
         raise
     return _finish_erase(store, pending, pipe, result, seconds)
-
-
-def erase_all(
-    store: Store, workspace: Workspace, requests: Sequence[Mapping[str, Any]], *, executor: Any,
-    on_done: Callable[[int, dict[str, Any]], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Several erases at once on ``executor``'s workers, one erase a worker (an audit's erasers): each
-    request holds :func:`erase`'s keyword arguments (its concept a name or a ``Concept``). Results come back in request order; ``on_done``
-    hears of each as its artefact is stored. If one fails, the others' unfinished runs fail with it
-    (a rerun reuses every artefact already stored and redoes the rest)."""
-    from ..data import load_concept
-    from ..models.device import resolve_device
-    from .erase_job import EraseFailed, EraseJobs, apply_erased
-
-    started: dict[int, _PendingErase] = {}  # run id -> its pending erase: one erase per identity
-    outcome: dict[int, Any] = {}  # request index -> record, or the run id it waits for
-    for index, request in enumerate(requests):
-        request = dict(request)
-        registry.load("eraser", request["eraser"])
-        ref = resolve_model(request.pop("model"), store=store, workspace=workspace, allow_pickle=request.get("allow_pickle", False))
-        concept = request.pop("concept")
-        if isinstance(concept, str):
-            concept = load_concept(concept, world=ref.world, workspace=workspace)
-        request["device"] = resolve_device(request.get("device", "auto"))
-        pending = _start_erase(store, workspace, concept=concept, model=ref, executor=executor, **request)
-        if isinstance(pending, dict):
-            outcome[index] = pending
-            if on_done is not None:
-                on_done(index, pending)
-        else:
-            started.setdefault(pending.run.id, pending)
-            outcome[index] = pending.run.id
-    pending_list = list(started.values())
-    finished: dict[int, dict[str, Any]] = {}
-    errors: dict[int, BaseException] = {}
-    jobs = [p.job(getattr(executor, "device", p.device)) for p in pending_list]
-    try:
-        for position, erased in executor.map_unordered(EraseJobs(), jobs):
-            pending = pending_list[position]
-            if isinstance(erased, EraseFailed):  # its own run fails; the other erases go on
-                errors[pending.run.id] = erased.error
-                _abandon(store, pending, erased.error)
-                continue
-            finished[pending.run.id] = _finish_erase(store, pending, apply_erased(jobs[position], erased), erased.result, erased.seconds)
-            for index, value in outcome.items():
-                if value == pending.run.id and on_done is not None:
-                    on_done(index, finished[pending.run.id])
-    except BaseException as exc:  # a lost worker, an interrupt: every erase not yet stored stops
-        for pending in pending_list:
-            if pending.run.id not in finished and pending.run.id not in errors:
-                _abandon(store, pending, exc, prefix="stopped before it finished: ")
-        raise
-    if errors:
-        raise next(iter(errors.values()))
-    return [finished[value] if isinstance(value, int) else value for _, value in sorted(outcome.items())]
 
 
 def erase(

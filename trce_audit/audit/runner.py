@@ -188,7 +188,7 @@ def run_audit(
                 done.models.append(AuditModel(eraser.label, f"artefact:{result['artefact_id']}", result))
                 checkpoint()
         elif requests:  # every eraser at once, one a worker
-            from ..api.erasing import erase_all
+            from ..api.erase_job import erase_all
 
             say(f"erase: {', '.join(f'{e.label} ({e.name})' for e in spec.erasers)} on {spec.model}, on {executor.name}")
             results = erase_all(store, workspace, requests, executor=executor,
