@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -74,7 +75,8 @@ def main() -> int:
     baseline = _used()
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_distributed.py", *args.pytest_args]
     started = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tempfile.TemporaryFile(mode="w+")  # not a pipe: a long failing run must not block on a full one
+    proc = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1], stdout=log, stderr=subprocess.STDOUT, text=True)
     peak_pss = peak_used = peak_processes = 0
     while proc.poll() is None:
         pids = _tree(proc.pid)
@@ -82,7 +84,8 @@ def main() -> int:
         peak_used = max(peak_used, _used() - baseline)
         peak_processes = max(peak_processes, len(pids))
         time.sleep(args.interval)
-    output = proc.stdout.read() if proc.stdout else ""
+    log.seek(0)
+    output = log.read()
     print(json.dumps({
         "command": " ".join(command[1:]),
         "returncode": proc.returncode,

@@ -125,3 +125,27 @@ def test_a_changed_component_makes_the_same_spec_a_new_audit(store, workspace, m
     assert upgraded["audit_run_id"] != first["audit_run_id"] and not upgraded.get("resumed")
     erases = store.list_runs(kind="erase")
     assert len(erases) == 2 and {run.component_version for run in erases} == {UCE.version, UCE.version.removesuffix("-changed")}
+
+
+def test_an_audit_on_an_executor_erases_together_and_a_failed_eraser_keeps_the_others(store, workspace, monkeypatch):
+    """With an executor the erasers go out as one batch: the audit gives the serial audit's numbers,
+    and when one eraser fails the audit fails, its summary still lists the stored erases, and the
+    rerun redoes only the failed one."""
+    from test_erasers import PicklingExecutor
+
+    from trce_audit.api.audit import run_audit_spec
+    from trce_audit.erasers.rece import RECE
+    from trce_audit.store import Store
+
+    spec = SPEC.split("[[attacks]]")[0].replace("limit = 6", "limit = 3") + '[[erasers]]\nname = "rece"\n'
+    serial = run_audit_spec(Store(f"sqlite:///{workspace.root / 'serial.db'}"), workspace, spec, device="cpu")
+    erase = RECE.erase
+    monkeypatch.setattr(RECE, "erase", lambda self, *a, **k: (_ for _ in ()).throw(RuntimeError("rece diverged")))
+    with pytest.raises(RuntimeError, match="rece diverged"):
+        run_audit_spec(store, workspace, spec, device="cpu", executor=PicklingExecutor())
+    (audit,) = store.list_runs(kind="audit")
+    assert audit.status == "failed" and [m["label"] for m in audit.summary["models"]] == ["base", "uce"]
+    monkeypatch.setattr(RECE, "erase", erase)
+    batched = run_audit_spec(store, workspace, spec, device="cpu", executor=PicklingExecutor())
+    assert _rows(batched) == _rows(serial)
+    assert sorted(r.status for r in store.list_runs(kind="erase")) == ["complete", "complete"]

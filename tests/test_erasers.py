@@ -133,7 +133,8 @@ class PicklingExecutor:
 
     def map_unordered(self, job, shards):
         cloudpickle = pytest.importorskip("ray.cloudpickle")
-        for index, result in self.local.map_unordered(cloudpickle.loads(cloudpickle.dumps(job)), shards):
+        sent = cloudpickle.loads(cloudpickle.dumps((job, list(shards))))
+        for index, result in self.local.map_unordered(*sent):
             yield index, cloudpickle.loads(cloudpickle.dumps(result))
 
     def runtime(self):

@@ -83,12 +83,12 @@ class EraseJobs:
         except Exception as exc:
             import pickle
 
-            from ..errors import TrceAuditError, one_line
+            from ..errors import one_line
 
             try:
                 pickle.loads(pickle.dumps(exc))
-            except Exception:
-                exc = TrceAuditError(one_line(f"{type(exc).__name__}: {exc}"))
+            except Exception:  # its message still reaches the driver, as an internal error (not bad input)
+                exc = RuntimeError(one_line(f"{type(exc).__name__}: {exc}"))
             return EraseFailed(exc)
 
 
@@ -118,10 +118,11 @@ def erase_all(
     on_done: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Several erases at once on ``executor``'s workers, one erase a worker (an audit's erasers): each
-    request holds :func:`erase`'s keyword arguments (its concept a name or a ``Concept``). Results come
-    back in request order; ``on_done`` hears of each as its artefact is stored. An eraser that raises
-    fails its own run and the others go on (its error is raised once they are stored); a lost worker
-    or an interrupt fails every run not yet stored. A rerun reuses every stored artefact."""
+    request holds :func:`erase_concept`'s keyword arguments but ``progress`` and ``executor`` (its
+    concept a name or a ``Concept``). Results come back in request order; ``on_done`` hears of each as
+    its artefact is stored. An erase that fails (on the worker, or writing its artefact here) fails its
+    own run and the others go on; the first failed request's error is raised once they are stored. A
+    lost worker or an interrupt fails every run not yet stored. A rerun reuses every stored artefact."""
     from .. import registry
     from ..data import load_concept
     from ..models.device import resolve_device
@@ -163,13 +164,18 @@ def erase_all(
                 errors[pending.run.id] = erased.error
                 _abandon(store, pending, erased.error)
                 continue
-            finished[pending.run.id] = _finish_erase(store, pending, apply_erased(jobs[position], erased), erased.result, erased.seconds)
+            try:  # _finish_erase fails its own run when its artefact cannot be written here
+                finished[pending.run.id] = _finish_erase(store, pending, apply_erased(jobs[position], erased), erased.result, erased.seconds)
+            except Exception as exc:
+                errors[pending.run.id] = exc
+                continue
             done(pending.run.id)
     except BaseException as exc:  # a bad request, a lost worker, an interrupt: no started run is left running
         for pending in started.values():
             if pending.run.id not in finished and pending.run.id not in errors:
                 _abandon(store, pending, exc, prefix="stopped before it finished: ")
         raise
-    if errors:
-        raise next(iter(errors.values()))
+    if errors:  # the first failed request's error
+        order = {value: index for index, value in sorted(outcome.items(), reverse=True) if isinstance(value, int)}
+        raise errors[min(errors, key=order.__getitem__)]
     return [finished[value] if isinstance(value, int) else value for _, value in sorted(outcome.items())]

@@ -190,13 +190,20 @@ def run_audit(
         elif requests:  # every eraser at once, one a worker
             from ..api.erase_job import erase_all
 
-            say(f"erase: {', '.join(f'{e.label} ({e.name})' for e in spec.erasers)} on {spec.model}, on {executor.name}")
-            results = erase_all(store, workspace, requests, executor=executor,
-                                on_done=lambda i, r: say(f"erased: {spec.erasers[i].label} ({_took(r)})"))
-            for eraser, result in zip(spec.erasers, results):
-                done.run_ids.append(result["run_id"])
-                done.models.append(AuditModel(eraser.label, f"artefact:{result['artefact_id']}", result))
-            checkpoint()
+            say(f"erase: {', '.join(f'{e.label} ({e.name})' for e in spec.erasers)} on {spec.model}, on {executor.runtime().get('executor')}")
+            stored: dict[int, dict[str, Any]] = {}
+
+            def heard(index: int, record: dict[str, Any]) -> None:
+                stored[index] = record
+                say(f"erased: {spec.erasers[index].label} ({_took(record)})")
+
+            try:
+                erase_all(store, workspace, requests, executor=executor, on_done=heard)
+            finally:  # a failed batch still lists the erases it stored
+                for index in sorted(stored):
+                    done.run_ids.append(stored[index]["run_id"])
+                    done.models.append(AuditModel(spec.erasers[index].label, f"artefact:{stored[index]['artefact_id']}", stored[index]))
+                checkpoint()
         for model in done.models:
             for sets, metrics in ((spec.prompts.eval, spec.metrics.eval), (spec.prompts.preserve, spec.metrics.preserve)):
                 for prompt_set in sets:

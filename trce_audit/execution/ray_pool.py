@@ -120,7 +120,11 @@ class RayExecutor(Executor):
         for name, verdict in zip(self.names, verdicts):
             if verdict is not None:
                 raise ConfigError(f"Ray worker {name} refused: {verdict}")
-        ray.get([a.warm.remote() for a in self._actors], timeout=600)  # imports, in parallel, before any shard
+        try:  # imports, in parallel, before any shard
+            ray.get([a.warm.remote() for a in self._actors], timeout=600)
+        except ray.exceptions.RayError as exc:
+            cause = getattr(exc, "cause", None) or exc
+            raise ConfigError(f"a Ray worker cannot import torch and diffusers: {one_line(f'{type(cause).__name__}: {cause}')}") from None
         self._gpu = gpus
 
     def worker_pids(self) -> list[int]:
