@@ -63,3 +63,11 @@ class Workspace:
     def ensure(self) -> "Workspace":
         self.root.mkdir(parents=True, exist_ok=True)
         return self
+
+
+def temp_sibling(path: Path) -> Path:
+    """A temporary name beside ``path`` that no other process or thread picks: written, then
+    ``os.replace``d onto ``path``, so a reader never sees half a file and two writers never share one."""
+    import uuid
+
+    return path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")

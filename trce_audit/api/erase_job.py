@@ -123,11 +123,8 @@ def erase_all(
     its artefact is stored. An erase that fails (on the worker, or writing its artefact here) fails its
     own run and the others go on; the first failed request's error is raised once they are stored. A
     lost worker or an interrupt fails every run not yet stored. A rerun reuses every stored artefact."""
-    from .. import registry
-    from ..data import load_concept
     from ..models.device import resolve_device
-    from ..models.resolve import resolve_model
-    from .erasing import _abandon, _finish_erase, _start_erase
+    from .erasing import _abandon, _finish_erase, _start_erase, resolve_erase_inputs
 
     started: dict[int, Any] = {}  # run id -> its pending erase: one erase per identity
     outcome: dict[int, Any] = {}  # request index -> record, or the run id it waits for
@@ -142,11 +139,8 @@ def erase_all(
     try:
         for index, request in enumerate(requests):
             request = dict(request)
-            registry.load("eraser", request["eraser"])
-            ref = resolve_model(request.pop("model"), store=store, workspace=workspace, allow_pickle=request.get("allow_pickle", False))
-            concept = request.pop("concept")
-            if isinstance(concept, str):
-                concept = load_concept(concept, world=ref.world, workspace=workspace)
+            ref, concept = resolve_erase_inputs(store, workspace, eraser=request["eraser"], concept=request.pop("concept"),
+                                                model=request.pop("model"), allow_pickle=request.get("allow_pickle", False))
             request["device"] = resolve_device(request.get("device", "auto"))
             pending = _start_erase(store, workspace, concept=concept, model=ref, executor=executor, **request)
             if isinstance(pending, dict):

@@ -274,6 +274,20 @@ def erase_concept(
     return _finish_erase(store, pending, pipe, result, seconds)
 
 
+def resolve_erase_inputs(
+    store: Store, workspace: Workspace, *, eraser: str, concept: "str | Concept", model: str | ModelRef, allow_pickle: bool = False,
+) -> tuple[ModelRef, "Concept"]:
+    """The model and the concept (a name or file, loaded in the model's world) an erase names; an
+    unknown eraser is reported before the model is resolved."""
+    from ..data import load_concept
+
+    registry.load("eraser", eraser)
+    ref = model if isinstance(model, ModelRef) else resolve_model(model, store=store, workspace=workspace, allow_pickle=allow_pickle)
+    if isinstance(concept, str):
+        concept = load_concept(concept, world=ref.world, workspace=workspace)
+    return ref, concept
+
+
 def erase(
     store: Store,
     workspace: Workspace,
@@ -292,11 +306,7 @@ def erase(
     executor: Any = None,
 ) -> dict[str, Any]:
     """Erase the named concept (or concept file) from ``model`` with the eraser plugin ``eraser``."""
-    from ..data import load_concept
-
-    registry.load("eraser", eraser)  # an unknown eraser is reported before the model is resolved
-    ref = resolve_model(model, store=store, workspace=workspace, allow_pickle=allow_pickle)
-    concept_obj = load_concept(concept, world=ref.world, workspace=workspace)
+    ref, concept_obj = resolve_erase_inputs(store, workspace, eraser=eraser, concept=concept, model=model, allow_pickle=allow_pickle)
     return erase_concept(
         store, workspace, eraser=eraser, concept=concept_obj, model=ref, out=out, config_file=config_file,
         overrides=overrides, device=device, stages=stages, batch_size=batch_size, allow_pickle=allow_pickle,

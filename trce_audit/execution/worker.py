@@ -33,17 +33,12 @@ def refused(expected_versions: dict[str, str]) -> str | None:
         f"{name} {mine.get(name) or 'missing'} (driver {expected_versions.get(name) or 'missing'})" for name in diff)
 
 
-def warm_imports() -> float:
+def warm_imports() -> None:
     """Import what every job needs (torch, the diffusers pipeline and its CLIP parts: seconds on a
-    CPU), so that a worker pays it when it starts, not inside its first shard. Returns the seconds."""
-    import time
-
-    started = time.perf_counter()
+    CPU), so that a worker pays it when it starts, not inside its first shard."""
     import torch  # noqa: F401
     from diffusers import StableDiffusionPipeline  # noqa: F401
     from transformers import CLIPTextModel, CLIPTokenizer  # noqa: F401
-
-    return time.perf_counter() - started
 
 
 class Worker:
@@ -58,8 +53,8 @@ class Worker:
         """None when this worker matches the driver, else why it is refused (before any work)."""
         return refused(expected_versions)
 
-    def warm(self) -> float:
-        return warm_imports()
+    def warm(self) -> None:
+        warm_imports()
 
     def run(self, job: Any, shard: Any) -> Any:
         if getattr(job, "drops_worker_cache", False):  # an erase trains: no kept pipeline may hold its memory

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 from ..errors import DataError
 from ..hashing import sha256_bytes
+from ..workspace import temp_sibling
 
 META_KEY = "learned_token"
 
@@ -39,7 +40,7 @@ def save_embedding(folder: Path, token: str, vector: Any) -> tuple[Path, str]:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{digest}.safetensors"
     if not path.is_file() or sha256_bytes(path.read_bytes()) != digest:
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp = temp_sibling(path)
         tmp.write_bytes(data)
         os.replace(tmp, path)  # a kill mid-write never leaves a truncated file under the final name
     return path, digest

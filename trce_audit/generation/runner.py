@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from ..errors import DataError, one_line
 from ..hashing import hash_obj, sha256_file
 from ..store import PromptRow
+from ..workspace import temp_sibling
 from .settings import GenerationSettings
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ def sample_hash(row: PromptRow, pixel_config: dict[str, Any], model_fingerprint:
 
 def _write_png(data: bytes, path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp = temp_sibling(path)
     tmp.write_bytes(data)
     os.replace(tmp, path)  # a kill mid-write never leaves a truncated PNG under the final name
     return sha256_file(path)

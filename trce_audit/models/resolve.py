@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelError
 from ..hashing import hash_obj, sha256_file
+from ..workspace import temp_sibling
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -104,7 +104,7 @@ def fingerprint_folder(folder: Path, cache_dir: Path | None = None) -> str:
     fingerprint = hash_obj([[p.relative_to(folder).as_posix(), sha256_file(p)] for p in files])
     if cache_file:
         cache[key] = fingerprint
-        tmp = cache_file.with_name(f"{cache_file.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+        tmp = temp_sibling(cache_file)
         tmp.write_text(json.dumps(cache))
         os.replace(tmp, cache_file)
     return fingerprint

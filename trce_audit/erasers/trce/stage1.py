@@ -10,8 +10,6 @@ embeddings. Because every projection reads the same embeddings, W' = W·M with o
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -19,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 
 from ...hashing import hash_obj
+from ...workspace import temp_sibling
 from ..common import cross_attention_projections, encode_prompts, solve_closed_form, token_count
 from .templates import augment
 
@@ -169,7 +168,7 @@ def cached_prior(pipe, config: "TRCEConfig", context: "EraseContext") -> tuple[t
     context.progress("stage 1: caption prior", 0, len(captions))
     moment = prior_moment(pipe, captions, config.prior_rows, context.device, context.batch_size * 4)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")  # erasers of one audit may run at once
+    tmp = temp_sibling(path)  # erasers of one audit may run at once
     save_file({"moment": moment.cpu().contiguous()}, str(tmp), metadata={"info": json.dumps(info)})
     tmp.replace(path)
     context.progress("stage 1: caption prior", len(captions), len(captions))

@@ -11,10 +11,8 @@ with ε₀ the original model, ε₁ the stage-1 model and x_j latents of uncond
 
 from __future__ import annotations
 
-import os
 import random
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ...hashing import hash_obj
+from ...workspace import temp_sibling
 from ..common import ddim_scheduler, encode_prompts, frozen_copy, latent_shape, sample_states, seeded_noise, select_parameters
 
 if TYPE_CHECKING:
@@ -171,7 +170,7 @@ def trajectory_latents(
     )
     if context.model_fingerprint:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")  # erasers of one audit may run at once
+        tmp = temp_sibling(path)  # erasers of one audit may run at once
         save_file({"malicious": malicious.contiguous(), "regulariser": regulariser.contiguous()}, str(tmp))
         tmp.replace(path)
     return malicious, regulariser, {**info, "cache_hit": False}
