@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from tolerance import assert_paths_agree
+
 from test_attacks_api import evaluations  # noqa: F401  (the recording stand-in for the evaluation engine)
 from trce_audit.data.concepts import Concept
 from trce_audit.store import PromptRow
@@ -39,7 +41,8 @@ def test_pooled_embedding_of_the_short_layout_equals_the_padded_prompts(pipe):
     with torch.no_grad():
         padded = gcg.pooled(pipe.text_encoder, torch.tensor([tk.full_ids(pipe.tokenizer, content)]))
         short = gcg.pooled(pipe.text_encoder, gcg.layout(pipe.tokenizer, torch.tensor([content])))
-    assert torch.allclose(padded, short, atol=1e-5)
+    # 16 rows against 77 change the kernels' blocking; terms: attention over up to 77 positions, 2 layers
+    assert_paths_agree(padded, short, terms=77, gain=2)
 
 
 def test_gradient_points_to_better_swaps_and_candidates_swap_one_position(pipe):

@@ -37,7 +37,7 @@ max_asr = { "*" = "100%" }
 
 
 def _audit(workspace_root, spec_path, *extra):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # MKL reads its own variable first
     cmd = [sys.executable, "-c", "from trce_audit.cli import entry; entry()", "--workspace", str(workspace_root), "audit", str(spec_path), *extra]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -70,7 +70,9 @@ def test_engine_draws_with_the_learned_token(pipes, learned):
     assert np.array_equal(drawn, _sampler(target).sample([row]))  # reproducible, a fresh sampler too
     plain = _sampler(target).sample([SEEDS[0]])
     assert not np.array_equal(drawn, plain)
-    batch = _sampler(target).sample([SEEDS[1], row])  # a plain row beside it is drawn as alone
+    # a plain row beside it is drawn as alone, to the pixel level the batch shape's rounding can move
+    # (the engine's float32 batch tolerance, tests/test_generation.py)
+    batch = _sampler(target).sample([SEEDS[1], row])
     assert np.abs(batch[1].astype(int) - drawn[0]).max() <= 1
     assert np.abs(batch[0].astype(int) - _sampler(target).sample([SEEDS[1]])[0]).max() <= 1
 

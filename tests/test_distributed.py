@@ -190,7 +190,7 @@ def _cli_eval(workspace: Path, extra: list[str], script: str | None = None) -> s
             "--metric", *EVAL["metrics"], "--limit", str(EVAL["limit"]), "--concept", EVAL["concept"],
             "--steps", "4", "--batch-size", "2", "--device", "cpu", "--json", *extra]
     code = script or "import sys; from trce_audit.cli import main; sys.exit(main())"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the straight run's threads per process
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # the straight run's threads per process
     if SHARED_DATA.is_dir():
         env["TRCE_AUDIT_DATA"] = str(SHARED_DATA)
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=600)

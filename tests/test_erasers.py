@@ -123,6 +123,53 @@ def test_eraser_contract(name, store, workspace, tiny_sd_dir, parent_state):
     assert artefact.sha256 == hash_tree(result["path"])
 
 
+def _weights_sha(folder) -> str:
+    """One hash over every tensor the saved folder holds (names and bytes, in name order)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(_state(folder).items()):
+        h.update(name.encode())
+        h.update(tensor.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("name", registry.names("eraser"))
+def test_erasing_twice_with_one_seed_writes_the_same_bytes(name, workspace, tiny_sd_dir, tmp_path):
+    """Same seed, model, device and thread count: the same artefact, file for file (models/determinism.py).
+    On a CPU no op of any eraser lacks a deterministic kernel, so every eraser records none."""
+    from trce_audit.api.erase import erase_concept
+    from trce_audit.store import Store
+
+    results = []
+    for attempt in ("first", "second"):  # separate stores: the second erase is computed, not reused
+        store = Store(f"sqlite:///{tmp_path / attempt}.db")
+        results.append(erase_concept(
+            store, workspace, eraser=name, concept=CONCEPT, model=str(tiny_sd_dir), overrides=TINY[name], batch_size=4,
+            captions=lambda set_name, limit: CAPTIONS[:limit] if limit else CAPTIONS, out=tmp_path / attempt,
+        ))
+        artefact = store.get_artefact(results[-1]["artefact_id"])
+        assert artefact.meta["nondeterministic_ops"] == [] and artefact.meta["threads"] >= 1
+        assert store.get_run(results[-1]["run_id"]).runtime["threads"] == artefact.meta["threads"]
+    assert results[0]["sha256"] == results[1]["sha256"]
+
+
+@pytest.mark.parametrize("name", [n for n in registry.names("eraser") if registry.load("eraser", n).uses_seed()])
+def test_another_seed_trains_other_weights(name, store, workspace, tiny_sd_dir, parent_state):
+    """Every eraser whose ``seed`` is part of its method gives other weights for another seed, so that
+    erasing under several seeds (an audit's ``seeds``) measures training variance, not one model thrice."""
+    first = _erase(store, workspace, tiny_sd_dir, name)
+    other = _erase(store, workspace, tiny_sd_dir, name, overrides={**TINY[name], "seed": 1})
+    assert other["run_id"] != first["run_id"]
+    assert _weights_sha(first["path"]) != _weights_sha(other["path"])
+
+
+def test_closed_form_erasers_and_guards_have_no_seed():
+    seeded = {n for n in registry.names("eraser") if registry.load("eraser", n).uses_seed()}
+    assert seeded == {"esd-x", "esd-u", "trce", "speed", "mace", "advunlearn"}
+    assert not registry.load("eraser", "trce").uses_seed((1,))  # TRCE's stage 1 alone is a closed form
+
+
 class PicklingExecutor:
     """In process, but the job and its result cross a pickle boundary as they do to a Ray actor."""
 

@@ -8,6 +8,7 @@ import random
 import pytest
 
 from trce_audit.data.concepts import Concept
+from tolerance import adam_gain, assert_paths_agree
 from trce_audit.erasers.base import EraseContext
 
 CONCEPT = Concept("nudity", (("nude", "a person wearing clothes"), ("naked body", "a clothed body")))
@@ -45,7 +46,8 @@ def test_prefix_slot_holding_a_tokens_embedding_encodes_like_the_prompt_with_tha
     x_id = pipe.tokenizer("x").input_ids[1]
     prefix = token_embedding(pipe.text_encoder).weight[[x_id]][None].detach()
     with torch.no_grad():
-        assert torch.allclose(prompt.encode(pipe.text_encoder, prefix), _embed(pipe, ["x nude"]), atol=1e-5)
+        # the same arithmetic through a hook; terms: attention over the 77 positions, in each of 2 layers
+        assert_paths_agree(prompt.encode(pipe.text_encoder, prefix), _embed(pipe, ["x nude"]), terms=77, gain=2)
         other = token_embedding(pipe.text_encoder).weight[[x_id + 1]][None].detach()
         assert not torch.allclose(prompt.encode(pipe.text_encoder, other), _embed(pipe, ["x nude"]), atol=1e-3)
 
@@ -130,11 +132,21 @@ def test_block_size_changes_memory_not_results(tmp_path):
 
     weights = []
     for block in (2, 50):
-        fresh = build_pipeline("tiny", seed=0)
+        fresh = build_pipeline("tiny", seed=0).to(torch.float64)
         _erase(fresh, tmp_path, block=block)
         weights.append(fresh.text_encoder.state_dict())
-    # equal up to float rounding: the x_t batches differ, their draws do not
-    assert all(torch.allclose(weights[0][k], weights[1][k], atol=1e-5) for k in weights[0])
+    # The x_t batches differ, their draws do not: equal up to rounding, which Adam grows by up to
+    # lr/(4·eps) a step where a gradient is near its eps (tests/tolerance.py adam_gain); on losses of
+    # 5e-5 that leaves float32 paths 2e-5 apart on AVX2 CPUs, so the comparison is made in float64.
+    # terms: the text encoder's widest sum (its 37-wide MLP over the 77 rows); grad_bound 1: far above
+    # any gradient element of losses near 5e-5 through weights below 1; steps: training and attack.
+    changed = [k for k in weights[0] if weights[0][k].is_floating_point()]
+    scale = max(float(weights[1][k].abs().max()) for k in changed)
+    steps = SMALL["iterations"] * (1 + SMALL["attack_step"])
+    gain = adam_gain(steps=steps, lr=SMALL["lr"], grad_bound=1.0, scale=scale)
+    for k in changed:
+        assert weights[0][k].dtype == torch.float64
+        assert_paths_agree(weights[0][k], weights[1][k], terms=37 * 77, gain=gain, scale=scale)
 
 
 def test_the_regulariser_keeps_retain_prompts_closer(pipe, tmp_path):

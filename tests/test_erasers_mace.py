@@ -7,6 +7,7 @@ import pytest
 
 from trce_audit.data.concepts import Concept
 from trce_audit.errors import ConfigError
+from tolerance import adam_gain, assert_paths_agree
 
 CONCEPT = Concept("nudity", (("nude", "a person wearing clothes"), ("naked body", "a clothed body")))
 CAPTIONS = ["a dog sleeping on a couch", "two people riding bikes", "a plate of pasta", "a red bus on a street", "a cat"]
@@ -130,14 +131,18 @@ def test_units_trained_in_one_batch_match_units_trained_alone(pipe):
     from trce_audit.erasers.mace.closed_form import concept_positions
     from trce_audit.erasers.mace.lora import train_concept_loras
 
+    # float64: Adam amplifies the rounding of gradients near its eps by up to lr/(4·eps) per step
+    # (tests/tolerance.py adam_gain), which in float32 leaves batched and single units 1e-5 apart on
+    # AVX2 CPUs; float64's 2^-53 keeps the same amplification far below anything a mix-up would cause.
+    pipe.to(torch.float64)
     g = torch.Generator().manual_seed(3)
     units = []
     for phrase, half in (("nude", slice(0, 16)), ("naked", slice(16, 32))):
-        masks = torch.zeros(2, 1, 32, 32)
+        masks = torch.zeros(2, 1, 32, 32, dtype=torch.float64)
         masks[..., half] = 1.0
         prompts = [f"a photo of {phrase}", f"{phrase} in a photo"]
         positions = torch.stack([concept_positions(pipe.tokenizer, p, phrase, use_pooler=False) for p in prompts])
-        units.append((torch.rand(2, 3, 32, 32, generator=g), masks, prompts, positions))
+        units.append((torch.rand(2, 3, 32, 32, generator=g, dtype=torch.float64), masks, prompts, positions))
     config = dataclasses.replace(MACEConfig(), lr=1e-2, train_steps=4, max_grad_norm=0.05)  # clipping active
     from trce_audit.erasers.mace.lora import cross_attention_modules
 
@@ -146,10 +151,15 @@ def test_units_trained_in_one_batch_match_units_trained_alone(pipe):
     first, _ = train_concept_loras(pipe, units[:1], config, "cpu", seed=5)
     second, _ = train_concept_loras(pipe, units[1:], config, "cpu", seed=6)  # unit u draws with seed + u
     assert any(float(d[0].norm()) > 0 for d in together[0].values())
+    scale = max(float(d.abs().max()) for unit in together for pair in unit.values() for d in pair)
+    # terms: the LoRA gradients sum over the 77 context rows of each of the image's 16·16 latent pixels;
+    # gradients are clipped to norm 0.05, so no element exceeds it
+    gain = adam_gain(steps=config.train_steps, lr=config.lr, grad_bound=config.max_grad_norm, scale=scale)
     for name in together[0]:
         for j in (0, 1):
-            assert torch.allclose(together[0][name][j], first[0][name][j], atol=1e-5)
-            assert torch.allclose(together[1][name][j], second[0][name][j], atol=1e-5)
+            assert together[0][name][j].dtype == torch.float64
+            assert_paths_agree(together[0][name][j], first[0][name][j], terms=77 * 16 * 16, gain=gain, scale=scale)
+            assert_paths_agree(together[1][name][j], second[0][name][j], terms=77 * 16 * 16, gain=gain, scale=scale)
 
 
 def test_fusion_minimises_its_objective():
@@ -172,8 +182,10 @@ def test_fusion_minimises_its_objective():
     for _ in range(5):
         assert fusion_objective(best + 1e-2 * torch.randn(4, 6, generator=g, dtype=torch.float64), *args) > value
     # one concept, no prior, no λ: the fused projection is that concept's on its prompts' span (all of it here)
-    alone = fused_weight(tuned[:1], [psd(10)], original, refined, torch.zeros(6, 6, dtype=torch.float64), 0.0)
-    assert torch.allclose(alone, tuned[0], atol=1e-8)
+    moment = psd(10)
+    alone = fused_weight(tuned[:1], [moment], original, refined, torch.zeros(6, 6, dtype=torch.float64), 0.0)
+    # a 6x6 solve: its rounding grows with the moment's condition number
+    assert_paths_agree(alone, tuned[0], terms=6, gain=float(torch.linalg.cond(moment)))
 
 
 def _write_folder(root, phrase, count, masks=True):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from tolerance import assert_paths_agree
+
 from trce_audit.data.concepts import Concept
 from trce_audit.erasers.base import EraseContext
 
@@ -37,7 +39,8 @@ def test_speed_keeps_the_invariant_rows_and_moves_the_target(pipe, tmp_path):
     SPEED(config).erase(pipe, CONCEPT, context=EraseContext(cache_dir=tmp_path))
     after_null, after_target = _outputs(pipe, ""), _outputs(pipe, "nudity")
     for b, a in zip(before_null, after_null):  # the empty prompt's [SoT] row is one of the invariant rows
-        assert torch.allclose(a[0], b[0], atol=1e-4)
+        # exact in the float64 solve; what remains is the edited weights' float32 storage over 32 inputs
+        assert_paths_agree(a[0], b[0], terms=32, dtype="float32")
     moved = [(a - b).norm() for a, b in zip(after_target, before_target)]
     assert all(m > 1e-3 for m in moved)
     # the edit maps the target's rows towards the empty prompt's (its anchor)
@@ -56,8 +59,11 @@ def test_speed_edit_lies_in_the_null_space_of_the_retained_rows(pipe, tmp_path):
     SPEED(config).erase(pipe, CONCEPT, context=EraseContext(cache_dir=tmp_path, captions=CAPTIONS))
     deltas = [a - b for a, b in zip(_weights(pipe), before)]
     assert any(d.norm() > 1e-4 for d in deltas)
+    weight_scale = max(float(w.abs().max()) for w in _weights(pipe))
     for d in deltas:  # 5 captions span 5 directions: the update leaves all of them alone
-        assert torch.allclose(keep @ d.T, torch.zeros(1, dtype=torch.float64), atol=1e-4)
+        # exact in float64; the weights are stored in float32, rounded relative to their own size
+        product = keep @ d.T
+        assert_paths_agree(product, torch.zeros_like(product), terms=32, dtype="float32", scale=float(keep.abs().max()) * weight_scale)
 
 
 def _weights(pipe):

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import ConfigError, TrceAuditError
+from ..models.determinism import deterministic, unrepeatable_ops
 
 if TYPE_CHECKING:
     from ..data.concepts import Concept
@@ -215,9 +216,10 @@ def _optimise_and_measure(job: _AttackJob) -> dict[str, Any]:
                                     artefact_dir=job.workspace.artefacts_dir / _ARTEFACT_FOLDERS.get(attack_obj.tier, "embeddings"),
                                     benign_rows=_benign_rows(job))
             # run even when no seed is missing: the search's run-level stats come from this call
-            result = attack_obj.run(target_pipe, job.concept, seed_rows, original_pipe=original_pipe, context=context, indices=missing)
+            with deterministic() as determinism:
+                result = attack_obj.run(target_pipe, job.concept, seed_rows, original_pipe=original_pipe, context=context, indices=missing)
         del original_pipe
-        stats.update(result.stats)
+        stats.update(result.stats, **unrepeatable_ops(determinism))
         adversarial_set_id = _store_adversarial_set(job, seed_rows, finished, stats, search_key)
     del target_pipe
     rows = job.store.prompt_rows(adversarial_set_id)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..models.determinism import deterministic, unrepeatable_ops
+
 if TYPE_CHECKING:
     from ..data.concepts import Concept
     from ..models.resolve import ModelRef
@@ -77,8 +79,9 @@ class AttackSeedJob:
         found: list[tuple[int, Any]] = []
         context = AttackContext(device=self.device, judge=counter, corpus=list(self.corpus),
                                 on_seed=lambda index, row: found.append((index, row)), model_dir=Path(self.target.path))
-        result = self.attack.run(target, self.concept, rows, original_pipe=original, context=context, indices=list(indices))
-        return [(i, row, counter.per_seed[i] if counter else 0) for i, row in found], result.stats
+        with deterministic() as determinism:
+            result = self.attack.run(target, self.concept, rows, original_pipe=original, context=context, indices=list(indices))
+        return [(i, row, counter.per_seed[i] if counter else 0) for i, row in found], {**result.stats, **unrepeatable_ops(determinism)}
 
 
 def optimise_on_executor(job: Any, seed_rows: list, missing: list[int], corpus: list[str],

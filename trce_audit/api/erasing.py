@@ -187,6 +187,9 @@ def _finish_erase(store: Store, pending: _PendingErase, pipe: Any, result: "Eras
         pipe.to("cpu")
         if staging.exists():
             shutil.rmtree(staging)
+        unrepeatable = result.runtime.get("nondeterministic_ops") or []
+        if unrepeatable:  # the folder itself says which of its operations cannot be repeated bit for bit
+            meta["nondeterministic_ops"] = unrepeatable
         save_erased_pipeline(pipe, staging, ref.path, {**meta, "guard": result.guard}, guard=result.guard)
         if target.exists():
             target.rmdir()
@@ -208,6 +211,8 @@ def _finish_erase(store: Store, pending: _PendingErase, pipe: Any, result: "Eras
                 "guard": result.guard,
                 "stats": result.stats,
                 "seconds": seconds,
+                "threads": result.runtime.get("threads"),
+                "nondeterministic_ops": unrepeatable,
             },
         )
     except BaseException as exc:
@@ -223,6 +228,7 @@ def _finish_erase(store: Store, pending: _PendingErase, pipe: Any, result: "Eras
             "losses": result.losses,
             "stats": result.stats,
         },
+        runtime={"threads": result.runtime["threads"]} if "threads" in result.runtime else None,
     )
     return _record(store.get_artefact(artefact_id), pending.run.id, reused=False)
 

@@ -17,7 +17,7 @@ StepsOpt = Annotated[int, typer.Option("--steps", min=1, help="Denoising steps."
 HeightOpt = Annotated[Optional[int], typer.Option("--height", min=8, metavar="PIXELS", show_default=False, help="Image height [default: the model's].")]
 WidthOpt = Annotated[Optional[int], typer.Option("--width", min=8, metavar="PIXELS", show_default=False, help="Image width [default: the model's].")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Prompts per batch (does not change images).")]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16.")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="fp32, fp16, bf16, or fp64 (reference checks on a CPU).")]
 SchedulerOpt = Annotated[
     Optional[str], typer.Option("--scheduler", help="ddim, pndm, dpm++, euler, euler-a, lms [default: the model's].")
 ]

@@ -7,6 +7,7 @@ same layout and carries the world marker of its parent.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 from ..errors import ConfigError
+from ..models.determinism import deterministic
 from .config import EraserConfig, build_config
 
 if TYPE_CHECKING:
@@ -59,6 +61,9 @@ class ErasureResult:
     stats: dict[str, Any] = field(default_factory=dict)
     losses: dict[str, list[float]] = field(default_factory=dict)
     guard: dict[str, Any] | None = None  # an inference-time eraser's guard record (name, version, config)
+    # Where it ran, as far as it decides the bits: torch's thread count (it splits the reductions) and
+    # the ops that had no deterministic kernel (none on a CPU); never part of the erase's identity.
+    runtime: dict[str, Any] = field(default_factory=dict)
 
 
 class Eraser:
@@ -84,6 +89,12 @@ class Eraser:
         if stages is not None:
             raise ConfigError(f"eraser {cls.name!r} has no stages; --stages applies to trce only")
 
+    @classmethod
+    def uses_seed(cls, stages: tuple[int, ...] | None = None) -> bool:
+        """Whether the config's ``seed`` changes the weights: erasers that train or sample (ESD, TRCE's
+        stage 2, MACE, AdvUnlearn, SPEED's clustering) do; closed forms and guards have no seed."""
+        return "seed" in {f.name for f in dataclasses.fields(cls.Config)}
+
     def erase(self, pipe, concept: "Concept", *, context: EraseContext) -> ErasureResult:
         """Edit ``pipe`` in place; the result names every tensor that actually changed."""
         import torch
@@ -91,10 +102,11 @@ class Eraser:
         if not concept.pairs:
             raise ConfigError(f"concept {concept.name!r} has no (malicious, safe) pairs to erase")
         before = snapshot_parameters(pipe)
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), deterministic() as determinism:
             stats, losses = self.apply(pipe, concept, context)
         guard = self.guard_record(concept, context)
-        return ErasureResult(changed_params=changed_parameters(pipe, before), stats=stats, losses=losses, guard=guard)
+        runtime = {"threads": torch.get_num_threads(), **determinism.as_dict()}
+        return ErasureResult(changed_params=changed_parameters(pipe, before), stats=stats, losses=losses, guard=guard, runtime=runtime)
 
     def guard_record(self, concept: "Concept", context: EraseContext) -> dict[str, Any] | None:
         """Inference-time erasers return the guard the saved folder carries; weight editors none."""

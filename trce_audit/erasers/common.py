@@ -7,6 +7,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..models.device import widened
 
 def tokenize(tokenizer, prompts: Sequence[str]) -> torch.Tensor:
     return tokenizer(
@@ -26,7 +27,7 @@ def encode_prompts(pipe, prompts: Sequence[str], device: str | torch.device, bat
     chunks = []
     for start in range(0, len(prompts), batch_size):
         ids = tokenize(pipe.tokenizer, prompts[start : start + batch_size]).to(device)
-        chunks.append(pipe.text_encoder(ids)[0].float())
+        chunks.append(widened(pipe.text_encoder(ids)[0]))
     return torch.cat(chunks) if chunks else torch.empty(0)
 
 
@@ -98,8 +99,8 @@ def sample_states(
         last = max((max(wanted[i]) for i in idx if wanted[i]), default=-1)
         if last < 0:
             continue
-        x = noise[idx].clone()
-        null = uncond.expand(len(idx), -1, -1)
+        x = noise[idx].to(unet.dtype, copy=True)  # draws are float32 whatever the model computes in
+        null = uncond.to(unet.dtype).expand(len(idx), -1, -1)
         for state in range(last + 1):
             for i, row in zip(idx, x):
                 if state in wanted[i]:
@@ -110,7 +111,7 @@ def sample_states(
             if cond is None:
                 eps = unet(x, t, encoder_hidden_states=null).sample
             else:
-                both = unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([cond[idx], null])).sample
+                both = unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([cond[idx].to(unet.dtype), null])).sample
                 eps_c, eps_u = both.chunk(2)
                 eps = eps_u + guidance * (eps_c - eps_u)
             x = scheduler.step(eps, t, x, eta=0.0).prev_sample

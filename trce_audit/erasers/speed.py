@@ -88,6 +88,8 @@ def kmeans_centres(rows, k: int, seed: int, iterations: int = 50):
     for _ in range(iterations):
         nearest = torch.cdist(rows, centres).argmin(dim=1)
         moved = torch.stack([rows[nearest == j].mean(0) if (nearest == j).any() else centres[j] for j in range(len(centres))])
+        # converged: at the fixed point the assignments repeat and the means come out equal; allclose's
+        # rtol 1e-5 also stops a step before it, when the centres move by rounding only
         if torch.allclose(moved, centres):
             break
         centres = moved

@@ -19,11 +19,12 @@ import torch
 
 from ..attacks.tokens import substituted_token_embeddings
 from ..errors import ConfigError
+from ..models.determinism import deterministic
+from ..models.device import torch_dtype
 from ..store import PromptRow
 from . import learned_tokens as lt
 from .settings import SCHEDULERS, GenerationSettings
 
-TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def make_scheduler(pipe, name: str | None):
@@ -40,10 +41,13 @@ class BatchSampler:
 
     pipe: Any
     settings: GenerationSettings
+    # torch's deterministic kernels (models/determinism.py); off only to measure what they cost
+    # (benchmarks/determinism_cost.py): they never change an image on a CPU.
+    deterministic: bool = True
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.settings.device)
-        self.dtype = TORCH_DTYPES[self.settings.dtype]
+        self.dtype = torch_dtype(self.settings.dtype)
         self._uncond: torch.Tensor | None = None
         self._learned: dict[str, torch.Tensor] = {}  # learned token vectors by sha256
 
@@ -89,7 +93,13 @@ class BatchSampler:
 
     @torch.no_grad()
     def denoise(self, rows: Sequence[PromptRow]) -> torch.Tensor:
-        """Final latents for ``rows``."""
+        """Final latents for ``rows``, with torch's deterministic kernels (models/determinism.py)."""
+        if not self.deterministic:
+            return self._denoise(rows)
+        with deterministic(record_ops=False):
+            return self._denoise(rows)
+
+    def _denoise(self, rows: Sequence[PromptRow]) -> torch.Tensor:
         pipe, settings, n = self.pipe, self.settings, len(rows)
         generators = self.generators(rows)
         guidance = torch.tensor([float(row.guidance) for row in rows], device=self.device, dtype=self.dtype)

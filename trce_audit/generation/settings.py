@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..models.device import check_dtype, resolve_device
 
 # User-facing scheduler names -> diffusers classes. Ancestral/SDE samplers draw fresh noise each step;
 # the engine passes them the per-sample generators so that noise is per-sample too.
@@ -19,7 +20,6 @@ SCHEDULERS: dict[str, str] = {
     "euler-a": "EulerAncestralDiscreteScheduler",
     "lms": "LMSDiscreteScheduler",
 }
-DTYPES = ("fp32", "fp16", "bf16")
 RUNTIME_ONLY = ("batch_size", "device")
 
 
@@ -37,7 +37,6 @@ class GenerationSettings:
 
     def validate(self) -> "GenerationSettings":
         """Check every field; ``device="auto"`` becomes the concrete device, so runtime() records it."""
-        from ..models.device import resolve_device
 
         if self.steps < 1:
             raise ConfigError(f"steps must be at least 1, got {self.steps}")
@@ -47,8 +46,7 @@ class GenerationSettings:
             value = getattr(self, side)
             if value is not None and (value < 8 or value % 8):
                 raise ConfigError(f"{side} must be a positive multiple of 8, got {value}")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"unknown dtype {self.dtype!r}; expected one of {', '.join(DTYPES)}")
+        check_dtype(self.dtype)
         if self.scheduler is not None and self.scheduler not in SCHEDULERS:
             raise ConfigError(f"unknown scheduler {self.scheduler!r}; expected one of {', '.join(SCHEDULERS)}")
         self.device = resolve_device(self.device)

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
+from ..models.device import widened
 from .base import Guard
 
 
@@ -29,7 +30,7 @@ def projector(columns: torch.Tensor) -> torch.Tensor:
 
 
 def project(cond: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
-    return (matrix @ cond.float().T).T.to(cond.dtype)
+    return (matrix @ widened(cond).T).T.to(cond.dtype)
 
 
 def filter_steps(beta: float, up_t: int, midpoint: float, slope: float) -> int:
@@ -42,7 +43,7 @@ class SAFREEGuard(Guard):
     retokenizes_prompts: ClassVar[bool] = True
 
     def _pooled(self, encoder, ids: torch.Tensor) -> torch.Tensor:
-        return encoder(ids).pooler_output.float()
+        return widened(encoder(ids).pooler_output)
 
     def concept_projector(self, tokenizer, encoder, device) -> torch.Tensor:
         from ..erasers.common import tokenize
@@ -76,7 +77,7 @@ class SAFREEGuard(Guard):
         if not self.config["self_validation"]:
             return keep, matrix, self.config["re_attn_last_step"]
         active = slice(0, n_t + 2)
-        beta = 1.0 - F.cosine_similarity(project(cond, matrix)[active].float(), cond[active].float()).mean().item()
+        beta = 1.0 - F.cosine_similarity(widened(project(cond, matrix)[active]), widened(cond[active])).mean().item()
         return keep, matrix, filter_steps(beta, self.config["up_t"], self.config["midpoint"], self.config["slope"])
 
     def safe_embeddings(self, keep, matrix, cond):

@@ -45,6 +45,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
         offset = np.eye(sigma1.shape[0]) * eps
         covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
     if np.iscomplexobj(covmean):
+        # clean-fid's (and pytorch-fid's) own bound on the rounding sqrtm leaves in the imaginary part
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
             raise ConfigError(f"FID: matrix square root has an imaginary part {np.abs(covmean.imag).max():.3g}")
         covmean = covmean.real

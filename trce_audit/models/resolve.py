@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelError
 from ..hashing import hash_obj, sha256_file
+from .device import torch_dtype
 from ..workspace import temp_sibling
 
 if TYPE_CHECKING:
@@ -196,23 +197,20 @@ def quiet_hub_loggers() -> None:
 
 def load_pipeline(ref: ModelRef, *, dtype: str = "fp32", device: str = "cpu", allow_pickle: bool = False):
     """A StableDiffusionPipeline for ``ref`` with no safety checker (we measure, not filter)."""
-    import torch
     from transformers.utils import logging as transformers_logging
 
     # Importing the pipeline makes transformers warn about image processors we never use.
     transformers_logging.set_verbosity_error()
     from diffusers import StableDiffusionPipeline
 
-    torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(dtype)
-    if torch_dtype is None:
-        raise ModelError(f"unknown dtype {dtype!r}; expected fp32, fp16 or bf16")
+    precision = torch_dtype(dtype)
     quiet_hub_loggers()
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
             pipe = StableDiffusionPipeline.from_pretrained(
                 str(ref.path),
-                torch_dtype=torch_dtype,
+                torch_dtype=precision,
                 safety_checker=None,
                 requires_safety_checker=False,
                 use_safetensors=not allow_pickle,

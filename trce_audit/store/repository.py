@@ -190,13 +190,16 @@ class Store:
 
         return self._first_writer(create, resume)
 
-    def complete_run(self, run_id: int, summary: dict[str, Any] | None = None) -> None:
+    def complete_run(self, run_id: int, summary: dict[str, Any] | None = None, runtime: dict[str, Any] | None = None) -> None:
+        """Mark a run complete; ``runtime`` adds what was learnt only where the work ran (a worker's threads)."""
         with self.session() as session:
             run = self._run(session, run_id)
             run.status = "complete"
             run.finished_at = utcnow()
             if summary is not None:
                 run.summary = {**(run.summary or {}), **summary}
+            if runtime:
+                run.runtime = {**(run.runtime or {}), **runtime}
 
     def update_summary(self, run_id: int, summary: dict[str, Any]) -> None:
         """Record progress of a run still in flight (its status is left alone)."""

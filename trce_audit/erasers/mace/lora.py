@@ -98,14 +98,14 @@ def train_concept_loras(pipe, units, config, device, seed: int, report=None):
     unet, count = pipe.unet, len(units)
     generators = [torch.Generator().manual_seed(seed + u) for u in range(count)]  # unit u's own draws
     dim = unet.config.cross_attention_dim
-    loras = {name: tuple(StackedLoRA(dim, layer.out_features, config.rank, generators).to(device)
+    loras = {name: tuple(StackedLoRA(dim, layer.out_features, config.rank, generators).to(device, unet.dtype)
                          for layer in (m.to_k, m.to_v)) for name, m in cross_attention_modules(unet).items()}
     with torch.no_grad():
         states, latents = [], []
         for images, _, prompts, _ in units:
             ids = torch.cat([pipe.tokenizer(p, padding="max_length", max_length=pipe.tokenizer.model_max_length,
                                             truncation=True, return_tensors="pt").input_ids for p in prompts])
-            states.append(pipe.text_encoder(ids.to(device))[0].float())
+            states.append(pipe.text_encoder(ids.to(device))[0].to(unet.dtype))
             latents.append(pipe.vae.encode((images * 2 - 1).to(device)).latent_dist)
     recorded: list[torch.Tensor] = []
     previous = install(unet, lambda name, m: ProbedCrossAttention(recorded.append, *loras[name]))

@@ -30,6 +30,10 @@ class TRCE(Eraser):
         if not stages or any(s not in STAGES for s in stages) or len(set(stages)) != len(stages):
             raise ConfigError(f"--stages must be 1, 2 or 1,2 for trce, got {','.join(map(str, stages)) or 'nothing'}")
 
+    @classmethod
+    def uses_seed(cls, stages: tuple[int, ...] | None = None) -> bool:
+        return 2 in (stages or STAGES)  # stage 1 is a closed form; only stage 2 draws
+
     def apply(self, pipe, concept: "Concept", context: EraseContext):
         from ..common import frozen_copy
         from .stage1 import run_stage1
