@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import ConfigError, StoreError
-from ..gating.check import BOUNDS, GateDataError, GateResult, check_limit, check_regression, load_baseline_file
+from ..gating.check import BOUNDS, SEED_AGGREGATES, GateDataError, GateResult, check_limit, check_regression, load_baseline_file
 from ..gating.limits import AsrLimit, parse_asr_limit, parse_points
 from ..reports.collect import collect
 from ..store import Store
@@ -43,15 +43,19 @@ def check_gate(
     max_increase: str | float | None = None,
     spec: str | Path | None = None,
     bound: str = "value",
+    seed_aggregate: str = "worst",
 ) -> GateResult:
     """Check an audit (default: the latest) against ASR limits and/or a baseline.
 
     Options given here win; what they leave unset comes from the ``[gate]`` table of ``spec`` (an audit
     spec file or text) or, without a spec, of the spec stored in the audit run's config. ``bound``
-    ("value" or "upper") picks what ASR limits check: each row's value or its 95% interval's upper end.
+    ("value" or "upper") picks what ASR limits check: each row's value or its 95% interval's upper end;
+    ``seed_aggregate`` ("worst" or "mean") what they check of an eraser trained under several seeds.
     """
     if bound not in BOUNDS:
         raise ConfigError(f"--bound {bound!r} is not one of: {', '.join(BOUNDS)}")
+    if seed_aggregate not in SEED_AGGREGATES:
+        raise ConfigError(f"--seed-aggregate {seed_aggregate!r} is not one of: {', '.join(SEED_AGGREGATES)}")
     limits = [item if isinstance(item, AsrLimit) else parse_asr_limit(item) for item in max_asr]
     increase = None if max_increase is None else parse_points(max_increase)
     if increase is not None and baseline is None and spec is None:
@@ -76,7 +80,7 @@ def check_gate(
     if not view.asr_rows:
         raise GateDataError(f"audit {view.audit.id} has no ASR measurements to gate on")
 
-    checks = [check_limit(view, limit, bound) for limit in limits]
+    checks = [check_limit(view, limit, bound, seed_aggregate) for limit in limits]
     if baseline is not None and increase is not None:
         checks += check_regression(view, _baseline_rows(store, baseline), increase, baseline)
     return GateResult(view, checks, baseline)

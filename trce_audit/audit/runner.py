@@ -22,9 +22,18 @@ Log = Callable[[str], None]
 
 @dataclass
 class AuditModel:
-    label: str  # "base" or the eraser label
+    label: str  # "base" or the eraser label (every seed of a multi-seed eraser shares it)
     spec: str  # model spec the steps receive ("pocket", "artefact:7", …)
     erase: dict[str, Any] | None = None
+    seed: int | None = None  # the training seed, for an eraser the spec trains under several
+
+    @property
+    def name(self) -> str:
+        return _named(self.label, self.seed)
+
+
+def _named(label: str, seed: int | None) -> str:
+    return label if seed is None else f"{label} seed {seed}"
 
 
 @dataclass
@@ -39,7 +48,7 @@ class AuditProgress:
     def summary(self) -> dict[str, Any]:
         return {
             "run_ids": list(dict.fromkeys(self.run_ids)),
-            "models": [{"label": m.label, "model": m.spec} for m in self.models],
+            "models": [{"label": m.label, "model": m.spec, **({"seed": m.seed} if m.seed is not None else {})} for m in self.models],
             "evals": self.evals,
             "attacks": self.attacks,
         }
@@ -70,16 +79,26 @@ def validate_components(spec: AuditSpec, world: str) -> dict[str, Any]:
     from ..attacks.base import check_tier
 
     resolved: dict[str, Any] = {"erasers": [], "attacks": [], "metrics": {}}
-    for eraser in spec.erasers:
+    for index, eraser in enumerate(spec.erasers):
         _check_preset("eraser", eraser.name, eraser.preset, world)
         config, stages = _eraser_config(eraser.config)
         eraser_cls = registry.load("eraser", eraser.name)
         built = eraser_cls.make_config(world=world, overrides=config, concept=spec.concept)
+        stage_tuple = None
         if stages is not None:
             from ..api.erase import parse_stages
 
-            eraser_cls.check_stages(parse_stages(stages))
-        resolved["erasers"].append({"name": eraser.name, "version": eraser_cls.version, "config": built.as_dict()})
+            stage_tuple = parse_stages(stages)
+            eraser_cls.check_stages(stage_tuple)
+        entry = {"name": eraser.name, "version": eraser_cls.version, "config": built.as_dict()}
+        if eraser.seeds is not None:
+            if not eraser_cls.uses_seed(stage_tuple or eraser_cls.default_stages):
+                seeded = [n for n in registry.names("eraser") if registry.load("eraser", n).uses_seed()]
+                raise ConfigError(f"audit spec: erasers[{index}].seeds: {eraser.label!r} does not train or draw "
+                                  f"({eraser.name}{' at these stages' if stage_tuple else ''} is a closed form or a guard), "
+                                  f"so every seed would give the same model; seeds apply to {', '.join(seeded)}")
+            entry["seeds"] = list(eraser.seeds)
+        resolved["erasers"].append(entry)
     detector = _concept_detector(spec, world) if spec.attacks else None
     judges = set()
     for index, attack in enumerate(spec.attacks):
@@ -175,46 +194,50 @@ def run_audit(
     try:
         if spec.include_base:
             done.models.append(AuditModel("base", spec.model))
-        requests = []
+        requests, slots = [], []  # one erase per eraser entry and seed: its request, (label, seed)
         for eraser in spec.erasers:
-            config, stages = _eraser_config(eraser.config)
-            requests.append(dict(eraser=eraser.name, concept=spec.concept, model=spec.model, overrides=config,
-                                 stages=stages, device=settings.device, allow_pickle=allow_pickle))
+            for seed, seeded in eraser.seeded_configs():
+                config, stages = _eraser_config(seeded)
+                requests.append(dict(eraser=eraser.name, concept=spec.concept, model=spec.model, overrides=config,
+                                     stages=stages, device=settings.device, allow_pickle=allow_pickle))
+                slots.append((eraser.label, seed))
         if executor is None:
-            for eraser, request in zip(spec.erasers, requests):
-                say(f"erase: {eraser.label} ({eraser.name}) on {spec.model}")
+            for (label, seed), request in zip(slots, requests):
+                say(f"erase: {_named(label, seed)} ({request['eraser']}) on {spec.model}")
                 result = erase(store, workspace, **request)
                 done.run_ids.append(result["run_id"])
-                done.models.append(AuditModel(eraser.label, f"artefact:{result['artefact_id']}", result))
+                done.models.append(AuditModel(label, f"artefact:{result['artefact_id']}", result, seed))
                 checkpoint()
         elif requests:  # every eraser at once, one a worker
             from ..api.erase_job import erase_all
 
-            say(f"erase: {', '.join(f'{e.label} ({e.name})' for e in spec.erasers)} on {spec.model}, on {executor.runtime().get('executor')}")
+            names = ", ".join(f"{_named(*slot)} ({request['eraser']})" for slot, request in zip(slots, requests))
+            say(f"erase: {names} on {spec.model}, on {executor.runtime().get('executor')}")
             stored: dict[int, dict[str, Any]] = {}
 
             def heard(index: int, record: dict[str, Any]) -> None:
                 stored[index] = record
-                say(f"erased: {spec.erasers[index].label} ({_took(record)})")
+                say(f"erased: {_named(*slots[index])} ({_took(record)})")
 
             try:
                 erase_all(store, workspace, requests, executor=executor, on_done=heard)
             finally:  # a failed batch still lists the erases it stored
                 for index in sorted(stored):
                     done.run_ids.append(stored[index]["run_id"])
-                    done.models.append(AuditModel(spec.erasers[index].label, f"artefact:{stored[index]['artefact_id']}", stored[index]))
+                    label, seed = slots[index]
+                    done.models.append(AuditModel(label, f"artefact:{stored[index]['artefact_id']}", stored[index], seed))
                 checkpoint()
         for model in done.models:
             for sets, metrics in ((spec.prompts.eval, spec.metrics.eval), (spec.prompts.preserve, spec.metrics.preserve)):
                 for prompt_set in sets:
-                    say(f"eval: {model.label} on {prompt_set} ({', '.join(metrics)})")
+                    say(f"eval: {model.name} on {prompt_set} ({', '.join(metrics)})")
                     result = evaluate(
                         store, workspace, model=model.spec, prompts=prompt_set, metrics=list(metrics),
                         settings=settings, limit=spec.generation.limit, concept=spec.concept,
                         parent_run_id=handle.id, allow_pickle=allow_pickle, **on_executor,
                     )
                     done.run_ids += [result["run_id"], result["generation_run_id"]]
-                    done.evals.append({"model": model.label, "prompt_set": prompt_set, "run_id": result["run_id"],
+                    done.evals.append({"model": model.name, "prompt_set": prompt_set, "run_id": result["run_id"],
                                        # the first scorer's number per name; "scores" has every scorer's
                                        "metrics": {m["name"]: m["value"] for m in reversed(result["metrics"])},
                                        "scores": [{k: m.get(k) for k in ("name", "scorer", "value")} for m in result["metrics"]]})
@@ -222,7 +245,7 @@ def run_audit(
         for attack in spec.attacks:
             for model in _attack_targets(spec, attack, done.models):
                 for seed_set in spec.attack_seeds(attack):
-                    say(f"attack: {attack.label} ({attack.name}) on {model.label}, seeds {seed_set}")
+                    say(f"attack: {attack.label} ({attack.name}) on {model.name}, seeds {seed_set}")
                     result = run_attack(
                         store, workspace, name=attack.name, model=model.spec, concept=spec.concept,
                         prompts=seed_set, budget={**attack.config, **attack.budget},
@@ -231,7 +254,7 @@ def run_audit(
                         judge=attack.judge or spec.metrics.judge, as_published=spec.as_published(attack), **on_executor,
                     )
                     done.run_ids += [rid for rid in _run_ids(result)]
-                    done.attacks.append({"attack": attack.label, "tier": result.get("tier"), "model": model.label, "seeds": seed_set,
+                    done.attacks.append({"attack": attack.label, "tier": result.get("tier"), "model": model.name, "seeds": seed_set,
                                          "run_id": result.get("run_id"), "asr_before": result.get("asr_before"),
                                          "asr_after": result.get("asr_after"), "judge": result.get("judge"),
                                          "asr_by_scorer": result.get("asr_by_scorer"),

@@ -12,7 +12,7 @@ Format (every table optional except where noted; see docs/audit-spec.md)::
     [prompts]                          # attack_seeds, eval, preserve: lists of prompt-set names
     [metrics]                          # eval, preserve: lists of metric ids (or metrics = ["id"] for both);
                                        # judge (attacks' judge, default: the concept's detector), as_published
-    [[erasers]]                        # name (required), label, preset, config = {...}
+    [[erasers]]                        # name (required), label, preset, config = {...}, seeds = [0, 1, 2]
     [[attacks]]                        # name (required), label, preset, budget = {...}, config = {...}, seeds, targets,
                                        # judge, as_published (override [metrics])
     [gate]                             # max_asr = {"SET" | "SET@MODEL" | "*" = "5%"}, max_increase = "2pp", baseline
@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Mapping
 
 from ..errors import ConfigError, one_line
 from ..gating.limits import AsrLimit, asr_limit, parse_points
+from ..models.device import DTYPES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -80,6 +81,17 @@ def _names(value: Any, where: str) -> tuple[str, ...]:
     return names
 
 
+def _seeds(value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value:
+        raise SpecError(where, f"must be a non-empty list of seeds, e.g. [0, 1, 2], got {value!r}")
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item < 2**31:
+            raise SpecError(where, f"seeds are integers from 0 to 2^31 - 1, got {item!r}")
+    if len(set(value)) != len(value):
+        raise SpecError(where, "lists a seed twice")
+    return tuple(value)
+
+
 def _bool(value: Any, where: str) -> bool:
     if not isinstance(value, bool):
         raise SpecError(where, f"must be true or false, got {value!r}")
@@ -120,8 +132,8 @@ class GenerationSpec:
             if key in table:
                 values[key] = _positive_int(table[key], f"{where}.{key}")
         if "dtype" in table:
-            if table["dtype"] not in ("fp32", "fp16", "bf16"):
-                raise SpecError(f"{where}.dtype", f"must be fp32, fp16 or bf16, got {table['dtype']!r}")
+            if table["dtype"] not in DTYPES:
+                raise SpecError(f"{where}.dtype", f"must be one of {', '.join(DTYPES)}, got {table['dtype']!r}")
             values["dtype"] = table["dtype"]
         for key in ("scheduler", "device"):
             if key in table:
@@ -170,26 +182,40 @@ class MetricsSpec:
 
 @dataclass(frozen=True)
 class EraserSpec:
-    """``label`` tells two configurations of one eraser apart in reports (default: the name)."""
+    """``label`` tells two configurations of one eraser apart in reports (default: the name).
+    ``seeds`` trains the eraser once per seed (its config's ``seed``): one artefact and one set of rows
+    each, so that the report shows how far a number moves when the eraser is trained again."""
 
     name: str
     config: dict[str, Any] = field(default_factory=dict)
     preset: str | None = None
     label: str = ""
+    seeds: tuple[int, ...] | None = None  # None (not an empty tuple) keeps older specs' identity
 
     @classmethod
     def from_mapping(cls, table: Any, where: str) -> "EraserSpec":
         table = _table(table, where)
-        _check_keys(table, ("name", "label", "preset", "config"), where)
+        _check_keys(table, ("name", "label", "preset", "config", "seeds"), where)
         if "name" not in table:
             raise SpecError(where, "missing key 'name'")
         name = _name(table["name"], f"{where}.name")
+        config = _table(table.get("config"), f"{where}.config")
+        seeds = _seeds(table["seeds"], f"{where}.seeds") if "seeds" in table else None
+        if seeds is not None and "seed" in config:
+            raise SpecError(f"{where}.seeds", "give the seeds here or config.seed, not both")
         return cls(
             name=name,
-            config=_table(table.get("config"), f"{where}.config"),
+            config=config,
             preset=_name(table["preset"], f"{where}.preset") if "preset" in table else None,
             label=_name(table["label"], f"{where}.label") if "label" in table else name,
+            seeds=seeds,
         )
+
+    def seeded_configs(self) -> list[tuple[int | None, dict[str, Any]]]:
+        """(seed, config) for each artefact this entry erases: one per seed, or the config as it is."""
+        if self.seeds is None:
+            return [(None, dict(self.config))]
+        return [(seed, {**self.config, "seed": seed}) for seed in self.seeds]
 
 
 @dataclass(frozen=True)

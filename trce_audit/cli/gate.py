@@ -40,6 +40,11 @@ def register(app: typer.Typer) -> None:
             str,
             typer.Option("--bound", metavar="value|upper", help="What --max-asr limits check: each ASR's value, or the upper end of its 95% interval."),
         ] = "value",
+        seed_aggregate: Annotated[
+            str,
+            typer.Option("--seed-aggregate", metavar="worst|mean",
+                         help="What a limit checks of an eraser the audit trained under several seeds: its worst seed, or their mean."),
+        ] = "worst",
         json_: JsonOpt = False,
     ) -> None:
         """Check an audit's attack-success rates against limits (exit 0 pass, 1 exceeded, 2 bad input).
@@ -64,6 +69,7 @@ def register(app: typer.Typer) -> None:
             max_increase=max_increase,
             spec=spec,
             bound=bound,
+            seed_aggregate=seed_aggregate,
         )
         for problem in result.view.problems:
             typer.echo(f"warning: {problem}", err=True)

@@ -3,6 +3,7 @@ children, and the models the runs used matched to the erase runs' artefacts."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, Iterable
 
 from sqlalchemy import select
@@ -112,7 +113,9 @@ def models_of(store: Store, reader: "Reader", refs: dict[str, str | None]) -> di
             erase_run_id=artefact.run_id if artefact else None,
             erase_config=dict(erase_run.config or {}) if erase_run is not None else {},
             parent_model=artefact.parent_model if artefact else None,
+            erase_runtime=dict(erase_run.runtime or {}) if erase_run is not None else {},
         )
+    _name_seeds(views.values())
     # Two erased models with the same eraser (different configs) keep distinct keys.
     seen: dict[str, int] = {}
     for view in views.values():
@@ -123,3 +126,19 @@ def models_of(store: Store, reader: "Reader", refs: dict[str, str | None]) -> di
     return views
 
 
+
+
+def _name_seeds(views: Iterable[ModelView]) -> None:
+    """Erased models that differ only in their training seed (an audit's ``seeds``) share a group: each
+    is keyed "KEY[seed N]" under the group KEY. A lone seed keeps the plain key."""
+    groups: dict[tuple[str, str, str | None], list[ModelView]] = {}
+    for view in views:
+        if view.erased and isinstance(view.erase_config.get("seed"), int):
+            rest = json.dumps({k: v for k, v in view.erase_config.items() if k != "seed"}, sort_keys=True, default=str)
+            groups.setdefault((view.key, rest, view.parent_model), []).append(view)
+    for members in groups.values():
+        if len({view.erase_config["seed"] for view in members}) < 2:
+            continue
+        for view in members:
+            view.seed, view.group = int(view.erase_config["seed"]), view.key
+            view.key = f"{view.key}[seed {view.seed}]"

@@ -82,6 +82,46 @@ def render_markdown(view: "AuditView", *, title: str, command: str) -> str:
                 for found in row.judge_only or []:
                     prompt = str(found.get("prompt", "")).replace("`", "'")
                     lines.append(f"  - generation {found.get('generation_id')}: `{prompt}`")
+    lines += _seed_lines(view)
+    lines += _erased_lines(view)
     if view.problems:
         lines += ["", "## Problems", ""] + [f"- {problem}" for problem in view.problems]
     return "\n".join(lines) + "\n"
+
+
+def _value(metric: "MetricView | float", name: str) -> str:
+    value = metric if isinstance(metric, float) else metric.value
+    return f"{value * 100:.1f}%" if name in ("asr", "preserve_acc") else f"{value:.4g}"
+
+
+def _seed_lines(view: "AuditView") -> list[str]:
+    from .seeds import seed_spreads
+
+    spreads = seed_spreads(view.rows)
+    if not spreads:
+        return []
+    lines = ["", "## Training seeds", "",
+             "Erasers trained under several seeds: each seed's number (ASR after the attack on attack rows), their mean",
+             "and range, and whether the seeds' 95% intervals overlap (no: the seeds differ by more than sampling noise).", "",
+             "| model | prompt set | attack | metric | per seed | mean | range | intervals overlap |", "|---|---|---|---|---|---|---|---|"]
+    for spread in spreads:
+        per_seed = " · ".join(f"{seed}: {_value(metric, spread.metric)}" for seed, metric in spread.seeds)
+        overlap = {True: "yes", False: "**no**", None: "–"}[spread.intervals_overlap]
+        lines.append(f"| {spread.group} | {spread.prompt_set} | {spread.attack or '–'} | {spread.metric} | {per_seed} | "
+                     f"{_value(spread.mean, spread.metric)} | {_value(spread.low, spread.metric)} – {_value(spread.high, spread.metric)} | {overlap} |")
+    return lines
+
+
+def _erased_lines(view: "AuditView") -> list[str]:
+    erased = [model for model in view.models if model.erased]
+    if not erased:
+        return []
+    lines = ["", "## Erased models", "",
+             "Where each erase ran: torch's thread count splits its reductions, so it is part of what reproduces the weights.", "",
+             "| model | eraser | seed | erase run | device | threads |", "|---|---|---|---|---|---|"]
+    for model in erased:
+        seed = model.erase_config.get("seed")
+        runtime = model.erase_runtime
+        lines.append(f"| {model.key} | {model.eraser} | {'–' if seed is None else seed} | {model.erase_run_id or '–'} | "
+                     f"{runtime.get('device', '–')} | {runtime.get('threads', '–')} |")
+    return lines

@@ -23,6 +23,7 @@ from .collect import (
     prompt_seeds,
 )
 from .curves import curve_chart
+from .seeds import seed_spreads
 from .thumbs import thumbnail_data_uri
 
 METRIC_TITLES = {"asr": "ASR", "fid": "FID", "clip_score": "CLIP score", "preserve_acc": "Preserve accuracy"}
@@ -198,6 +199,7 @@ def build_context(store: Store, view: AuditView, options: ReportOptions) -> dict
         "max_images": options.max_images,
         "worst": worst,
         "provenance": _provenance(store, view),
+        "seed_spreads": seed_spreads(view.rows),
         "audited": {model.key for model in view.audited_models},
     }
 

@@ -52,17 +52,28 @@ class ModelView:
     erase_run_id: int | None = None
     erase_config: dict[str, Any] = field(default_factory=dict)
     parent_model: str | None = None
+    # An eraser trained under several seeds is one model per seed: ``key`` ends in "[seed N]" and
+    # ``group`` is the key the seeds share (for every other model, its own key).
+    seed: int | None = None
+    group: str = ""
+    erase_runtime: dict[str, Any] = field(default_factory=dict)  # where the erase ran (device, threads, …)
 
     @property
     def erased(self) -> bool:
         return self.eraser is not None
 
     @property
+    def group_key(self) -> str:
+        return self.group or self.key
+
+    @property
     def label(self) -> str:
         return self.key if self.erased else f"{self.key} (not erased)"
 
     def matches(self, name: str) -> bool:
-        return name in {self.key, self.ref, self.eraser, self.label} or (
+        """Whether a name a user gives (a gate limit's ``@MODEL``) means this model; an eraser's key
+        means every seed it was trained under."""
+        return name in {self.key, self.ref, self.eraser, self.label, self.group_key} or (
             self.artefact_id is not None and name == f"artefact:{self.artefact_id}"
         )
 
@@ -76,6 +87,9 @@ class ModelView:
             "artefact_id": self.artefact_id,
             "erase_run_id": self.erase_run_id,
             "parent_model": self.parent_model,
+            "seed": self.seed,
+            "group": self.group_key,
+            "threads": self.erase_runtime.get("threads"),
         }
 
 
