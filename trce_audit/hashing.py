@@ -1,4 +1,5 @@
-"""Stable content hashes: canonical JSON for configs, streamed sha256 for files and folders."""
+"""Stable content hashes: canonical JSON for configs, streamed sha256 for files and folders, and the
+hashes that name a run and a prompt row (stored, so their inputs must never change)."""
 
 from __future__ import annotations
 
@@ -56,3 +57,32 @@ def hash_tree(root: str | os.PathLike, suffixes: Iterable[str] | None = None) ->
         rel = path.relative_to(root).as_posix()
         digest.update(rel.encode("utf-8") + b"\0" + sha256_file(path).encode("ascii") + b"\n")
     return digest.hexdigest()
+
+
+def run_identity(
+    kind: str,
+    component: str,
+    config: dict[str, Any],
+    *,
+    component_version: str = "",
+    model_fingerprint: str | None = None,
+    prompt_set_sha: str | None = None,
+    inputs: dict[str, Any] | None = None,
+) -> str:
+    """Hash that names a run. ``config`` must already exclude runtime-only options."""
+    return hash_obj(
+        {
+            "kind": kind,
+            "component": component,
+            "component_version": component_version,
+            "config": config,
+            "model": model_fingerprint,
+            "prompts": prompt_set_sha,
+            "inputs": inputs or {},
+        }
+    )
+
+
+def prompt_row_hash(text: str, seed: int, guidance: float) -> str:
+    """Names one prompt row by what changes its image: meta and position are left out."""
+    return hash_obj({"text": text, "seed": int(seed), "guidance": float(guidance)})

@@ -6,6 +6,7 @@ Settings come from explicit options or the environment and travel as a value, ne
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +69,4 @@ class Workspace:
 def temp_sibling(path: Path) -> Path:
     """A temporary name beside ``path`` that no other process or thread picks: written, then
     ``os.replace``d onto ``path``, so a reader never sees half a file and two writers never share one."""
-    import uuid
-
     return path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError, ProgrammingError
@@ -93,8 +98,6 @@ def check_connection(engine: Engine) -> None:
 
 
 def _alembic_config(connection):
-    from alembic.config import Config
-
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["connection"] = connection
@@ -102,15 +105,11 @@ def _alembic_config(connection):
 
 
 def current_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
 
 
 def head_revision() -> str:
-    from alembic.script import ScriptDirectory
-
     return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
 
 
@@ -122,10 +121,6 @@ def upgrade(engine: Engine, revision: str = HEAD, *, attempts: int = 5) -> None:
     such lock: the loser's DDL fails (or, on a server without the lock, PG's catalog raises
     IntegrityError/ProgrammingError), so a failed migration is re-checked before it is reported.
     """
-    import time
-
-    from alembic import command
-
     target = head_revision() if revision == HEAD else revision
     for attempt in range(attempts):
         try:
