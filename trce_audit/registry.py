@@ -18,6 +18,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "eraser": ("trce_audit.erasers", "trce_audit.erasers"),
     "attack": ("trce_audit.attacks", "trce_audit.attacks"),
     "metric": ("trce_audit.metrics", "trce_audit.metrics"),
+    "guard": ("trce_audit.guards", "trce_audit.guards"),
 }
 
 

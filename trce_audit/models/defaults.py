@@ -7,9 +7,12 @@ world); ``attack`` and ``eval`` prefer the workspace's most recent erased artefa
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..data.concepts import SD_CONCEPTS, SD_EXTRA_CONCEPTS, _looks_like_path, pocket_concepts
 from ..errors import ModelError
 
 if TYPE_CHECKING:
@@ -29,8 +32,6 @@ class DefaultModel:
 
 def concept_world(concept: str | None) -> str:
     """The world a concept name belongs to; files and unknown names are SD concepts (as load_concept reads them)."""
-    from ..data.concepts import SD_CONCEPTS, SD_EXTRA_CONCEPTS, _looks_like_path, pocket_concepts
-
     if concept is None or _looks_like_path(concept) or concept in {**SD_CONCEPTS, **SD_EXTRA_CONCEPTS}:
         return "sd"
     try:
@@ -45,8 +46,6 @@ def reference_model(concept: str | None) -> str:
 
 def latest_artefact(store: "Store", concept: str | None):
     """The most recent erased model in the store for ``concept`` (any concept when None), or None."""
-    from pathlib import Path
-
     for artefact in reversed(store.list_artefacts()):
         meta = artefact.meta or {}
         erased = artefact.kind == "model"  # not a checkpoint an attack fine-tuned ("attack-model")
@@ -81,8 +80,6 @@ def hub_offline() -> bool:
 
 def hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
     """Whether a TCP connection to the hub opens within ``timeout`` seconds (False when HF_HUB_OFFLINE is set)."""
-    import socket
-
     if hub_offline():
         return False
     try:
@@ -95,7 +92,7 @@ def hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
 def hub_cached(repo_id: str, filename: str = "model_index.json") -> bool:
     """Whether the HF cache holds a snapshot of ``repo_id`` with ``filename`` (no network)."""
     try:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache  # deferred: doctor and --help stay light
     except ImportError:
         return False
     found = try_to_load_from_cache(repo_id, filename)

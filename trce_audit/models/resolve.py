@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelError
 from ..hashing import hash_obj, sha256_file
-from .device import torch_dtype
 from ..workspace import temp_sibling
+from .device import torch_dtype
+from .folder import load_guard, read_guard_record, world_of
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -49,8 +50,6 @@ class ModelRef:
 
     def __post_init__(self) -> None:
         if self.guard is None:
-            from ..guards.base import read_guard_record
-
             record = read_guard_record(self.path) if Path(self.path).is_dir() else None
             object.__setattr__(self, "guard", record["name"] if record else None)
 
@@ -115,19 +114,9 @@ def _is_pipeline_folder(path: Path) -> bool:
     return (path / "model_index.json").is_file()
 
 
-def _world_of(folder: Path) -> str:
-    marker = folder / "trce_audit.json"
-    if marker.is_file():
-        try:
-            return json.loads(marker.read_text()).get("world", "sd")
-        except ValueError:
-            return "sd"
-    return "sd"
-
-
 def _download(spec: str, allow_pickle: bool) -> Path:
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import snapshot_download  # deferred: resolving a local folder needs no hub client
     except ImportError as exc:  # pragma: no cover - a dependency of diffusers
         raise ModelError("huggingface_hub is needed to download models") from exc
     patterns = ["*.json", "*.txt", "*.model", "*.safetensors"]
@@ -151,7 +140,7 @@ def resolve_model(
         raise ModelError("empty model spec")
     cache_dir = workspace.cache_dir if workspace else None
     if spec == "pocket":
-        from ..pocket.models import MODEL_DIR as folder
+        from ..pocket.models import MODEL_DIR as folder  # deferred: the pocket package imports torch
 
         if not _is_pipeline_folder(folder):
             raise ModelError(f"the pocket model is missing from the installation ({folder})")
@@ -170,41 +159,52 @@ def resolve_model(
         folder = Path(artefact.path)
         if not _is_pipeline_folder(folder):
             raise ModelError(f"artefact {artefact_id} points at {folder}, which is no longer a pipeline folder")
-        return ModelRef(spec, "artefact", folder, artefact.sha256, world=_world_of(folder), artefact_id=artefact.id)
+        return ModelRef(spec, "artefact", folder, artefact.sha256, world=world_of(folder), artefact_id=artefact.id)
     local = Path(spec).expanduser()
     if local.exists():
         if not local.is_dir() or not _is_pipeline_folder(local):
             raise ModelError(f"{local} is not a diffusers pipeline folder (no model_index.json)")
         check_pickle(local, allow_pickle)
-        return ModelRef(spec, "folder", local.resolve(), fingerprint_folder(local, cache_dir), world=_world_of(local))
+        return ModelRef(spec, "folder", local.resolve(), fingerprint_folder(local, cache_dir), world=world_of(local))
     if spec.count("/") != 1 or spec.startswith(("/", ".", "~")):
         raise ModelError(f"model {spec!r} is neither a local folder, an artefact id, 'pocket', nor a hub id")
     folder = _download(spec, allow_pickle)
     check_pickle(folder, allow_pickle)
-    return ModelRef(spec, "hub", folder, fingerprint_folder(folder, cache_dir), world=_world_of(folder))
+    return ModelRef(spec, "hub", folder, fingerprint_folder(folder, cache_dir), world=world_of(folder))
+
+
+def model_world(spec: str | None, *, store: "Store | None" = None, workspace: "Workspace | None" = None) -> str:
+    """The concept world of a model spec, without downloading anything: a hub id is an SD model."""
+    if spec is None:
+        return "sd"
+    if spec == "pocket":
+        return "pocket"
+    is_stored = spec.startswith("artefact:") or spec.isdigit()
+    if is_stored or Path(spec).expanduser().is_dir():
+        return resolve_model(spec, store=store, workspace=workspace).world
+    return "sd"
 
 
 def quiet_hub_loggers() -> None:
-    """Silence per-file loading bars of diffusers and transformers; our own progress is shown instead."""
-    from diffusers.utils import logging as diffusers_logging
+    """Silence per-file loading bars and warnings of diffusers and transformers; our own progress is shown instead."""
+    # Deferred: both libraries import torch. Transformers first, because importing diffusers' pipelines
+    # makes transformers warn about image processors we never use.
     from transformers.utils import logging as transformers_logging
 
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
-    diffusers_logging.set_verbosity_error()
     transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
 
 
 def load_pipeline(ref: ModelRef, *, dtype: str = "fp32", device: str = "cpu", allow_pickle: bool = False):
     """A StableDiffusionPipeline for ``ref`` with no safety checker (we measure, not filter)."""
-    from transformers.utils import logging as transformers_logging
-
-    # Importing the pipeline makes transformers warn about image processors we never use.
-    transformers_logging.set_verbosity_error()
-    from diffusers import StableDiffusionPipeline
+    quiet_hub_loggers()
+    from diffusers import StableDiffusionPipeline  # deferred: diffusers imports torch
 
     precision = torch_dtype(dtype)
-    quiet_hub_loggers()
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
@@ -219,8 +219,6 @@ def load_pipeline(ref: ModelRef, *, dtype: str = "fp32", device: str = "cpu", al
     except Exception as exc:
         raise ModelError(f"cannot load pipeline from {ref.path}: {type(exc).__name__}: {exc}") from exc
     pipe.set_progress_bar_config(disable=True)
-    from ..guards.base import load_guard
-
     # An inference-time eraser (SLD, SAFREE) travels with its folder and guards every sampler of it.
     pipe.trce_guard = load_guard(ref.path)
     return pipe.to(device)

@@ -7,15 +7,21 @@ tokens (no merges) unless a real vocabulary folder is given, which keeps tests s
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
+
+# Torch, diffusers and transformers at the top: only tests and benchmarks import this module.
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from ..pocket.tokenizer import bytes_to_unicode
 
 SHAPES = ("tiny", "sd14")
 
 
 def write_char_tokenizer(folder: Path, model_max_length: int = 77) -> Path:
     """A CLIPTokenizer folder whose vocabulary is the 512 byte-level symbols plus start/end tokens."""
-    from ..pocket.tokenizer import bytes_to_unicode
-
     folder.mkdir(parents=True, exist_ok=True)
     symbols = list(bytes_to_unicode().values())
     vocab = {s: i for i, s in enumerate(symbols + [s + "</w>" for s in symbols])}
@@ -38,12 +44,6 @@ def write_char_tokenizer(folder: Path, model_max_length: int = 77) -> Path:
 
 def build_pipeline(shape: str = "tiny", seed: int = 0, tokenizer_dir: Path | None = None, scheduler: str = "ddim"):
     """A StableDiffusionPipeline with random weights of the given shape, on CPU in fp32."""
-    import tempfile
-
-    import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
     torch.manual_seed(seed)
