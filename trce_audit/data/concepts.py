@@ -5,15 +5,17 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import DataError
 from ..hashing import sha256_file
-
-if TYPE_CHECKING:
-    from ..workspace import Workspace
+from ..workspace import Workspace
+from .csvfile import decode_text, read_bytes
+from .registry import CONCEPT_FILES
+from .sets import locate
 
 
 @dataclass(frozen=True)
@@ -111,8 +113,6 @@ def _fail(path: Path, problem: str) -> DataError:
 
 
 def _parse_document(path: Path) -> Any:
-    from .csvfile import decode_text, read_bytes
-
     text = decode_text(read_bytes(path), str(path))
     suffix = path.suffix.lower()
     if suffix == ".json":
@@ -121,8 +121,6 @@ def _parse_document(path: Path) -> Any:
         except json.JSONDecodeError as exc:
             raise _fail(path, f"not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})") from None
     if suffix == ".toml":
-        import tomllib
-
         try:
             return tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
@@ -212,7 +210,7 @@ def load_concept(
     name_or_path: str,
     *,
     world: str = "sd",
-    workspace: "Workspace | None" = None,
+    workspace: Workspace | None = None,
     data_dir: str | os.PathLike | None = None,
 ) -> Concept:
     """A built-in concept by name (its pairs from the pinned file), or a user JSON/TOML file of pairs."""
@@ -240,9 +238,6 @@ def load_concept(
     known = {**SD_CONCEPTS, **SD_EXTRA_CONCEPTS}
     if name_or_path not in known:
         raise DataError(f"unknown concept {name_or_path!r}; known: {', '.join(known)}, or a .json/.toml file of pairs")
-    from .registry import CONCEPT_FILES
-    from .sets import locate
-
     file = CONCEPT_FILES[name_or_path]
     path = locate(name_or_path, file, workspace, data_dir)
     actual = sha256_file(path)

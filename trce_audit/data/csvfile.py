@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import DataError
-from ..store.repository import PromptRow
+from ..records import PromptRow
 from ..store.schema import MAX_SEED
 from .registry import DEFAULT_GUIDANCE, DEFAULT_SEED, ColumnMap
 

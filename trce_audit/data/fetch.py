@@ -13,7 +13,8 @@ from typing import Any
 from ..errors import DataError
 from ..hashing import sha256_file
 from ..workspace import Workspace
-from .registry import CONCEPT_FILES, DEFAULT_BASE_URL, ENV_DATA_URL, PROMPT_SETS, data_file
+from .concepts import read_pairs
+from .registry import CONCEPT_FILES, DEFAULT_BASE_URL, ENV_DATA_URL, PROMPT_SETS, data_file, fetchable_names
 from .sets import find_local, read_prompt_csv
 
 TIMEOUT_S = 60.0
@@ -70,8 +71,6 @@ def fetch(
 
 
 def fetch_all(workspace: Workspace, **options: Any) -> list[Path]:
-    from .registry import fetchable_names
-
     return [fetch(name, workspace, **options) for name in fetchable_names()]
 
 
@@ -117,8 +116,6 @@ def data_status(workspace: Workspace, data_dir: str | os.PathLike | None = None)
         path = find_local(file, workspace, data_dir)
         pairs = None
         if path is not None and path.is_file():
-            from .concepts import read_pairs
-
             try:
                 pairs = len(read_pairs(path))
             except DataError:

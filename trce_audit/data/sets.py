@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError
 from ..hashing import sha256_file
-from ..store.repository import PromptRow
+from ..records import PromptRow
 from ..workspace import Workspace
 from .csvfile import Table, decode_text, prompt_rows, read_bytes, user_columns
 from .registry import DEFAULT_BASE_URL, PROMPT_SETS, DataFile, PromptSetSpec, prompt_set_spec

@@ -6,6 +6,7 @@ Importing this package imports neither ray nor torch: an executor imports what i
 """
 
 from .base import Executor, ShardJob
-from .options import EXECUTORS, ExecutorOptions, make_executor
+from .factory import make_executor
+from .options import EXECUTORS, ExecutorOptions
 
 __all__ = ["EXECUTORS", "Executor", "ExecutorOptions", "ShardJob", "make_executor"]

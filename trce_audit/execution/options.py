@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
-
-if TYPE_CHECKING:
-    from .base import Executor
 
 EXECUTORS = ("local", "ray")
 # Retries are bounded: a shard that kills its worker every time must end the run, not loop.
@@ -50,14 +46,3 @@ class ExecutorOptions:
     def as_dict(self) -> dict:
         return asdict(self)
 
-
-def make_executor(options: ExecutorOptions | None = None, *, device: str = "cpu") -> "Executor":
-    """The executor the options name, connected and with its workers admitted."""
-    options = (options or ExecutorOptions()).validate()
-    if options.kind == "ray":
-        from .ray_pool import RayExecutor
-
-        return RayExecutor(options, device=device)
-    from .local import LocalExecutor
-
-    return LocalExecutor()

@@ -12,15 +12,17 @@ raised); past that the run fails with one line and a rerun resumes from the stor
 
 from __future__ import annotations
 
+import os
 import socket
 import uuid
 from collections import deque
 from typing import Any, Iterator, Sequence
 
 from ..errors import ConfigError, TrceAuditError, one_line
+from ..versions import package_versions
 from .base import Executor, ShardJob
 from .options import ExecutorOptions
-from .worker import Worker, package_versions
+from .worker import Worker
 
 NAMESPACE = "trce-audit"
 IN_FLIGHT_PER_WORKER = 2
@@ -63,8 +65,6 @@ def _connect(ray: Any, options: ExecutorOptions, device: str) -> bool:
         except (ConnectionError, RuntimeError) as exc:
             raise ConfigError(f"cannot join the Ray cluster at --address {options.address}: {one_line(str(exc))}") from None
         return False
-    import os
-
     if os.environ.get("RAY_ADDRESS"):
         ray.init(namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR")
         return False

@@ -13,14 +13,9 @@ import os
 from collections import OrderedDict
 from typing import Any, Hashable
 
+from ..versions import package_versions
+
 CACHE_SIZE = 2
-
-
-def package_versions() -> dict[str, str]:
-    """Versions that can change a number (the store's list), as this process has them."""
-    from ..store.repository import package_versions as versions
-
-    return versions()
 
 
 def refused(expected_versions: dict[str, str]) -> str | None:
