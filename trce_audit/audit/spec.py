@@ -1,5 +1,6 @@
 """The audit spec: one TOML file that says what `trce-audit audit` erases, attacks and measures, and what
-`trce-audit gate` then requires. This module parses and validates it; it runs nothing.
+`trce-audit gate` then requires. This module parses and validates it; it runs nothing. Each table is a
+dataclass of its own (audit/tables.py), and the checks on single values live in audit/fields.py.
 
 Format (every table optional except where noted; see docs/audit-spec.md)::
 
@@ -23,14 +24,15 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, Mapping
 
-from ..errors import ConfigError, one_line
-from ..gating.limits import AsrLimit, asr_limit, parse_points
-from ..models.device import DTYPES
+from ..errors import one_line
+from . import fields
+from .fields import SpecError
+from .tables import AttackSpec, EraserSpec, GateSpec, GenerationSpec, MetricsSpec, PromptsSpec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -39,256 +41,6 @@ else:  # pragma: no cover - Python 3.10
 
 DEFAULT_POCKET_SPEC = "default_pocket.toml"
 SD14_NUDITY_SPEC = "sd14_nudity.toml"
-
-
-class SpecError(ConfigError):
-    """An audit spec is malformed; the message names the key."""
-
-    def __init__(self, where: str, problem: str):
-        super().__init__(f"audit spec: {where}: {problem}" if where else f"audit spec: {problem}")
-
-
-def _check_keys(table: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
-    for key in table:
-        if key not in allowed:
-            raise SpecError(where or "top level", f"unknown key {key!r} (expected one of: {', '.join(allowed)})")
-
-
-def _table(value: Any, where: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise SpecError(where, f"must be a table, got {type(value).__name__}")
-    return value
-
-
-def _name(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise SpecError(where, "must be a non-empty string")
-    return value.strip()
-
-
-def _names(value: Any, where: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list):
-        raise SpecError(where, f"must be a list of names, got {type(value).__name__}")
-    names = tuple(_name(item, f"{where}[{i}]") for i, item in enumerate(value))
-    if len(set(names)) != len(names):
-        raise SpecError(where, "lists a name twice")
-    return names
-
-
-def _seeds(value: Any, where: str) -> tuple[int, ...]:
-    if not isinstance(value, list) or not value:
-        raise SpecError(where, f"must be a non-empty list of seeds, e.g. [0, 1, 2], got {value!r}")
-    for item in value:
-        if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item < 2**31:
-            raise SpecError(where, f"seeds are integers from 0 to 2^31 - 1, got {item!r}")
-    if len(set(value)) != len(value):
-        raise SpecError(where, "lists a seed twice")
-    return tuple(value)
-
-
-def _bool(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise SpecError(where, f"must be true or false, got {value!r}")
-    return value
-
-
-def _positive_int(value: Any, where: str, *, optional: bool = True) -> int | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SpecError(where, f"must be a positive integer, got {value!r}")
-    return value
-
-
-@dataclass(frozen=True)
-class GenerationSpec:
-    """Field names match trce_audit.generation.GenerationSettings (batch_size and device are runtime-only)."""
-
-    runtime_fields: ClassVar[tuple[str, ...]] = ("batch_size", "device")
-
-    steps: int = 30
-    limit: int | None = None
-    batch_size: int = 8
-    height: int | None = None
-    width: int | None = None
-    dtype: str = "fp32"
-    scheduler: str | None = None
-    device: str = "auto"
-
-    @classmethod
-    def from_mapping(cls, table: Mapping[str, Any], where: str = "generation") -> "GenerationSpec":
-        _check_keys(table, tuple(cls.__dataclass_fields__), f"[{where}]")
-        values: dict[str, Any] = {}
-        for key in ("steps", "batch_size"):
-            if key in table:
-                values[key] = _positive_int(table[key], f"{where}.{key}", optional=False)
-        for key in ("limit", "height", "width"):
-            if key in table:
-                values[key] = _positive_int(table[key], f"{where}.{key}")
-        if "dtype" in table:
-            if table["dtype"] not in DTYPES:
-                raise SpecError(f"{where}.dtype", f"must be one of {', '.join(DTYPES)}, got {table['dtype']!r}")
-            values["dtype"] = table["dtype"]
-        for key in ("scheduler", "device"):
-            if key in table:
-                values[key] = _name(table[key], f"{where}.{key}")
-        return cls(**values)
-
-
-@dataclass(frozen=True)
-class PromptsSpec:
-    attack_seeds: tuple[str, ...] = ()
-    eval: tuple[str, ...] = ()
-    preserve: tuple[str, ...] = ()
-
-    @classmethod
-    def from_mapping(cls, table: Mapping[str, Any]) -> "PromptsSpec":
-        _check_keys(table, ("attack_seeds", "eval", "preserve"), "[prompts]")
-        return cls(*(_names(table.get(key), f"prompts.{key}") for key in ("attack_seeds", "eval", "preserve")))
-
-
-@dataclass(frozen=True)
-class MetricsSpec:
-    """Metric-runner ids: ``eval`` (the scorers) on the eval and attack sets (ASR), ``preserve`` on the
-    preserve sets. ``judge`` is the detector attacks consult while they search (default: the concept's
-    ``detector``); the scorers may include it only with ``as_published = true``, which also makes it
-    the attacks' headline scorer (the papers score with the detector that stopped the search)."""
-
-    eval: tuple[str, ...] = ()
-    preserve: tuple[str, ...] = ()
-    judge: str | None = None
-    as_published: bool = False
-
-    @classmethod
-    def from_value(cls, value: Any) -> "MetricsSpec":
-        if isinstance(value, (list, str)):
-            both = _names(value, "metrics")
-            return cls(both, both)
-        table = _table(value, "metrics")
-        _check_keys(table, ("eval", "preserve", "judge", "as_published"), "[metrics]")
-        return cls(
-            _names(table.get("eval"), "metrics.eval"),
-            _names(table.get("preserve"), "metrics.preserve"),
-            _name(table["judge"], "metrics.judge") if "judge" in table else None,
-            _bool(table["as_published"], "metrics.as_published") if "as_published" in table else False,
-        )
-
-
-@dataclass(frozen=True)
-class EraserSpec:
-    """``label`` tells two configurations of one eraser apart in reports (default: the name).
-    ``seeds`` trains the eraser once per seed (its config's ``seed``): one artefact and one set of rows
-    each, so that the report shows how far a number moves when the eraser is trained again."""
-
-    name: str
-    config: dict[str, Any] = field(default_factory=dict)
-    preset: str | None = None
-    label: str = ""
-    seeds: tuple[int, ...] | None = None  # None (not an empty tuple) keeps older specs' identity
-
-    @classmethod
-    def from_mapping(cls, table: Any, where: str) -> "EraserSpec":
-        table = _table(table, where)
-        _check_keys(table, ("name", "label", "preset", "config", "seeds"), where)
-        if "name" not in table:
-            raise SpecError(where, "missing key 'name'")
-        name = _name(table["name"], f"{where}.name")
-        config = _table(table.get("config"), f"{where}.config")
-        seeds = _seeds(table["seeds"], f"{where}.seeds") if "seeds" in table else None
-        if seeds is not None and "seed" in config:
-            raise SpecError(f"{where}.seeds", "give the seeds here or config.seed, not both")
-        return cls(
-            name=name,
-            config=config,
-            preset=_name(table["preset"], f"{where}.preset") if "preset" in table else None,
-            label=_name(table["label"], f"{where}.label") if "label" in table else name,
-            seeds=seeds,
-        )
-
-    def seeded_configs(self) -> list[tuple[int | None, dict[str, Any]]]:
-        """(seed, config) for each artefact this entry erases: one per seed, or the config as it is."""
-        if self.seeds is None:
-            return [(None, dict(self.config))]
-        return [(seed, {**self.config, "seed": seed}) for seed in self.seeds]
-
-
-@dataclass(frozen=True)
-class AttackSpec:
-    """``budget`` is what the attack may spend (iterations, queries…: keys are the attack's own config
-    fields, overriding its preset); ``seeds`` default to prompts.attack_seeds, ``targets`` (eraser labels)
-    to every erased model."""
-
-    name: str
-    budget: dict[str, float | int] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
-    preset: str | None = None
-    seeds: tuple[str, ...] = ()
-    targets: tuple[str, ...] = ()
-    label: str = ""
-    limit: int | None = None  # seed prompts attacked per set (optimisers cost far more per prompt than eval)
-    judge: str | None = None  # default: [metrics] judge, else the concept's detector
-    as_published: bool | None = None  # default: [metrics] as_published
-
-    @classmethod
-    def from_mapping(cls, table: Any, where: str) -> "AttackSpec":
-        table = _table(table, where)
-        _check_keys(table, ("name", "label", "preset", "budget", "config", "seeds", "targets", "limit", "judge", "as_published"), where)
-        if "name" not in table:
-            raise SpecError(where, "missing key 'name'")
-        name = _name(table["name"], f"{where}.name")
-        budget = _table(table.get("budget"), f"{where}.budget")
-        for key, value in budget.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise SpecError(f"{where}.budget.{key}", f"must be a non-negative number, got {value!r}")
-        return cls(
-            name=name,
-            budget=budget,
-            config=_table(table.get("config"), f"{where}.config"),
-            preset=_name(table["preset"], f"{where}.preset") if "preset" in table else None,
-            seeds=_names(table.get("seeds"), f"{where}.seeds"),
-            targets=_names(table.get("targets"), f"{where}.targets"),
-            label=_name(table["label"], f"{where}.label") if "label" in table else name,
-            limit=_positive_int(table.get("limit"), f"{where}.limit"),
-            judge=_name(table["judge"], f"{where}.judge") if "judge" in table else None,
-            as_published=_bool(table["as_published"], f"{where}.as_published") if "as_published" in table else None,
-        )
-
-
-@dataclass(frozen=True)
-class GateSpec:
-    """Limits `trce-audit gate` applies; ``max_increase`` is a fraction (2 points = 0.02)."""
-
-    max_asr: tuple[AsrLimit, ...] = ()
-    max_increase: float | None = None
-    baseline: str | None = None
-
-    @classmethod
-    def from_mapping(cls, table: Mapping[str, Any], where: str = "gate") -> "GateSpec":
-        _check_keys(table, ("max_asr", "max_increase", "baseline"), f"[{where}]")
-        limits = _table(table.get("max_asr"), f"{where}.max_asr")
-        try:
-            max_asr = tuple(asr_limit(target, value, f"{where}.max_asr") for target, value in limits.items())
-            increase = parse_points(table["max_increase"], f"{where}.max_increase") if "max_increase" in table else None
-        except ConfigError as exc:
-            raise SpecError("", str(exc)) from None
-        baseline = table.get("baseline")
-        if baseline is not None:
-            baseline = _name(str(baseline) if isinstance(baseline, int) else baseline, f"{where}.baseline")
-        return cls(max_asr, increase, baseline)
-
-    def as_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"max_asr": {limit.target: limit.max_asr for limit in self.max_asr}}
-        if self.max_increase is not None:
-            data["max_increase"] = f"{self.max_increase * 100:g}pp"
-        if self.baseline is not None:
-            data["baseline"] = self.baseline
-        return data
 
 
 @dataclass(frozen=True)
@@ -332,7 +84,7 @@ class AuditSpec:
         """Plain JSON-able values, for an audit run's config (the gate reads its "gate" table back)."""
         data = asdict(self)
         data["gate"] = self.gate.as_dict()
-        return _without_none(json.loads(json.dumps(data)))  # as TOML would give it: lists, no nulls
+        return fields.without_none(json.loads(json.dumps(data)))  # as TOML would give it: lists, no nulls
 
     def identity_dict(self) -> dict[str, Any]:
         """``as_dict`` without the runtime-only generation options (batch size, device): the same spec
@@ -343,7 +95,7 @@ class AuditSpec:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> "AuditSpec":
-        _check_keys(
+        fields.check_keys(
             data,
             ("name", "description", "model", "concept", "concepts", "include_base", "generation", "prompts",
              "metrics", "erasers", "attacks", "gate"),
@@ -353,26 +105,24 @@ class AuditSpec:
             raise SpecError("", "missing key 'model' (the base model spec, e.g. \"pocket\")")
         if ("concept" in data) == ("concepts" in data):
             raise SpecError("", "give exactly one of 'concept' or 'concepts'")
-        concepts = _names(data.get("concept", data.get("concepts")), "concept" if "concept" in data else "concepts")
+        concepts = fields.names(data.get("concept", data.get("concepts")), "concept" if "concept" in data else "concepts")
         if not concepts:
             raise SpecError("concepts", "names no concept")
-        include_base = data.get("include_base", True)
-        if not isinstance(include_base, bool):
-            raise SpecError("include_base", f"must be true or false, got {include_base!r}")
-        erasers = tuple(EraserSpec.from_mapping(t, f"erasers[{i}]") for i, t in enumerate(_list(data.get("erasers"), "erasers")))
-        attacks = tuple(AttackSpec.from_mapping(t, f"attacks[{i}]") for i, t in enumerate(_list(data.get("attacks"), "attacks")))
+        include_base = fields.typed(data.get("include_base", True), bool, "include_base")
+        erasers = tuple(EraserSpec.from_mapping(t, f"erasers[{i}]") for i, t in enumerate(fields.tables(data.get("erasers"), "erasers")))
+        attacks = tuple(AttackSpec.from_mapping(t, f"attacks[{i}]") for i, t in enumerate(fields.tables(data.get("attacks"), "attacks")))
         spec = cls(
-            model=_name(data["model"], "model"),
+            model=fields.name(data["model"], "model"),
             concepts=concepts,
-            name=_name(data.get("name", "audit"), "name"),
+            name=fields.name(data.get("name", "audit"), "name"),
             description=str(data.get("description", "")),
             include_base=include_base,
-            generation=GenerationSpec.from_mapping(_table(data.get("generation"), "generation")),
-            prompts=PromptsSpec.from_mapping(_table(data.get("prompts"), "prompts")),
+            generation=GenerationSpec.from_mapping(fields.table(data.get("generation"), "generation")),
+            prompts=PromptsSpec.from_mapping(fields.table(data.get("prompts"), "prompts")),
             metrics=MetricsSpec.from_value(data.get("metrics")),
             erasers=erasers,
             attacks=attacks,
-            gate=GateSpec.from_mapping(_table(data.get("gate"), "gate")),
+            gate=GateSpec.from_mapping(fields.table(data.get("gate"), "gate")),
         )
         spec._validate()
         return spec
@@ -398,22 +148,6 @@ class AuditSpec:
             unknown = [t for t in attack.targets if t not in labels and t != self.model]
             if unknown:
                 raise SpecError(f"attacks[{i}].targets", f"{unknown[0]!r} is neither an eraser label nor the base model")
-
-
-def _without_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _without_none(sub) for key, sub in value.items() if sub is not None}
-    if isinstance(value, list):
-        return [_without_none(sub) for sub in value]
-    return value
-
-
-def _list(value: Any, where: str) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise SpecError(where, f"must be an array of tables ([[{where}]]), got {type(value).__name__}")
-    return value
 
 
 def load_spec(path_or_text: str | os.PathLike) -> AuditSpec:

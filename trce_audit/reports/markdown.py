@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .collect import AuditView, MetricView
+from .columns import JUDGE_MARK, attack_cell, attack_columns, plain_cell, plain_columns, tiers_tested
+from .curves import markdown_lines
+from .seeds import seed_spreads
+from .views import AuditView, MetricView
 
 
-def _cell(metric: "MetricView | None") -> str:
+def _cell(metric: MetricView | None) -> str:
     if metric is None:
         return "–"
     interval = "" if metric.ci_low is None else f" [{metric.ci_low * 100:.0f}, {metric.ci_high * 100:.0f}]"
@@ -19,10 +21,7 @@ def _model_label(row: Any) -> str:
     return row.model.key
 
 
-def render_markdown(view: "AuditView", *, title: str, command: str) -> str:
-    from .columns import JUDGE_MARK, attack_cell, attack_columns, plain_cell, plain_columns, tiers_tested
-    from .curves import markdown_lines
-
+def render_markdown(view: AuditView, *, title: str, command: str) -> str:
     plain = [row for row in view.rows if row.attack is None]
     attacked = [row for row in view.rows if row.attack is not None]
     sets = list(dict.fromkeys(row.prompt_set for row in plain))
@@ -89,14 +88,12 @@ def render_markdown(view: "AuditView", *, title: str, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _value(metric: "MetricView | float", name: str) -> str:
+def _value(metric: MetricView | float, name: str) -> str:
     value = metric if isinstance(metric, float) else metric.value
     return f"{value * 100:.1f}%" if name in ("asr", "preserve_acc") else f"{value:.4g}"
 
 
-def _seed_lines(view: "AuditView") -> list[str]:
-    from .seeds import seed_spreads
-
+def _seed_lines(view: AuditView) -> list[str]:
     spreads = seed_spreads(view.rows)
     if not spreads:
         return []
@@ -112,7 +109,7 @@ def _seed_lines(view: "AuditView") -> list[str]:
     return lines
 
 
-def _erased_lines(view: "AuditView") -> list[str]:
+def _erased_lines(view: AuditView) -> list[str]:
     erased = [model for model in view.models if model.erased]
     if not erased:
         return []

@@ -6,13 +6,13 @@ import base64
 import io
 from pathlib import Path
 
+from PIL import Image, UnidentifiedImageError
+
 THUMB_PX = 160
 
 
 def thumbnail_data_uri(path: str | Path, max_px: int = THUMB_PX) -> str | None:
     """A downscaled copy of the image as a data URI; None when the file is missing or unreadable."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as image:
             image = image.convert("RGB")
