@@ -10,6 +10,10 @@ from typing import Any
 
 from .hashing import prompt_row_hash
 
+# A row's seed is stored as BIGINT (I2P seeds pass 2**31; SQLite and Postgres both stop at 2**63-1), so a
+# prompt file is checked against it before anything is stored.
+MAX_SEED = 2**63 - 1
+
 
 @dataclass
 class PromptRow:

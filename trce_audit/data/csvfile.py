@@ -10,15 +10,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import DataError
-from ..records import PromptRow
-from ..store.schema import MAX_SEED
+from ..records import MAX_SEED, PromptRow
 from .registry import DEFAULT_GUIDANCE, DEFAULT_SEED, ColumnMap
 
 USER_TEXT_COLUMNS = ("prompt", "text")
 USER_SEED_COLUMNS = ("seed", "evaluation_seed")
 USER_GUIDANCE_COLUMNS = ("guidance", "evaluation_guidance")
-# torch takes seeds up to 2**64-1, but the store holds them as BIGINT (SQLite and Postgres stop at 2**63-1).
-_MAX_SEED = MAX_SEED
 
 
 def read_bytes(path: Path) -> bytes:
@@ -106,7 +103,7 @@ def parse_seed(value: str) -> int:
         if not as_float.is_integer():
             raise ValueError(f"{value!r} is not an integer seed") from None
         seed = int(as_float)
-    if not 0 <= seed <= _MAX_SEED:
+    if not 0 <= seed <= MAX_SEED:  # torch takes up to 2**64-1, the store's BIGINT less
         raise ValueError(f"seed {seed} is outside 0..2**63-1 (the store holds seeds as 64-bit signed integers)")
     return seed
 

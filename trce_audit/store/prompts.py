@@ -10,7 +10,8 @@ from sqlalchemy.orm import Session
 from ..errors import DataError, StoreError
 from ..hashing import hash_obj
 from ..records import GeneratedImage, PromptRow
-from .schema import MAX_SEED, AttackRow, Generation, Prompt, PromptSet, utcnow
+from ..records import MAX_SEED
+from .schema import AttackRow, Generation, Prompt, PromptSet, utcnow
 from .session import StoreSession
 from .upsert import chunks, insert_detections, insert_new
 

@@ -8,9 +8,8 @@ from typing import Any, Optional
 from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+
 RUN_STATUSES = ("started", "complete", "failed")
-# Seeds are BIGINT: I2P seeds pass 2**31; SQLite and Postgres both stop at 2**63-1.
-MAX_SEED = 2**63 - 1
 # The label stored for an image in which a detector found nothing: "scored, empty" differs from "not scored".
 NO_DETECTION = "(none)"
 
