@@ -9,8 +9,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import DataError, StoreError
 from ..hashing import hash_obj
-from ..records import GeneratedImage, PromptRow
-from ..records import MAX_SEED
+from ..records import MAX_SEED, GeneratedImage, PromptRow
 from .schema import AttackRow, Generation, Prompt, PromptSet, utcnow
 from .session import StoreSession
 from .upsert import chunks, insert_detections, insert_new

@@ -8,7 +8,6 @@ from typing import Any, Optional
 from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-
 RUN_STATUSES = ("started", "complete", "failed")
 # The label stored for an image in which a detector found nothing: "scored, empty" differs from "not scored".
 NO_DETECTION = "(none)"
