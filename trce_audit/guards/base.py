@@ -6,7 +6,7 @@ state the guard needs (extra embeddings, per-row schedules), ``step_noise`` make
 ``attack_noise`` is the differentiable prediction a white-box attack optimises against (the guarded
 counterpart of ``unet(x_t, t, hidden).sample``). The guard's record (name, version, config) lives in
 ``trce_audit_guard.json`` in the model folder, so the folder's fingerprint, and with it every run
-identity, covers it.
+identity, covers it; trce_audit/models/folder.py writes, reads and loads that file.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import ModelError
+from . import BUILTIN
 
 GUARD_FILE = "trce_audit_guard.json"
 
@@ -49,6 +50,8 @@ class Guard:
         raise NotImplementedError
 
 
+# The record file's old home, superseded by trce_audit/models/folder.py (same bytes). It stays until
+# its remaining importers (erasers/base.py, attacks/finetune.py, tests) take it from there.
 def write_guard(folder: Path, record: dict[str, Any]) -> None:
     (Path(folder) / GUARD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
 
@@ -68,8 +71,6 @@ def read_guard_record(folder: Path) -> dict[str, Any] | None:
 
 def load_guard(folder: Path) -> Guard | None:
     """The guard a model folder carries, or None for a plain model."""
-    from . import BUILTIN
-
     record = read_guard_record(folder)
     if record is None:
         return None

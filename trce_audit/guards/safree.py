@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.device import widened
+from ..models.tokens import tokenize
 from .base import Guard
 
 
@@ -46,8 +47,6 @@ class SAFREEGuard(Guard):
         return widened(encoder(ids).pooler_output)
 
     def concept_projector(self, tokenizer, encoder, device) -> torch.Tensor:
-        from ..erasers.common import tokenize
-
         key = str(device)
         cache = self.__dict__.setdefault("_projectors", {})
         if key not in cache:

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from ..models.tokens import encode_ids, tokenize
 from .base import Guard
 
 
@@ -47,9 +48,6 @@ class SLDGuard(Guard):
         return eps_u + guidance.clamp(min=1.0).view(-1, 1, 1, 1) * text
 
     def attack_noise(self, pipe, x_t, t, hidden, ids):
-        from ..attacks.tokens import encode_ids
-        from ..erasers.common import tokenize
-
         # No history at a single timestep: no momentum and no warm-up, so the safety term applies at
         # every timestep the attack visits (docs/attacks.md).
         cached = getattr(self, "_attack_context", None)
