@@ -14,23 +14,22 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import diffusers
 import numpy as np
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 
-from ..attacks.tokens import substituted_token_embeddings
 from ..errors import ConfigError
 from ..models.determinism import deterministic
 from ..models.device import torch_dtype
-from ..store import PromptRow
+from ..models.tokens import substituted_token_embeddings
+from ..records import PromptRow
 from . import learned_tokens as lt
 from .settings import SCHEDULERS, GenerationSettings
 
 
-
 def make_scheduler(pipe, name: str | None):
     """A fresh scheduler (multistep schedulers keep state between steps, so never share one)."""
-    import diffusers
-
     cls = type(pipe.scheduler) if name is None else getattr(diffusers, SCHEDULERS[name])
     return cls.from_config(pipe.scheduler.config)
 
@@ -83,8 +82,6 @@ class BatchSampler:
         return [torch.Generator("cpu").manual_seed(int(row.seed)) for row in rows]
 
     def initial_latents(self, rows: Sequence[PromptRow], generators: list[torch.Generator], sigma: float) -> torch.Tensor:
-        from diffusers.utils.torch_utils import randn_tensor
-
         scale = self.pipe.vae_scale_factor
         shape = (len(rows), self.pipe.unet.config.in_channels, self.settings.height // scale, self.settings.width // scale)
         # Drawn on the CPU from each row's generator, then moved: the same noise on every device.
@@ -137,8 +134,12 @@ class BatchSampler:
         return latents
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> np.ndarray:
+    def decode_float(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) float32 images in [0, 1], unrounded, for callers that measure before quantising."""
         vae = self.pipe.vae
         images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
-        images = (images / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy()
+        return (images / 2 + 0.5).clamp(0, 1).float()
+
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        images = self.decode_float(latents).permute(0, 2, 3, 1).cpu().numpy()
         return (images * 255).round().astype(np.uint8)

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 from ..errors import DataError
 from ..hashing import sha256_bytes
+from ..models import tokens as tk
 from ..workspace import temp_sibling
 
 META_KEY = "learned_token"
@@ -65,8 +66,6 @@ def load_embedding(entry: dict[str, Any]) -> Any:
 def layout(tokenizer: Any, text: str, token: str, slot_id: int) -> tuple[list[int], list[int]]:
     """Padded ids of ``text`` (start, content, end, padding, as the pipeline pads) with each
     ``token`` as one ``slot_id`` position, and those positions."""
-    from ..attacks import tokens as tk
-
     content: list[int] = []
     slots: list[int] = []
     for i, piece in enumerate(text.split(token)):
@@ -83,8 +82,6 @@ def learned_inputs(tokenizer: Any, encoder: Any, ids: Any, rows: Sequence[Any], 
     """(ids, input embeddings) for a batch: rows with a learned token get their slot layout and the
     vector at the slot; ``cache`` keeps loaded vectors by sha256."""
     import torch
-
-    from ..attacks import tokens as tk
 
     ids = ids.clone()
     plans = []

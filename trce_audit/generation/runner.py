@@ -15,10 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..errors import DataError, one_line
+from ..execution.local import LocalExecutor
 from ..hashing import hash_obj, sha256_file
-from ..store import PromptRow
+from ..metrics.detections import detection_rows
+from ..records import GeneratedImage, PromptRow
 from ..workspace import temp_sibling
+from .learned_tokens import learned_sha
 from .settings import GenerationSettings
+from .shards import RenderJob
 
 if TYPE_CHECKING:
     from ..execution import Executor
@@ -30,15 +34,6 @@ ENGINE_NAME = "batched-sd"
 ENGINE_VERSION = "1"
 
 ProgressFn = Callable[[int, int], None]  # (images done, images total)
-
-
-@dataclass(frozen=True)
-class GeneratedImage:
-    generation_id: int
-    prompt: PromptRow
-    image_path: str
-    image_sha256: str
-    sample_hash: str
 
 
 @dataclass
@@ -70,8 +65,6 @@ class GenerationResult:
 
 
 def sample_hash(row: PromptRow, pixel_config: dict[str, Any], model_fingerprint: str) -> str:
-    from .learned_tokens import learned_sha
-
     learned = learned_sha(row)  # a learned token embedding changes the pixels; plain rows hash as before
     return hash_obj(
         {
@@ -189,14 +182,10 @@ def _fill_run(store, workspace, model, rows, settings, result: GenerationResult,
     if not to_draw:
         return
 
-    from .shards import RenderJob
-
     shards = list(_batches(to_draw, settings.batch_size))
     folder = workspace.images_dir / result.identity[:16]
     owned = executor is None
     if owned:
-        from ..execution.local import LocalExecutor
-
         executor = LocalExecutor()
     try:
         job = RenderJob(model, settings, allow_pickle, detectors)
@@ -221,8 +210,6 @@ def _detection_rows(run_id: int, detectors: Sequence[Any], detections: Sequence[
     """Per image of a shard, the rows of every detector that scored it on the worker (None: unscored)."""
     if not detectors:
         return None
-    from ..metrics.detections import detection_rows
-
     return [
         [row for check, found in zip(detectors, detections) for row in detection_rows(run_id, found[i], tuple(check.key))]
         for i in range(n)

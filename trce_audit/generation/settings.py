@@ -35,6 +35,14 @@ class GenerationSettings:
     scheduler: str | None = None
     device: str = "auto"
 
+    @classmethod
+    def from_value(cls, value: "GenerationSettings | dict[str, Any] | None") -> "GenerationSettings | None":
+        """Settings as an audit spec or the CLI hands them over (a dict) or as built. None and {} give
+        None: each caller falls back to its own default (``settings or GenerationSettings()``)."""
+        if isinstance(value, dict):
+            return cls(**value) if value else None
+        return value
+
     def validate(self) -> "GenerationSettings":
         """Check every field; ``device="auto"`` becomes the concrete device, so runtime() records it."""
 

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ..store import PromptRow
+from PIL import Image
+
+from .. import registry
+from ..errors import ConfigError
+from ..metrics.detections import detect_all
+from ..models.resolve import load_pipeline
+from ..records import GeneratedImage, PromptRow
 from .settings import GenerationSettings
 
 if TYPE_CHECKING:
@@ -24,8 +30,6 @@ if TYPE_CHECKING:
 
 
 def png_bytes(array: Any) -> bytes:
-    from PIL import Image
-
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
@@ -42,8 +46,6 @@ class DetectorCheck:
     key: tuple[str, str, str]
 
     def runner(self) -> Any:
-        from .. import registry
-
         return registry.load("metric", self.metric).from_options(self.options, workspace=self.workspace, concept=self.concept)
 
     def refused(self, runner: Any) -> str | None:
@@ -78,9 +80,6 @@ class RenderJob:
         return ("render", self.model.fingerprint, self.settings.dtype, self.settings.device, self.settings.scheduler, checks)
 
     def setup(self) -> Any:
-        from ..errors import ConfigError
-        from ..models.resolve import load_pipeline
-
         runners = []
         for check in self.detectors:
             runner = check.runner()
@@ -108,9 +107,6 @@ def _score(runners: Sequence[Any], shard: Sequence[PromptRow], pngs: Sequence[by
     (not from the sampler's arrays), so a worker scores exactly what the driver would."""
     if not runners:
         return ()
-    from ..metrics.detections import detect_all
-    from .runner import GeneratedImage
-
     with tempfile.TemporaryDirectory(prefix="trce-shard-") as folder:
         images = []
         for row, png in zip(shard, pngs):
