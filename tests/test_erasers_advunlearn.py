@@ -39,7 +39,7 @@ def _embed(pipe, prompts):
 def test_prefix_slot_holding_a_tokens_embedding_encodes_like_the_prompt_with_that_token(pipe):
     import torch
 
-    from trce_audit.attacks.tokens import token_embedding
+    from trce_audit.models.tokens import token_embedding
     from trce_audit.erasers.advunlearn.attack import PrefixedPrompt
 
     prompt = PrefixedPrompt.build(pipe.tokenizer, pipe.text_encoder, "nude", 1, "cpu")
@@ -81,7 +81,7 @@ def test_attack_lowers_its_loss_and_leaves_the_models_alone(pipe):
     ],
 )
 def test_trainable_tensors_follow_the_references_train_methods(pipe, layers, component, norm, expect):
-    from trce_audit.attacks.tokens import text_root
+    from trce_audit.models.tokens import text_root
     from trce_audit.erasers.advunlearn.plan import encoder_parameters
 
     chosen = {n for n, _ in encoder_parameters(pipe.text_encoder, layers, component, norm)}

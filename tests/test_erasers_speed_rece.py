@@ -75,7 +75,7 @@ def _weights(pipe):
 def test_kmeans_centres_are_seeded_and_separate_clusters():
     import torch
 
-    from trce_audit.erasers.speed import kmeans_centres
+    from trce_audit.erasers.speed.edit import kmeans_centres
 
     rows = torch.cat([torch.zeros(5, 2), torch.ones(5, 2) * 10, torch.tensor([[0.0, 10.0]] * 5)]).double()
     centres = kmeans_centres(rows, 3, seed=0)

@@ -1,27 +1,26 @@
 """The eraser interface: a typed config, ``erase(pipe, concept, context) -> ErasureResult``.
 
 An eraser edits the pipeline it is given in place and reports which tensors it changed; saving the
-edited pipeline as a diffusers folder is shared (``save_erased_pipeline``) so every eraser writes the
-same layout and carries the world marker of its parent.
+edited pipeline is the model folder's business (``models.folder.save_erased_pipeline``), so every eraser
+writes the same layout and carries the world marker of its parent.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 from ..errors import ConfigError
 from ..models.determinism import deterministic
+# Served here only until attacks/finetune.py and api/erasing.py import them from models.folder (plan 25,
+# P7 step 2 deletes this line).
+from ..models.folder import WORLD_MARKER, save_erased_pipeline  # noqa: F401
 from .config import EraserConfig, build_config
 
 if TYPE_CHECKING:
     from ..data.concepts import Concept
-
-WORLD_MARKER = "trce_audit.json"
 
 ProgressFn = Callable[[str, int, int], None]  # (stage description, done, total)
 CaptionsFn = Callable[[str, int | None], Sequence[str]]  # (caption-set name, limit) -> captions
@@ -136,34 +135,3 @@ def changed_parameters(pipe, before: dict[str, Any]) -> list[str]:
             if not torch.equal(before[name], value.detach().to("cpu")):
                 changed.append(name)
     return changed
-
-
-def save_erased_pipeline(pipe, out_dir: Path, parent_dir: Path | None, meta: dict[str, Any], guard: dict[str, Any] | None = None) -> Path:
-    """Write the pipeline as a safetensors diffusers folder that ``from_pretrained`` loads.
-
-    The parent's world marker is copied (an erased pocket model stays in the pocket world) and the
-    erasure record is added to it.
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # A fast tokenizer saves the truncation and padding of its last call: clear them, so that the
-    # folder's bytes do not depend on what the eraser encoded last (or where it ran: api/erase_job.py).
-    backend = getattr(getattr(pipe, "tokenizer", None), "_tokenizer", None)
-    if backend is not None and hasattr(backend, "no_truncation"):
-        backend.no_truncation()
-        backend.no_padding()
-    pipe.save_pretrained(str(out_dir), safe_serialization=True)
-    marker: dict[str, Any] = {}
-    if parent_dir is not None and (Path(parent_dir) / WORLD_MARKER).is_file():
-        shutil.copyfile(Path(parent_dir) / WORLD_MARKER, out_dir / WORLD_MARKER)
-        try:
-            marker = json.loads((out_dir / WORLD_MARKER).read_text())
-        except ValueError:
-            marker = {}
-    marker["erasure"] = meta
-    (out_dir / WORLD_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True, default=str))
-    if guard is not None:
-        from ..guards.base import write_guard
-
-        write_guard(out_dir, guard)
-    return out_dir

@@ -6,19 +6,10 @@ import copy
 from typing import Callable, Sequence
 
 import torch
+from diffusers import DDIMScheduler
 
 from ..models.device import widened
-
-def tokenize(tokenizer, prompts: Sequence[str]) -> torch.Tensor:
-    return tokenizer(
-        list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    ).input_ids
-
-
-def token_count(tokenizer, prompt: str) -> int:
-    """Tokens between [SoT] and the first [EoT] after truncation, so the first [EoT] sits at count + 1."""
-    ids = tokenizer(prompt, truncation=True, max_length=tokenizer.model_max_length).input_ids
-    return len(ids) - 2
+from ..models.tokens import tokenize
 
 
 @torch.no_grad()
@@ -70,8 +61,6 @@ def frozen_copy(module: torch.nn.Module) -> torch.nn.Module:
 
 def ddim_scheduler(pipe, steps: int, steps_offset: int | None = None):
     """A deterministic DDIM (eta = 0) scheduler with the pipeline's noise schedule."""
-    from diffusers import DDIMScheduler
-
     overrides = {"clip_sample": False, "set_alpha_to_one": False}
     if steps_offset is not None:
         overrides["steps_offset"] = steps_offset

@@ -6,73 +6,13 @@ Kept free of torch so that the CLI can validate a config before anything heavy i
 from __future__ import annotations
 
 import dataclasses
-import types
+import tomllib
 import typing
 from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import ConfigError
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1 and len(typing.get_args(tp)) == 2:
-            return args[0], True
-    return tp, False
-
-
-def _convert_scalar(key: str, tp: Any, value: Any) -> Any:
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-            return value.strip().lower() in _TRUE
-        raise ConfigError(f"config key {key!r} expects true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"config key {key!r} expects an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        try:
-            return int(str(value).strip())
-        except ValueError:
-            raise ConfigError(f"config key {key!r} expects an integer, got {value!r}") from None
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"config key {key!r} expects a number, got {value!r}")
-        try:
-            return float(value if not isinstance(value, str) else value.strip())
-        except (TypeError, ValueError):
-            raise ConfigError(f"config key {key!r} expects a number, got {value!r}") from None
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"config key {key!r} expects a string, got {value!r}")
-        return value
-    raise ConfigError(f"config key {key!r} has an unsupported type {tp!r}")
-
-
-def convert_value(key: str, tp: Any, value: Any) -> Any:
-    """``value`` (from TOML or a `--set` string) as the field's declared type, or a one-line error."""
-    inner, optional = _unwrap_optional(tp)
-    if optional and (value is None or (isinstance(value, str) and value.strip().lower() in {"none", "null", ""})):
-        return None
-    if typing.get_origin(inner) is tuple:
-        item_tp = typing.get_args(inner)[0]
-        if isinstance(value, str):
-            items = [part for part in value.replace(";", ",").split(",") if part.strip()]
-        elif isinstance(value, (list, tuple)):
-            items = list(value)
-        else:
-            raise ConfigError(f"config key {key!r} expects a list, got {value!r}")
-        return tuple(_convert_scalar(key, item_tp, item) for item in items)
-    return _convert_scalar(key, inner, value)
+from ..parsing import ValueProblem, parse_value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +45,11 @@ class EraserConfig:
                 raise ConfigError(
                     f"unknown config key {key!r} in {source} for {type(self).__qualname__}; known keys: {', '.join(sorted(known))}"
                 )
-            converted = convert_value(key, hints[key], value)
+            try:
+                converted = parse_value(value, hints[key])
+            except ValueProblem as problem:
+                # the refused item, not the whole list, when one item of a tuple is the culprit
+                raise ConfigError(f"config key {key!r} expects {problem.expected}, got {problem.value!r}") from None
             choices = self.CHOICES.get(key)
             if choices and converted not in choices:
                 raise ConfigError(f"config key {key!r} must be one of {', '.join(choices)}, got {converted!r}")
@@ -120,8 +64,6 @@ class EraserConfig:
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """A TOML config file as a flat mapping; a table named like the eraser may also hold the keys."""
-    import tomllib
-
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")

@@ -11,13 +11,15 @@ the paper's 1); η = 0 maps the concept onto the unconditional prediction.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Optional
+from typing import TYPE_CHECKING, ClassVar, Optional
 
 from ..errors import ConfigError
 from .base import EraseContext, Eraser
 from .config import EraserConfig
+# Served here for tests/test_erasers.py; its home is esd_target.py because esd_train.py needs it and
+# importing it from here would close a cycle (this module imports esd_train).
+from .esd_target import negative_guidance_target  # noqa: F401
 
 if TYPE_CHECKING:
     from ..data.concepts import Concept
@@ -62,102 +64,15 @@ class ESDUConfig(ESDConfig):
         return super().for_world(world)
 
 
-def negative_guidance_target(eps_c, eps_u, eta: float):
-    """The paper's ESD target ε₀(∅) − η·(ε₀(c) − ε₀(∅)): η = 0 is the unconditional prediction, η = 1
-    reflects the concept's guidance direction about it."""
-    return eps_u - eta * (eps_c - eps_u)
-
-
-def is_linear_or_conv(module) -> bool:
-    import torch
-
-    return isinstance(module, (torch.nn.Linear, torch.nn.Conv2d))
-
-
-# The CompVis script's noxattn set skips `out.` (norm + output conv) and `time_embed`; in diffusers
-# names those are conv_norm_out/conv_out and time_embedding (esd_sd.py dropped the exclusion).
-NOXATTN_EXCLUDED_PREFIXES = ("conv_out", "conv_norm_out", "time_embedding")
-
-
-def esd_parameters(unet, method: str) -> list[tuple[str, Any]]:
-    """Parameters of Linear/Conv2d modules inside (xattn) or outside (noxattn) the cross-attention;
-    noxattn leaves out the output and time-embedding layers, as the original script does."""
-    chosen = []
-    unet.requires_grad_(False)
-    for name, module in unet.named_modules():
-        if not is_linear_or_conv(module):
-            continue
-        inside = "attn2" in name
-        if method == "noxattn" and name.startswith(NOXATTN_EXCLUDED_PREFIXES):
-            continue
-        if (method == "xattn") == inside:
-            for leaf, param in module.named_parameters(recurse=False):
-                param.requires_grad_(True)
-                chosen.append((f"{name}.{leaf}", param))
-    return chosen
-
-
 class _ESD(Eraser):
     version: ClassVar[str] = "2"  # 2: η as in the paper, target ε₀(∅) − η·(ε₀(c) − ε₀(∅))
     Config: ClassVar[type[ESDConfig]] = ESDConfig
     method: ClassVar[str] = ""
 
     def apply(self, pipe, concept: "Concept", context: EraseContext):
-        import torch
+        from .esd_train import fine_tune_unet  # torch: listing and validating ESD imports none
 
-        from .common import ddim_scheduler, encode_prompts, frozen_copy, latent_shape, sample_states
-
-        config = self.config
-        device = context.device
-        prompts = [config.prompt] if config.prompt else concept.keywords
-        emb = encode_prompts(pipe, prompts, device)
-        null = encode_prompts(pipe, [""], device)
-        scheduler = ddim_scheduler(pipe, config.steps)
-        base = frozen_copy(pipe.unet).to(device)
-        shape = latent_shape(pipe, config.latent_size)
-        rng = random.Random(config.seed)
-        # (phrase, step to stop at, noise seed) per iteration. The frozen model samples x_t, so every
-        # x_t can be drawn up front in batches (sorted by stop step so a batch stops together).
-        plan = [(it % len(prompts), rng.randint(0, config.steps - 1), rng.randrange(2**31)) for it in range(config.iterations)]
-        order = sorted(range(len(plan)), key=lambda i: plan[i][1])
-        noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(plan[i][2])) for i in order]).to(device)
-        states = sample_states(
-            base, scheduler, emb[[plan[i][0] for i in order]], null, config.start_guidance, noise,
-            [{plan[i][1]} for i in order], context.batch_size,
-            lambda done: context.progress(f"{self.name}: sampling x_t", done, len(order)),
-        )
-        latents = {i: states[(j, plan[i][1])] for j, i in enumerate(order)}
-        unet = pipe.unet
-        params = [p for _, p in esd_parameters(unet, self.method)]
-        unet.train()
-        optimizer = torch.optim.Adam(params, lr=config.lr)
-        losses: list[float] = []
-        for it, (k, stop, _) in enumerate(plan):
-            cond = emb[k : k + 1]
-            x = latents[it][None].to(device)
-            t = scheduler.timesteps[stop]
-            with torch.no_grad():
-                both = base(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([cond, null])).sample
-                eps_c, eps_u = both.chunk(2)
-                target = negative_guidance_target(eps_c, eps_u, config.negative_guidance)
-            optimizer.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.mse_loss(unet(x, t, encoder_hidden_states=cond).sample, target)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            context.progress(f"{self.name}: fine-tuning", it + 1, config.iterations)
-        unet.eval()
-        unet.requires_grad_(False)
-        tenth = max(1, len(losses) // 10)
-        stats = {
-            "method": self.method,
-            "prompts": prompts,
-            "iterations": len(losses),
-            "trainable_tensors": len(params),
-            "loss_first": sum(losses[:tenth]) / tenth,
-            "loss_last": sum(losses[-tenth:]) / tenth,
-        }
-        return stats, {"esd": losses}
+        return fine_tune_unet(pipe, concept, self.config, context, label=self.name, method=self.method)
 
 
 class ESDX(_ESD):

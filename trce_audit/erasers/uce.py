@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Optional
 
 from ..errors import ConfigError
+from ..models.tokens import token_count
 from .base import EraseContext, Eraser
 from .config import EraserConfig
 
@@ -65,7 +66,7 @@ def last_token_rows(pipe, prompts: list[str], device):
     """The embedding of each prompt's last content token ([SoT] for the empty prompt)."""
     import torch
 
-    from .common import encode_prompts, token_count
+    from .common import encode_prompts
 
     emb = encode_prompts(pipe, prompts, device)
     idx = torch.tensor([token_count(pipe.tokenizer, p) for p in prompts], device=emb.device)

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ...attacks.tokens import content_ids, encode_embeds, full_ids, token_embedding
+from ...models.tokens import content_ids, encode_embeds, full_ids, token_embedding
 
 
 @dataclass

@@ -14,7 +14,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from ...attacks.tokens import text_root
+from ...models.tokens import text_root
+from ..common import sample_states
 
 
 def encoder_parameters(text_encoder, layers: tuple[int, ...], component: str, norm_layer: bool) -> list[tuple[str, torch.nn.Parameter]]:
@@ -95,8 +96,6 @@ def plan_iterations(config, phrases: Sequence[str], retain: RetainDraws | None, 
 def sample_block(pipe, block: list[Iteration], encode: Callable[[list[str]], torch.Tensor], scheduler, guidance: float,
                  shape: tuple[int, ...], batch_size: int, device, report=None) -> None:
     """Fill ``latents`` of every iteration in ``block`` (sorted by stop step so a batch stops together)."""
-    from ..common import sample_states
-
     draws = sorted({d for it in block for d in [it.unlearn, *it.retain, *(it.attack or [])]}, key=lambda d: (d.stop, d.seed, d.prompt))
     texts = sorted({d.prompt for d in draws})
     emb = encode(texts)

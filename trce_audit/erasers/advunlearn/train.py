@@ -3,15 +3,52 @@ then one Adam step of the encoder on ESD's loss for the adversarial prompt plus 
 
 from __future__ import annotations
 
+import random
 from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
+from ...models.tokens import tokenize
+from ..common import ddim_scheduler, encode_prompts, frozen_copy, latent_shape
+from ..esd_target import negative_guidance_target
 from .attack import AttackStep, PrefixedPrompt, random_prefix, soft_prompt_attack
-from .plan import Iteration, sample_block
-from ..common import ddim_scheduler, encode_prompts, frozen_copy, latent_shape, tokenize
-from ..esd import negative_guidance_target
+from .plan import Iteration, RetainDraws, encoder_parameters, plan_iterations, sample_block
+
+if TYPE_CHECKING:
+    from ...data.concepts import Concept
+    from ..base import EraseContext
+    from .config import AdvUnlearnConfig
+
+
+def train_text_encoder(
+    pipe, concept: "Concept", config: "AdvUnlearnConfig", context: "EraseContext", label: str
+) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """(stats, loss curves) of adversarial training of ``pipe``'s text encoder, in place."""
+    phrases = [config.prompt] if config.prompt else list(concept.keywords)
+    rng = random.Random(config.seed)
+    use_retain = config.retain_batch > 0 and config.retain_loss_w > 0
+    retain = RetainDraws(context.caption_list(config.caption_set, config.n_retain or None), rng) if use_retain else None
+    plan = plan_iterations(config, phrases, retain, rng)
+    params = encoder_parameters(pipe.text_encoder, config.train_layers, config.component, config.norm_layer)
+    trainer = Trainer(pipe, config, [p for _, p in params], context, label=label)
+    losses = trainer.run(plan)
+    tenth = max(1, len(losses["advunlearn"]) // 10)
+    mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+    stats = {
+        "prompts": phrases,
+        "iterations": len(plan),
+        "attack_rounds": trainer.rounds,
+        "trainable_tensors": len(params),
+        "trainable": [n for n, _ in params],
+        "retain_prompts": len(retain.prompts) if retain else 0,
+        "loss_first": mean(losses["advunlearn"][:tenth]),
+        "loss_last": mean(losses["advunlearn"][-tenth:]),
+        "attack_loss_first_round": mean(trainer.first_round),
+        "attack_loss_last_round": mean(trainer.last_round),
+    }
+    return stats, losses
 
 
 class Trainer:

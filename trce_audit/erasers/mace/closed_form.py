@@ -18,7 +18,9 @@ from typing import Sequence
 
 import torch
 
-from ..common import encode_prompts, solve_closed_form, tokenize
+from ...models.tokens import tokenize
+from ..common import encode_prompts, solve_closed_form
+from ..trce.stage1 import keyword_positions
 from .config import REFERENCE_PRIOR_CAPTIONS
 
 
@@ -91,8 +93,6 @@ def prior_weight(scale: float, n_captions: int, reference_captions: int = REFERE
 def concept_positions(tokenizer, prompt: str, phrase: str, use_pooler: bool) -> torch.Tensor:
     """Bool [77]: the phrase's tokens in the prompt and, with ``use_pooler``, every [EoT]-token row (with
     SD's tokenizer the padding is [EoT] too, so the reference's rule takes all of it)."""
-    from ..trce.stage1 import keyword_positions
-
     ids = tokenize(tokenizer, [prompt])[0]
     mask = torch.zeros(len(ids), dtype=torch.bool)
     mask[keyword_positions(tokenizer, prompt, phrase, reference=False)] = True

@@ -7,6 +7,7 @@ from typing import ClassVar, Optional
 
 from ...errors import ConfigError
 from ..config import EraserConfig
+from ..trce.templates import OBJECT_TEMPLATES
 
 # captions_train2014.json + captions_val2014.json: the set MACE's src/cache_coco.py sums its prior over
 REFERENCE_PRIOR_CAPTIONS = 414_113 + 202_654
@@ -77,8 +78,6 @@ class MACEConfig(EraserConfig):
                 raise ConfigError(f"config key {key!r} must be >= 1, got {getattr(self, key)!r}")
         if self.lr <= 0 or self.train_steps < 0 or self.augment_num < 1:
             raise ConfigError("config keys 'lr' > 0, 'train_steps' >= 0 and 'augment_num' >= 1 are required")
-        from ..trce.templates import OBJECT_TEMPLATES
-
         if self.augment_num > len(OBJECT_TEMPLATES):
             raise ConfigError(f"config key 'augment_num' is at most {len(OBJECT_TEMPLATES)} (the templates there are), got {self.augment_num}")
         if self.lamb == 0 and (self.train_preserve_scale == 0 or self.fuse_preserve_scale == 0):

@@ -15,18 +15,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import DPMSolverMultistepScheduler
+from PIL import Image
 
 from ...errors import ConfigError
+from ...pocket.world import KINDS
+from ...pocket.fitting import fit_components
+from ...pocket.geometry import PARAMS
+from ...pocket.segment import alpha_maps, background, components, foreground
+from .closed_form import concept_positions
+from .lora import ProbedCrossAttention, install, restore
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 
 def _read(path: Path, mode: str, size: int) -> torch.Tensor:
-    import numpy as np
-    from PIL import Image
-
     image = Image.open(path).convert(mode).resize((size, size), Image.BILINEAR if mode == "RGB" else Image.NEAREST)
     array = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)
     return array.permute(2, 0, 1) if array.ndim == 3 else array[None]
@@ -55,10 +61,6 @@ def draw_concept_images(pipe, prompt: str, count: int, *, steps: int, guidance: 
                         positions: torch.Tensor | None = None):
     """``count`` images [N,3,S,S] in [0,1] with DPM-Solver, one seed per image; with ``positions``
     also the mean cross-attention map [N,1,S,S] of those token positions (conditional half only)."""
-    from diffusers import DPMSolverMultistepScheduler
-
-    from .lora import install, restore
-
     maps: list[torch.Tensor] = []
     latent = size // pipe.vae_scale_factor
     halves = 2 if guidance > 1 else 1  # with guidance the pipeline batches (unconditional, conditional)
@@ -85,8 +87,6 @@ def draw_concept_images(pipe, prompt: str, count: int, *, steps: int, guidance: 
 
 
 def _observer(observe):
-    from .lora import ProbedCrossAttention
-
     return ProbedCrossAttention(observe)
 
 
@@ -100,20 +100,15 @@ def pocket_masks(images: torch.Tensor, kind: str) -> tuple[torch.Tensor, int]:
     """Masks [N,1,H,W] of the components whose best shape fit is ``kind`` (score > 0.5); an image where
     none is gets the whole image, as Grounded-SAM's helper does when it detects nothing. Also returns
     how many images fell back to the whole image."""
-    from ...pocket import world
-    from ...pocket.fitting import fit_components
-    from ...pocket.geometry import PARAMS
-    from ...pocket.segment import alpha_maps, background, components, foreground
-
-    if kind not in world.KINDS:
-        raise ConfigError(f"pocket segmentation knows the kinds {', '.join(world.KINDS)}, not {kind!r}")
+    if kind not in KINDS:
+        raise ConfigError(f"pocket segmentation knows the kinds {', '.join(KINDS)}, not {kind!r}")
     bg, _ = background(images)
     dist = foreground(images, bg)
     labels = components(images, dist > PARAMS["fg"], bg, PARAMS)
     index, alpha = alpha_maps(images, bg, dist, labels, PARAMS)
     masks = torch.zeros(images.shape[0], 1, *images.shape[2:])
     if len(index):
-        scores = fit_components(alpha, PARAMS)[:, world.KINDS.index(kind)]
+        scores = fit_components(alpha, PARAMS)[:, KINDS.index(kind)]
         for b, a, s in zip(index.tolist(), alpha, scores.tolist()):
             if s > 0.5:
                 masks[b, 0] = torch.maximum(masks[b, 0], (a > 0.5).float())
@@ -124,8 +119,6 @@ def pocket_masks(images: torch.Tensor, kind: str) -> tuple[torch.Tensor, int]:
 
 def concept_data(pipe, config, concept, phrase: str, index: int, world: str):
     """(images, masks or None, stats) for MACE unit ``index``: read from ``config.data_dir`` or drawn, then masked."""
-    from .closed_form import concept_positions
-
     size = config.image_size or int(pipe.unet.config.sample_size) * pipe.vae_scale_factor
     mode, maps = config.masks, None
     if mode == "auto":

@@ -1,5 +1,6 @@
-"""SPEED's per-layer arithmetic (``edit_model`` and ``generate_perturbed_embs`` of the reference's
-``train_erase_null.py``), in float64."""
+"""SPEED's edit (``edit_model`` and ``generate_perturbed_embs`` of the reference's ``train_erase_null.py``):
+the target sums, the invariant rows, the retained rows, and per projection the update, in float64.
+Torch at import: the SPEED class imports this when it erases."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .common import encode_prompts
-from .uce import last_token_rows
+from ..common import cross_attention_projections, encode_prompts
+from ..uce import last_token_rows
 
 if TYPE_CHECKING:
-    from .speed import SPEEDConfig
+    from ..base import EraseContext
+    from .config import SPEEDConfig
 
 CHUNK = 128  # the reference's chunk_size: augmentation filters each chunk by the chunk's own mean
 MINI_BATCH = 8
@@ -77,3 +79,49 @@ def speed_delta(weight, c_tt, c_at, rows, invariant, config: "SPEEDConfig", gene
     inner = torch.linalg.pinv(k.T @ proj @ m @ k + config.lamb * torch.eye(k.shape[1], dtype=torch.float64, device=k.device))
     delta = weight @ (c_at - c_tt) @ proj @ (eye - m @ k @ inner @ k.T @ proj) @ m
     return delta, count
+
+
+def kmeans_centres(rows, k: int, seed: int, iterations: int = 50):
+    """Lloyd's k-means (Euclidean), k-means++ seeding drawn with ``seed`` (the reference's kmeans_pytorch
+    starts from random rows, unseeded, and can settle with two centres in one cluster)."""
+    generator = torch.Generator().manual_seed(seed)
+    picks = [int(torch.randint(len(rows), (1,), generator=generator))]
+    while len(picks) < min(k, len(rows)):
+        d2 = torch.cdist(rows, rows[picks]).min(dim=1).values ** 2
+        if float(d2.sum()) == 0:
+            break
+        picks.append(int(torch.multinomial((d2 / d2.sum()).float(), 1, generator=generator)))
+    centres = rows[picks].clone()
+    for _ in range(iterations):
+        nearest = torch.cdist(rows, centres).argmin(dim=1)
+        moved = torch.stack([rows[nearest == j].mean(0) if (nearest == j).any() else centres[j] for j in range(len(centres))])
+        # converged: at the fixed point the assignments repeat and the means come out equal; allclose's
+        # rtol 1e-5 also stops a step before it, when the centres move by rounding only
+        if torch.allclose(moved, centres):
+            break
+        centres = moved
+    return centres
+
+
+def edit_projections(
+    pipe, config: "SPEEDConfig", targets: list[str], anchors: list[str], retain: list[str], context: "EraseContext"
+) -> tuple[list[int], int]:
+    """Edit the chosen cross-attention projections in place; returns the retained rows that shaped each
+    projection's update and how many projections were edited."""
+    device = context.device
+    c_tt, c_at = target_sums(pipe, targets, anchors, config.target_rows, device)
+    null = encode_prompts(pipe, [""], device)[0].double()
+    invariant = torch.cat([null[:1], kmeans_centres(null[1:], config.clusters, config.seed)]).T
+    rows = retained_rows(pipe, retain, device)
+    which = {"V": ("to_v",), "K": ("to_k",), "KV": ("to_k", "to_v")}[config.params]
+    projections = cross_attention_projections(pipe.unet, which)
+    generator = torch.Generator().manual_seed(config.seed)
+    kept: list[int] = []
+    with torch.no_grad():
+        for i, (_, layer) in enumerate(projections):
+            weight = layer.weight.data.double()
+            delta, n_rows = speed_delta(weight, c_tt, c_at, rows, invariant, config, generator)
+            layer.weight.data = (weight + delta).to(layer.weight.dtype)
+            kept.append(n_rows)
+            context.progress("speed: closed form", i + 1, len(projections))
+    return kept, len(projections)

@@ -1,9 +1,9 @@
 """TRCE (Chen et al., ICCV 2025, arXiv 2503.07389): a closed-form cross-attention edit (stage 1) and
-an early-step contrastive fine-tune (stage 2). Torch is imported only when ``erase`` runs."""
+an early-step contrastive fine-tune (stage 2). Torch is imported only when ``apply`` runs
+(``erase.py``)."""
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, ClassVar
 
 from ...errors import ConfigError
@@ -35,21 +35,8 @@ class TRCE(Eraser):
         return 2 in (stages or STAGES)  # stage 1 is a closed form; only stage 2 draws
 
     def apply(self, pipe, concept: "Concept", context: EraseContext):
-        from ..common import frozen_copy
-        from .stage1 import run_stage1
-        from .stage2 import run_stage2
+        from .erase import run_stages  # torch: listing and validating TRCE imports none
 
         stages = tuple(sorted(context.stages or STAGES))
         self.check_stages(stages)
-        stats: dict = {"stages": list(stages), "mode": self.config.mode}
-        losses: dict = {}
-        original = frozen_copy(pipe.unet) if 2 in stages else None
-        started = time.perf_counter()
-        if 1 in stages:
-            stats["stage1"] = run_stage1(pipe, concept, self.config, context)
-            stats["stage1"]["seconds"] = time.perf_counter() - started
-        if 2 in stages:
-            started = time.perf_counter()
-            stats["stage2"], losses = run_stage2(pipe, original, concept, self.config, context)
-            stats["stage2"]["seconds"] = time.perf_counter() - started
-        return stats, losses
+        return run_stages(pipe, concept, self.config, context, stages)

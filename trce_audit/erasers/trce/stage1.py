@@ -9,16 +9,19 @@ embeddings. Because every projection reads the same embeddings, W' = W·M with o
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from ...hashing import hash_obj
+from ...models.tokens import token_count
 from ...workspace import temp_sibling
-from ..common import cross_attention_projections, encode_prompts, solve_closed_form, token_count
+from ..common import cross_attention_projections, encode_prompts, solve_closed_form
 from .templates import augment
 
 if TYPE_CHECKING:
@@ -138,8 +141,6 @@ def prior_moment(pipe, captions: Sequence[str], rows: str, device, batch_size: i
 
 
 def _text_encoder_hash(pipe) -> str:
-    import hashlib
-
     digest = hashlib.sha256()
     for key, value in sorted(pipe.text_encoder.state_dict().items()):
         digest.update(key.encode())
@@ -149,8 +150,6 @@ def _text_encoder_hash(pipe) -> str:
 
 def cached_prior(pipe, config: "TRCEConfig", context: "EraseContext") -> tuple[torch.Tensor, int, dict[str, Any]]:
     """The prior moment of the caption set, cached by model + captions + row selection."""
-    from safetensors.torch import load_file, save_file
-
     captions = context.caption_list(config.caption_set, config.n_captions)
     key = hash_obj(
         {

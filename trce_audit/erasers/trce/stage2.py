@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from ...hashing import hash_obj
 from ...workspace import temp_sibling
@@ -115,8 +116,6 @@ def trajectory_latents(
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """Latents aligned with the plan: [I, C, H, W] malicious and [I, R, C, H, W] regulariser (zeros where
     a draw is skipped). Cached in the workspace by everything that determines them."""
-    from safetensors.torch import load_file, save_file
-
     shape = latent_shape(pipe, config.latent_size)
     key = hash_obj(
         {
