@@ -53,8 +53,12 @@ def parse_value(value: Any, hint: Any, *, strict: bool = False, minimum: float |
     if hint is float:
         return _float(value, strict, minimum)
     if hint is str:
-        if isinstance(value, str) or not strict:
-            return value if isinstance(value, str) else str(value)
+        if isinstance(value, str):
+            return value
+        # a number written where a name is expected (--set label=5) reads as its text; a list, a table,
+        # a boolean or nothing would read as Python's repr of it, so they are refused
+        if not strict and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
         raise ValueProblem("a string", value)
     return value
 
