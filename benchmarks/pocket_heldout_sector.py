@@ -15,18 +15,19 @@ import argparse
 import numpy as np
 import torch
 
+from trce_audit.models.resolve import load_pipeline, resolve_model
+from trce_audit.pocket import calibration, geometry, nearmiss
+from trce_audit.pocket.prompts import pocket_prompt_set
+from trce_audit.pocket_eval.evaluate import generate
+
 
 def main(argv=None) -> None:
-    from trce_audit.pocket import calibration, geometry, nearmiss
-    from trce_audit.pocket.evaluate import generate, load_pipeline
-    from trce_audit.pocket.prompts import pocket_prompt_set
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sectors", default="0.5,0.6,0.7")
     ap.add_argument("--n", type=int, default=256)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    base = generate(load_pipeline(), pocket_prompt_set("pocket-explicit")[: args.n], steps=30)
+    base = generate(load_pipeline(resolve_model("pocket")), pocket_prompt_set("pocket-explicit")[: args.n], steps=30)
     seeds = (calibration.DEV_SEED, calibration.DEV_SEED + 1)
     draws = [nearmiss.partial_crosses(300, np.random.default_rng([s, 5])) for s in seeds]
     partial = (torch.cat([d[0] for d in draws]) * 255).round() / 255

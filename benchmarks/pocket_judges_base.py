@@ -18,20 +18,21 @@ import json
 
 import torch
 
+from trce_audit.models.resolve import load_pipeline, resolve_model
+from trce_audit.pocket import geometry, world
+from trce_audit.pocket.builders import build_unet
+from trce_audit.pocket.detector import detect, load_detector
+from trce_audit.pocket.prompts import pocket_prompt_set
+from trce_audit.pocket_eval.evaluate import generate
+
 
 def main(argv=None) -> dict:
-    from trce_audit.pocket import geometry, world
-    from trce_audit.pocket.detector import detect, load_detector
-    from trce_audit.pocket.evaluate import generate, load_pipeline
-    from trce_audit.pocket.models import build_unet
-    from trce_audit.pocket.prompts import pocket_prompt_set
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    pipe = load_pipeline()
+    pipe = load_pipeline(resolve_model("pocket"))
     rows = {name: pocket_prompt_set(name)[: args.n] for name in ("pocket-explicit", "pocket-preserve")}
     images = {name: generate(pipe, prompt_rows, steps=30) for name, prompt_rows in rows.items()}
     trained = pipe.unet

@@ -15,6 +15,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import torch  # noqa: E402
 
+from trce_audit.pocket.prompts import pocket_prompt_set  # noqa: E402
+from trce_audit.pocket_eval.evaluate import generate, pocket_pipeline  # noqa: E402
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -23,12 +26,9 @@ def main():
     ap.add_argument("--model", default=None)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    from trce_audit.pocket import load_pipeline, pocket_prompt_set
-    from trce_audit.pocket.evaluate import generate
-
     rows = pocket_prompt_set("pocket-general")[:64]
     t0 = time.perf_counter()
-    pipe = load_pipeline(a.model)
+    pipe = pocket_pipeline(a.model)
     t_load = time.perf_counter() - t0
     times = []
     for _ in range(a.repeats):

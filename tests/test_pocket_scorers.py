@@ -4,9 +4,13 @@ import pytest
 import torch
 
 from trce_audit.errors import ConfigError
+from trce_audit.models.resolve import load_pipeline, resolve_model
 from trce_audit.pocket import geometry, world
+from trce_audit.pocket.builders import build_unet
 from trce_audit.pocket.detector import DETECTOR_PATHS, detect, load_detector
 from trce_audit.pocket.models import MODEL_DIR
+from trce_audit.pocket.prompts import pocket_prompt_set
+from trce_audit.pocket_eval.evaluate import generate
 
 CROSS = world.KINDS.index("cross")
 needs_model = pytest.mark.skipif(not (MODEL_DIR / "model_index.json").exists(), reason="pocket weights not built")
@@ -14,23 +18,16 @@ needs_model = pytest.mark.skipif(not (MODEL_DIR / "model_index.json").exists(), 
 
 @pytest.fixture(scope="module")
 def pipe():
-    from trce_audit.pocket.evaluate import load_pipeline
-
     torch.set_num_threads(1)
-    return load_pipeline()
+    return load_pipeline(resolve_model("pocket"))
 
 
 def _generate(pipe, name, n=64):
-    from trce_audit.pocket.evaluate import generate
-    from trce_audit.pocket.prompts import pocket_prompt_set
-
     return generate(pipe, pocket_prompt_set(name)[:n], steps=30)
 
 
 @needs_model
 def test_random_weight_unet_draws_no_crosses_for_either_scorer(pipe):
-    from trce_audit.pocket.models import build_unet
-
     trained = pipe.unet
     torch.manual_seed(1234)
     pipe.unet = build_unet().eval()

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from trce_audit.pocket import world
+from trce_audit.pocket import captions, world
 from trce_audit.pocket.prompts import CONCEPTS, PROMPT_SETS, pocket_prompt_set
 
 
@@ -16,7 +16,7 @@ def test_world_is_deterministic():
     c = world.sample_scenes(32, seed=8)
     assert not torch.equal(ia, world.render(c))
     r1, r2 = np.random.default_rng(3), np.random.default_rng(3)
-    assert [world.caption(s, r1) for s in a] == [world.caption(s, r2) for s in a]
+    assert [captions.caption(s, r1) for s in a] == [captions.caption(s, r2) for s in a]
 
 
 def test_indirect_phrasings_never_name_the_concept():

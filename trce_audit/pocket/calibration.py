@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from . import nearmiss, negatives, world
 
@@ -70,8 +71,6 @@ def counts(present: torch.Tensor, kinds: torch.Tensor) -> dict[str, int]:
 
 
 def write(out: str | Path, seed: int = CALIBRATION_SEED) -> int:
-    from PIL import Image
-
     out = Path(out)
     rows = []
     for name, (x, kinds) in calibration_set(seed).items():

@@ -23,7 +23,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
+from ..errors import ConfigError
 from . import world
 
 # v1: clean renders only (calls colour noise a cross); v2: v1 fine-tuned with negatives (judge_training.py).
@@ -108,8 +110,6 @@ def _resize(x: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- loading
 def detector_path(version: str | None = None) -> Path:
     """Weights file of a detector version (default: the current one)."""
-    from ..errors import ConfigError
-
     version = version or DETECTOR_VERSION
     if version not in DETECTOR_PATHS:
         raise ConfigError(f"unknown pocket detector version {version!r}; known: {', '.join(DETECTOR_PATHS)}")
@@ -128,8 +128,6 @@ def weights_sha256(path: str | Path | None = None, version: str | None = None) -
 
 @functools.lru_cache(maxsize=4)
 def _load(path: str) -> PocketDetector:
-    from safetensors.torch import load_file
-
     net = PocketDetector()
     net.load_state_dict(load_file(path))
     net.eval()
@@ -232,8 +230,6 @@ def evaluate_accuracy(detector=None, n: int = 2000, seed: int = 12345, device="c
 
 def train_detector(out: str | Path = DETECTOR_PATHS["pocket-detector-v1"], steps: int = 3000, batch: int = 128, seed: int = 0,
                    device: str = "cpu", lr: float = 2e-3, log_every: int = 100) -> dict:
-    from safetensors.torch import save_file
-
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     g = torch.Generator(device=device).manual_seed(seed)

@@ -26,6 +26,7 @@ import json
 import torch
 
 from . import world
+from .detector import to_tensor
 from .fitting import fit_components, max_per_group
 from .segment import alpha_maps, background, components, foreground
 
@@ -47,8 +48,6 @@ def scorer_key() -> str:
 @torch.no_grad()
 def score(x: torch.Tensor) -> torch.Tensor:
     """Presence scores [B, 6] over ``world.KINDS`` for images [B,3,H,W] in [0,1]; > 0.5 = present."""
-    from .detector import to_tensor
-
     x = to_tensor(x)
     if x.shape[0] > 64:  # bounded memory; every image is scored on its own
         return torch.cat([score(x[i : i + 64]) for i in range(0, x.shape[0], 64)])

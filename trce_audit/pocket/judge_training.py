@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 
 from . import nearmiss, negatives, world
 from .detector import DETECTOR_PATHS, PocketDetector, _load, augment, detector_info, evaluate_accuracy
@@ -41,8 +42,6 @@ def negative_batch(n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torc
 
 def train_v2(out: str | Path = DETECTOR_PATHS[V2], steps: int = 400, batch: int = 96, seed: int = 1,
              lr: float = 1e-3, log_every: int = 50) -> dict:
-    from safetensors.torch import save_file
-
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 2])
     g = torch.Generator().manual_seed(seed)

@@ -1,14 +1,14 @@
-"""Architectures of the pocket model (Stable Diffusion's, scaled down) and the detector-free
-helpers used to build, save and load the diffusers folder."""
+"""Where the pocket model lives, and its architecture (Stable Diffusion's, scaled down) as configs.
+
+Plain data: resolving ``--model pocket`` (models/resolve.py) reads ``MODEL_DIR`` from here, and should
+not pay for importing diffusers and transformers. The modules themselves are built in ``builders.py``.
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import torch
-
-from .tokenizer import VOCAB_SIZE, MAX_LENGTH
+from .tokenizer import MAX_LENGTH, VOCAB_SIZE
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MODEL_DIR = WEIGHTS_DIR / "pocket-sd"
@@ -65,70 +65,3 @@ SCHEDULER_CONFIG = dict(
     steps_offset=1,
     prediction_type="epsilon",
 )
-
-
-def build_text_encoder():
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    return CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG))
-
-
-def build_unet():
-    from diffusers import UNet2DConditionModel
-
-    return UNet2DConditionModel(**UNET_CONFIG)
-
-
-def build_vae():
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(**VAE_CONFIG)
-
-
-def build_scheduler():
-    from diffusers import DDIMScheduler
-
-    return DDIMScheduler(**SCHEDULER_CONFIG)
-
-
-def n_params(m) -> int:
-    return sum(p.numel() for p in m.parameters())
-
-
-def save_pipeline(out_dir, text_encoder, tokenizer_dir, unet, vae, scheduler=None,
-                  text_dtype=torch.float16, unet_dtype=torch.float32, vae_dtype=torch.float32, extra: dict | None = None) -> Path:
-    """Write a diffusers StableDiffusionPipeline folder (no safety checker / feature extractor)."""
-    import shutil
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    scheduler = scheduler or build_scheduler()
-    text_encoder.to(text_dtype).save_pretrained(out / "text_encoder", safe_serialization=True)
-    text_encoder.to(torch.float32)
-    unet.to(unet_dtype).save_pretrained(out / "unet", safe_serialization=True)
-    unet.to(torch.float32)
-    vae.to(vae_dtype).save_pretrained(out / "vae", safe_serialization=True)
-    vae.to(torch.float32)
-    scheduler.save_pretrained(out / "scheduler")
-    tdir = out / "tokenizer"
-    if Path(tokenizer_dir).resolve() != tdir.resolve():
-        shutil.copytree(tokenizer_dir, tdir, dirs_exist_ok=True)
-    import diffusers
-
-    index = {
-        "_class_name": "StableDiffusionPipeline",
-        "_diffusers_version": diffusers.__version__,
-        "feature_extractor": [None, None],
-        "image_encoder": [None, None],
-        "requires_safety_checker": False,
-        "safety_checker": [None, None],
-        "scheduler": ["diffusers", type(scheduler).__name__],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"],
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-    }
-    (out / "model_index.json").write_text(json.dumps(index, indent=2))
-    if extra is not None:
-        (out / "pocket_training.json").write_text(json.dumps(extra, indent=2))
-    return out

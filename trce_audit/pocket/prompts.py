@@ -15,7 +15,7 @@ import functools
 
 import numpy as np
 
-from . import world
+from . import captions, world
 
 GUIDANCE = 7.5
 N_CONTEXTS = 300
@@ -42,7 +42,7 @@ CONCEPTS: dict = {
 }
 
 
-def _contexts(n: int, seed: int = 777) -> list[dict]:
+def contexts(n: int, seed: int = 777) -> list[dict]:
     """Deterministic contexts (colour, background, size, second object, mentions)."""
     rng = np.random.default_rng(seed)
     out = []
@@ -76,9 +76,9 @@ def _phrase(kind: str, phrasing: str, colour: str, size: str | None, idx: int) -
     name = _name(kind, phrasing, idx)
     if phrasing == "indirect":
         head = " ".join(adjs)
-        return name.replace("{a}", world._article(head) + " " + head)
+        return name.replace("{a}", captions.article(head) + " " + head)
     body = " ".join(adjs + [name])
-    return world._article(body) + " " + body
+    return captions.article(body) + " " + body
 
 
 def build_prompt(kind: str, phrasing: str, ctx: dict, *, allow_target_second: bool = True) -> tuple[str, dict]:
@@ -115,14 +115,14 @@ def _build(name: str) -> tuple:
     rows = []
     if name in ("pocket-explicit", "pocket-synonym", "pocket-indirect"):
         phrasing = name.split("-")[1]
-        for i, ctx in enumerate(_contexts(N_CONTEXTS)):
+        for i, ctx in enumerate(contexts(N_CONTEXTS)):
             text, meta = build_prompt(world.TARGET, phrasing, ctx)
             rows.append({"text": text, "seed": base_seed + i, "guidance": GUIDANCE,
                          "meta": dict(meta, set=name, index=i)})
     elif name == "pocket-preserve":
         # concepts interleaved, so that the first N rows (--limit N) cover every concept evenly
         kinds = [k for k in world.KINDS if k != world.TARGET]
-        for j, ctx in enumerate(_contexts(N_CONTEXTS)[:N_PRESERVE_PER_CONCEPT]):
+        for j, ctx in enumerate(contexts(N_CONTEXTS)[:N_PRESERVE_PER_CONCEPT]):
             for kind in kinds:
                 i = len(rows)
                 text, meta = build_prompt(kind, "explicit", ctx, allow_target_second=False)
@@ -133,7 +133,7 @@ def _build(name: str) -> tuple:
         for i in range(N_GENERAL):
             scene = world.sample_scene(rng)
             m: dict = {}
-            text = world.caption(scene, rng, meta=m)
+            text = captions.caption(scene, rng, meta=m)
             kinds = [o["kind"] for o in m["objects"]]
             rows.append({"text": text, "seed": base_seed + i, "guidance": GUIDANCE,
                          "meta": {"set": name, "index": i, "concept": kinds[0], "concepts": kinds,

@@ -11,7 +11,9 @@ EOS, padded to 77 with ``<|endoftext|>``.
 
 from __future__ import annotations
 
+import argparse
 import gzip
+import importlib.util
 import json
 import os
 import zipfile
@@ -47,8 +49,6 @@ def _read_bpe_lines(source: str | os.PathLike | None) -> list[str]:
         candidates.append(Path(source))
     else:
         try:  # installed open_clip
-            import importlib.util
-
             spec = importlib.util.find_spec("open_clip")
             if spec is not None and spec.origin:
                 candidates.append(Path(spec.origin).parent / "bpe_simple_vocab_16e6.txt.gz")
@@ -111,15 +111,7 @@ def write_tokenizer(out_dir: str | os.PathLike, source=None) -> Path:
     return out
 
 
-def load_tokenizer(path: str | os.PathLike):
-    from transformers import CLIPTokenizer
-
-    return CLIPTokenizer.from_pretrained(str(path))
-
-
 if __name__ == "__main__":  # pragma: no cover
-    import argparse
-
     ap = argparse.ArgumentParser(description="build CLIP BPE tokenizer files")
     ap.add_argument("--out", required=True)
     ap.add_argument("--source", default=None, help="bpe_simple_vocab_16e6.txt.gz or open_clip wheel")

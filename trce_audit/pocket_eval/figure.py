@@ -1,6 +1,6 @@
 """Make the docs picture: rendered vs generated images per concept.
 
-    python -m trce_audit.pocket.figure --out docs/pocket-world.png
+    python -m trce_audit.pocket_eval.figure --out docs/pocket-world.png
 """
 
 from __future__ import annotations
@@ -9,17 +9,17 @@ import argparse
 
 import numpy as np
 import torch
+from PIL import Image
 
-from . import world
+from ..pocket import world
+from ..pocket.prompts import GUIDANCE, build_prompt, contexts
+from .evaluate import generate, pocket_pipeline
 
 
 def make_grid(model=None, per_row: int = 6, seed: int = 2024, steps: int = 30, pipe=None):
     """Returns a uint8 array: one row per concept, ``per_row`` rendered then ``per_row`` generated."""
-    from .evaluate import generate, load_pipeline
-    from .prompts import GUIDANCE, _contexts, build_prompt
-
-    pipe = pipe or load_pipeline(model)
-    ctxs = _contexts(per_row, seed=seed)
+    pipe = pipe or pocket_pipeline(model)
+    ctxs = contexts(per_row, seed=seed)
     rows = []
     for k in world.KINDS:
         prompts = []
@@ -50,8 +50,6 @@ def main(argv=None):
     ap.add_argument("--scale", type=int, default=2)
     a = ap.parse_args(argv)
     torch.set_num_threads(2)
-    from PIL import Image
-
     arr = make_grid(a.model, a.per_row)
     im = Image.fromarray(arr)
     if a.scale > 1:

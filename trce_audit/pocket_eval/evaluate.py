@@ -1,6 +1,6 @@
 """Evaluate a pocket model with the pocket detector.
 
-    python -m trce_audit.pocket.evaluate [--model DIR] [--sets ...] [--limit N] [--json OUT]
+    python -m trce_audit.pocket_eval.evaluate [--model DIR] [--sets ...] [--limit N] [--json OUT]
 
 Reports, per prompt set, the rate at which the detector finds the requested concept (and the
 target) in generated images, context-keeping rates (requested colour / background found), and
@@ -18,64 +18,43 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import world
-from .detector import (BACKGROUND_NAMES, COLOUR_NAMES, CONCEPT_NAMES, detect_all, detector_info,
-                       load_detector)
-from .models import MODEL_DIR
-from .prompts import PROMPT_SETS, pocket_prompt_set
+from ..generation.engine import BatchSampler
+from ..generation.settings import GenerationSettings
+from ..metrics.fid import frechet_distance, gaussian_stats
+from ..models.resolve import load_pipeline, resolve_model
+from ..pocket import world
+from ..pocket.detector import (BACKGROUND_NAMES, COLOUR_NAMES, CONCEPT_NAMES, detect_all, detector_features,
+                               detector_info, load_detector)
+from ..pocket.models import MODEL_DIR
+from ..pocket.prompts import PROMPT_SETS, pocket_prompt_set
+from ..records import PromptRow
 
 
-def model_path() -> Path:
-    """Path of the shipped pocket diffusers folder."""
-    return MODEL_DIR
+def pocket_pipeline(model: str | Path | None = None, device: str = "cpu"):
+    """The shipped pocket model, or another pocket-world model folder, through the package's one loader."""
+    return load_pipeline(resolve_model(str(model) if model else "pocket"), device=device)
 
 
-def load_pipeline(path: str | Path | None = None, device: str = "cpu", dtype=torch.float32):
-    """``StableDiffusionPipeline`` for the pocket model (no safety checker), progress bar off."""
-    from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline.from_pretrained(str(path or MODEL_DIR), safety_checker=None,
-                                                   requires_safety_checker=False, torch_dtype=dtype)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
-
-
-@torch.no_grad()
 def generate(pipe, rows: list[dict], steps: int = 30, batch_size: int = 64) -> torch.Tensor:
-    """Images [N,3,32,32] in [0,1] for prompt rows; row i uses its own seed (batch-independent)."""
+    """Images [N,3,32,32] in [0,1] for prompt rows; row i uses its own seed (batch-independent).
+
+    The chunking, the split by guidance and so the output order are those the docs' numbers were
+    measured with (tests/test_pocket_eval_pins.py holds the bytes)."""
     outs = []
-    dev = pipe.device
     for i in range(0, len(rows), batch_size):
         chunk = rows[i : i + batch_size]
         gs = {r["guidance"] for r in chunk}
-        if len(gs) > 1:  # split by guidance
+        if len(gs) > 1:
             for g in sorted(gs):
                 outs.append(generate(pipe, [r for r in chunk if r["guidance"] == g], steps, batch_size))
             continue
-        gens = [torch.Generator("cpu").manual_seed(int(r["seed"])) for r in chunk]
-        shape = (1, pipe.unet.config.in_channels, pipe.unet.config.sample_size, pipe.unet.config.sample_size)
-        lat = torch.cat([torch.randn(shape, generator=g) for g in gens]).to(dev, pipe.unet.dtype)
         size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-        img = pipe([r["text"] for r in chunk], num_inference_steps=steps, guidance_scale=gs.pop(),
-                   height=size, width=size, latents=lat, output_type="pt").images
-        outs.append(img.float().cpu())
+        settings = GenerationSettings(steps, height=size, width=size, batch_size=len(chunk), dtype="fp32",
+                                      device=str(pipe.device))
+        sampler = BatchSampler(pipe, settings)
+        latents = sampler.denoise([PromptRow(r["text"], int(r["seed"]), float(r["guidance"])) for r in chunk])
+        outs.append(sampler.decode_float(latents).cpu())
     return torch.cat(outs) if outs else torch.zeros(0, 3, world.IMAGE_SIZE, world.IMAGE_SIZE)
-
-
-# --------------------------------------------------------------------------- metrics
-def frechet_distance(feats_a, feats_b) -> float:
-    """Frechet distance between Gaussians fitted to two feature sets [N,D] (float64 numpy)."""
-    a = np.asarray(feats_a, dtype=np.float64)
-    b = np.asarray(feats_b, dtype=np.float64)
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    # tr sqrt(ca cb) = sum sqrt(eig(sqrt(ca) cb sqrt(ca))), computed with symmetric eigen-decompositions
-    wa, va = np.linalg.eigh(ca)
-    sa = (va * np.sqrt(np.clip(wa, 0, None))) @ va.T
-    m = sa @ cb @ sa
-    w = np.linalg.eigvalsh((m + m.T) / 2)
-    tr_sqrt = np.sqrt(np.clip(w, 0, None)).sum()
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(ca) + np.trace(cb) - 2 * tr_sqrt)
 
 
 def presence_report(rows: list[dict], images: torch.Tensor, detector=None, threshold: float = 0.5) -> dict:
@@ -105,11 +84,16 @@ def presence_report(rows: list[dict], images: torch.Tensor, detector=None, thres
     }
 
 
+def feature_distance(feats_a, feats_b) -> float:
+    """Fréchet distance between Gaussians fitted to two detector feature sets [N, 128]."""
+    return frechet_distance(*gaussian_stats(feats_a), *gaussian_stats(feats_b))
+
+
 def evaluate(model: str | Path | None = None, sets=PROMPT_SETS, limit: int | None = None, steps: int = 30,
              fid_ref: int = 2000, threads: int = 2, pipe=None, save_images: str | None = None,
              limit_general: int | None = None) -> dict:
     torch.set_num_threads(threads)
-    pipe = pipe or load_pipeline(model)
+    pipe = pipe or pocket_pipeline(model)
     det = load_detector()
     res = {"model": str(model or MODEL_DIR), "steps": steps, "threads": threads, "detector": detector_info(), "sets": {}}
     gen_general = None
@@ -132,16 +116,14 @@ def evaluate(model: str | Path | None = None, sets=PROMPT_SETS, limit: int | Non
         if name == "pocket-general":
             gen_general = imgs
     if gen_general is not None:
-        from .detector import detector_features
-
         ref = world.render(world.sample_scenes(fid_ref, seed=424242))
         ref2 = world.render(world.sample_scenes(len(gen_general), seed=535353))
         fg = detector_features(gen_general, det).numpy()
         fr = detector_features(ref, det).numpy()
         fr2 = detector_features(ref2, det).numpy()
         res["fid_detector"] = {
-            "generated_vs_rendered": frechet_distance(fg, fr),
-            "rendered_vs_rendered": frechet_distance(fr2, fr),
+            "generated_vs_rendered": feature_distance(fg, fr),
+            "rendered_vs_rendered": feature_distance(fr2, fr),
             "n_generated": len(fg), "n_rendered": len(fr),
             "note": "Frechet distance on pocket-detector penultimate features (128-d); "
                     "rendered_vs_rendered is the same-distribution floor at these sample sizes",
