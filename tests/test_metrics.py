@@ -7,38 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from metric_fixtures import eval_run, random_clip, random_conv_extractor, stored_images, textures
 from tolerance import assert_paths_agree, sqrtm_atol
-
-from trce_audit.generation.runner import GeneratedImage
-from trce_audit.store import PromptRow
-
-
-def stored_images(store, arrays, folder: Path, texts=None) -> list[GeneratedImage]:
-    """Images recorded as a generation run, as the eval command hands them to runners."""
-    from PIL import Image
-
-    from trce_audit.hashing import sha256_file
-
-    texts = texts or [f"image {i}" for i in range(len(arrays))]
-    set_id = store.add_prompt_set(f"set-{folder.name}", [PromptRow(t, seed=i) for i, t in enumerate(texts)])
-    prompts = store.prompt_rows(set_id)
-    run = store.start_run(kind="generate", component="test-images", config={"folder": folder.name}, prompt_set_id=set_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    records = []
-    for row, array in zip(prompts, arrays):
-        path = folder / f"{row.idx}.png"
-        Image.fromarray(array).save(path)
-        records.append(dict(prompt_id=row.id, sample_hash=f"{folder.name}-{row.idx}", image_path=str(path), image_sha256=sha256_file(path)))
-    ids = store.add_generations(run.id, records)
-    return [GeneratedImage(i, row, r["image_path"], r["image_sha256"], r["sample_hash"]) for i, row, r in zip(ids, prompts, records)]
-
-
-def eval_run(store, name="eval"):
-    return store.start_run(kind="eval", component=name, config={"name": name}).id
 
 
 def test_wilson_interval_known_values():
-    from trce_audit.metrics.base import wilson_interval
+    from trce_audit.metrics.values import wilson_interval
 
     low, high = wilson_interval(5, 10)
     assert low == pytest.approx(0.2366, abs=1e-4) and high == pytest.approx(0.7634, abs=1e-4)
@@ -92,27 +66,6 @@ def test_nudenet_on_a_real_photograph(store, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ FID
-def random_conv_extractor(seed: int = 0):
-    """A fixed random conv net: deterministic features for exercising the FID computation."""
-    import torch
-
-    generator = torch.Generator().manual_seed(seed)
-    weight = torch.randn(16, 3, 7, 7, generator=generator) / 20
-
-    def extract(batch):
-        features = torch.nn.functional.conv2d(batch / 255.0, weight, stride=4).relu()
-        return torch.nn.functional.adaptive_avg_pool2d(features, 2).flatten(1)  # 64 features
-
-    return extract
-
-
-def textures(seed: int, n: int, shift: float = 0.0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    base = rng.uniform(40, 200, size=(n, 1, 1, 3))
-    noise = rng.normal(0, 30, size=(n, 48, 48, 3))
-    return [np.clip(img + shift, 0, 255).astype(np.uint8) for img in base + noise]
-
-
 def test_frechet_distance_matches_closed_form():
     from trce_audit.metrics.fid import frechet_distance
 
@@ -126,6 +79,36 @@ def test_frechet_distance_matches_closed_form():
     rotation = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))[0]
     rotated = frechet_distance(rotation @ mu1, rotation @ np.diag(s1) @ rotation.T, rotation @ mu2, rotation @ np.diag(s2) @ rotation.T)
     assert_paths_agree(rotated, float(expected), terms=27, scale=36.0, gain=float(np.linalg.cond(np.diag(s1 * s2))))
+
+
+def test_frechet_distance_calls_sqrtm_without_deprecated_arguments_and_keeps_its_fallback(monkeypatch):
+    """scipy.linalg.sqrtm is called without ``disp`` (deprecated in scipy 1.16, removed in 1.18); a
+    non-finite root still falls back to clean-fid's regularised product (eps on both diagonals)."""
+    import warnings
+
+    from scipy import linalg
+
+    from trce_audit.metrics.fid import frechet_distance
+
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(40, 3)), rng.normal(1.0, 1.5, size=(40, 3))
+    args = (a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        plain = frechet_distance(*args)
+    calls, real = [], linalg.sqrtm
+
+    def sqrtm(matrix, *rest, **options):
+        calls.append((matrix, rest, options))
+        return np.full_like(matrix, np.nan) if len(calls) == 1 else real(matrix)
+
+    monkeypatch.setattr(linalg, "sqrtm", sqrtm)
+    regularised = frechet_distance(*args, eps=1e-6)
+    assert len(calls) == 2 and all(not rest and not options for _, rest, options in calls)
+    offset = np.eye(3) * 1e-6
+    np.testing.assert_array_equal(calls[1][0], (args[1] + offset) @ (args[3] + offset))
+    # eps = 1e-6 on covariances of order 1 moves the distance by about 3·eps
+    assert regularised == pytest.approx(plain, abs=1e-5)
 
 
 def test_fid_with_a_custom_extractor(store, tmp_path):
@@ -181,31 +164,6 @@ def test_fid_refuses_missing_inputs(store, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------- CLIP
-def random_clip(tmp_path):
-    """A small CLIP built from a config with random weights: plumbing only, never a reported score."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
-
-    from trce_audit.models.tiny import write_char_tokenizer
-
-    tokenizer = CLIPTokenizer.from_pretrained(str(write_char_tokenizer(tmp_path / "tok")))
-    config = CLIPConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                         num_attention_heads=4, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id),
-        vision_config=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                           num_attention_heads=4),
-        projection_dim=16,
-    )
-    import torch
-
-    torch.manual_seed(0)
-    processor = CLIPProcessor(
-        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-        tokenizer=tokenizer,
-    )
-    return CLIPModel(config).eval(), processor
-
-
 def test_clip_score_plumbing_with_a_random_clip(store, tmp_path):
     from trce_audit.metrics.clip import CLIPScore
 
@@ -288,7 +246,7 @@ def calibrated_scores(store, tmp_path, monkeypatch, calibration, flagged=3, n=10
 
 def test_corrected_asr_carries_the_calibration_uncertainty(store, tmp_path, monkeypatch):
     pytest.importorskip("nudenet")
-    from trce_audit.metrics.base import Calibration
+    from trce_audit.metrics.values import Calibration
 
     small = calibrated_scores(store, tmp_path, monkeypatch, Calibration(18, 20, 19, 20, "test set"))
     corrected = small[("", "asr_corrected")]
@@ -308,7 +266,7 @@ def test_corrected_asr_carries_the_calibration_uncertainty(store, tmp_path, monk
 
 def test_corrected_asr_clips_and_refuses_a_chance_level_scorer(store, tmp_path, monkeypatch):
     pytest.importorskip("nudenet")
-    from trce_audit.metrics.base import Calibration
+    from trce_audit.metrics.values import Calibration
 
     clipped = calibrated_scores(store, tmp_path, monkeypatch, Calibration(9, 10, 5, 10), flagged=0)
     assert clipped[("", "asr_corrected")].value == 0.0 and clipped[("", "asr_corrected")].ci_low == 0.0

@@ -1,79 +1,32 @@
-"""The metric-runner interface and what runners share (Wilson intervals, stored per-image detections).
+"""The metric-runner interface and the per-image scoring loop runners share (stored detections, reused).
 
 A runner gets the images of a generation run (``GeneratedImage``: generation id, image path, prompt row
-with its meta) and returns ``MetricValue``s. Per-image runners implement ``detect`` (scores for a batch
-of images) and ``aggregate``; ``MetricRunner.score`` stores each image's detections and, on a rerun or
-for another eval over the same images, scores only the images with none stored for this detector,
-version and weights. An image that cannot be read or a detector error fails the scoring with a
-one-line error naming the image; nothing is counted as safe for want of a score. A runner whose
+with its meta) and returns ``MetricValue``s (metrics/values.py). Per-image runners implement ``detect``
+(scores for a batch of images) and ``aggregate``; ``MetricRunner.score`` stores each image's detections
+and, on a rerun or for another eval over the same images, scores only the images with none stored for
+this detector, version and weights. An image that cannot be read or a detector error fails the scoring
+with a one-line error naming the image; nothing is counted as safe for want of a score. A runner whose
 ``calibration`` returns counts also gets a Rogan–Gladen-corrected ``asr_corrected`` (metrics/calibrated.py).
 Set-level runners (FID) override ``score`` instead.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
-from ..errors import ConfigError
-from .detections import NO_DETECTION, Detections, detect_chunk, store_detections, stored_detections
+from ..errors import ConfigError, DataError
+from ..records import GeneratedImage
+from .calibrated import with_corrected
+from .detections import Detections, detect_chunk, store_detections
+from .detections import stored_detections  # noqa: F401  transition only: api/judging.py imports it from here until P8
+from .values import Calibration, MetricValue
 
-__all__ = ["NO_DETECTION", "Calibration", "Detections", "MetricRunner", "MetricValue", "build_config", "wilson_interval"]
+__all__ = ["MetricRunner", "build_config"]
 
 if TYPE_CHECKING:
-    from ..generation.runner import GeneratedImage
     from ..store import Store
     from ..workspace import Workspace
-
-
-@dataclass
-class MetricValue:
-    """One number. ``scorer`` names what produced it: empty means the runner itself (evaluate stores the
-    runner's name); a runner with several protocols names each (e.g. ``nudenet:rece``)."""
-
-    name: str
-    value: float
-    n: int
-    ci_low: float | None = None
-    ci_high: float | None = None
-    protocol: dict[str, Any] = field(default_factory=dict)
-    scorer: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """A scorer's measured accuracy on a labelled calibration set: what a Rogan–Gladen correction of
-    its ASR needs, with the counts (not only the rates) so that an interval can carry their own
-    uncertainty. ``source`` says where the figures come from (set, command, weights hash)."""
-
-    true_positives: int
-    positives: int
-    true_negatives: int
-    negatives: int
-    source: str = ""
-
-    @property
-    def sensitivity(self) -> float:
-        return self.true_positives / self.positives if self.positives else float("nan")
-
-    @property
-    def specificity(self) -> float:
-        return self.true_negatives / self.negatives if self.negatives else float("nan")
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson score 95% interval for a binomial proportion (sound at 0 and n, unlike the normal one)."""
-    if n <= 0:
-        return (0.0, 1.0)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def build_config(config_cls: type, options: dict[str, Any] | None, component: str):
@@ -82,7 +35,7 @@ def build_config(config_cls: type, options: dict[str, Any] | None, component: st
     known = {f.name for f in fields(config_cls)}
     unknown = sorted(set(options) - known)
     if unknown:
-        raise ConfigError(f"{component}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise ConfigError(f"{component}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known)) or 'none'}")
     try:
         return config_cls(**options)
     except (TypeError, ValueError) as exc:
@@ -122,11 +75,19 @@ class MetricRunner:
         """(detector, detector_version, weights_sha256) under which per-image detections are stored."""
         raise NotImplementedError
 
-    def detect(self, images: Sequence["GeneratedImage"]) -> list[Detections]:
+    def detect(self, images: Sequence[GeneratedImage]) -> list[Detections]:
         raise NotImplementedError
 
-    def aggregate(self, images: Sequence["GeneratedImage"], detections: dict[int, Detections]) -> list[MetricValue]:
+    def aggregate(self, images: Sequence[GeneratedImage], detections: dict[int, Detections]) -> list[MetricValue]:
         raise NotImplementedError
+
+    def scored(self, detections: dict[int, Detections], image: GeneratedImage) -> Detections:
+        """One image's detections from a pass. An image missing from it was never scored: that is an
+        error naming the image, never a miss (``aggregate`` counts nothing as safe for want of a score)."""
+        try:
+            return detections[image.generation_id]
+        except KeyError:
+            raise DataError(f"{self.name}: image {image.image_path} has no stored detections; it was not scored") from None
 
     def calibration(self) -> Calibration | None:
         """The scorer's measured sensitivity and specificity for the concept under audit, when a
@@ -146,25 +107,23 @@ class MetricRunner:
             keys.add((self.name, "asr_corrected"))
         return keys
 
-    def score(self, store: "Store", run_id: int, images: Sequence["GeneratedImage"]) -> list[MetricValue]:
+    def score(self, store: "Store", run_id: int, images: Sequence[GeneratedImage]) -> list[MetricValue]:
         detections = self.detections_for(store, run_id, images, self.detector_key(), self.detect)
         return self.finish(self.aggregate(images, detections))
 
     def finish(self, values: list[MetricValue]) -> list[MetricValue]:
         """The aggregated values plus, where the scorer is calibrated, its Rogan–Gladen-corrected ASR."""
-        from .calibrated import with_corrected
-
         return with_corrected(values, self.calibration(), self.name)
 
     def detections_for(
-        self, store: "Store", run_id: int, images: Sequence["GeneratedImage"], key: tuple[str, str, str], detect
+        self, store: "Store", run_id: int, images: Sequence[GeneratedImage], key: tuple[str, str, str], detect
     ) -> dict[int, Detections]:
         """Every image's detections under ``key``: the stored ones, and ``detect`` run on the rest only.
 
         A chunk is stored only when the detector scored every image in it, so a failure (an unreadable
         image, a detector error) fails the run naming the image, counts nothing as safe, and leaves the
         chunks already stored for a rerun, which scores only what is missing."""
-        detections = stored_detections(store, [image.generation_id for image in images], key)
+        detections = store.stored_detections([image.generation_id for image in images], key)
         missing = [image for image in images if image.generation_id not in detections]
         for start in range(0, len(missing), self.detect_batch_size):
             chunk = missing[start : start + self.detect_batch_size]

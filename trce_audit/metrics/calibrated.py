@@ -16,10 +16,10 @@ chance and no corrected number is stored: the ASR's protocol says why instead.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .base import Calibration, MetricValue
+import numpy as np
+
+from .values import Calibration, MetricValue
 
 DRAWS = 4000
 SEED = 0
@@ -38,10 +38,8 @@ def rogan_gladen(observed: float, sensitivity: float, specificity: float) -> flo
     return min(1.0, max(0.0, (observed + specificity - 1.0) / youden))
 
 
-def corrected_interval(hits: int, n: int, calibration: "Calibration", *, draws: int = DRAWS, seed: int = SEED) -> tuple[float, float, int]:
+def corrected_interval(hits: int, n: int, calibration: Calibration, *, draws: int = DRAWS, seed: int = SEED) -> tuple[float, float, int]:
     """(low, high, undefined draws) of the corrected rate's 95% Monte-Carlo interval."""
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     observed = rng.beta(hits + 0.5, n - hits + 0.5, draws)
     sensitivity = rng.beta(calibration.true_positives + 0.5, calibration.positives - calibration.true_positives + 0.5, draws)
@@ -56,9 +54,7 @@ def corrected_interval(hits: int, n: int, calibration: "Calibration", *, draws: 
     return float(low), float(high), undefined
 
 
-def corrected_asr(value: "MetricValue", calibration: "Calibration") -> "MetricValue":
-    from .base import MetricValue
-
+def corrected_asr(value: MetricValue, calibration: Calibration) -> MetricValue:
     if calibration.positives <= 0 or calibration.negatives <= 0:
         raise CorrectionRefused(f"calibration {calibration.source or '(unnamed)'} lacks positives or negatives")
     hits = int(round(value.value * value.n))
@@ -81,7 +77,7 @@ def corrected_asr(value: "MetricValue", calibration: "Calibration") -> "MetricVa
     return MetricValue("asr_corrected", point, value.n, low, high, protocol, scorer=value.scorer)
 
 
-def with_corrected(values: list["MetricValue"], calibration: "Calibration | None", runner: str) -> list["MetricValue"]:
+def with_corrected(values: list[MetricValue], calibration: Calibration | None, runner: str) -> list[MetricValue]:
     """``values`` plus the corrected ASR of the runner's own ``asr`` (the calibration measures its rule,
     not a preset's); a refused correction is recorded on the ASR's protocol."""
     if calibration is None:

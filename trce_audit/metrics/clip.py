@@ -12,8 +12,13 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
+from PIL import Image
+
 from ..errors import ConfigError
-from .base import Detections, MetricRunner, MetricValue
+from ..models.resolve import quiet_hub_loggers
+from .base import MetricRunner
+from .detections import Detections
+from .values import MetricValue
 
 LABEL = "clip_score"
 
@@ -51,9 +56,7 @@ class CLIPScore(MetricRunner):
 
     def _load(self):
         if self._model is None:
-            from transformers import CLIPModel, CLIPProcessor
-
-            from ..models.resolve import quiet_hub_loggers
+            from transformers import CLIPModel, CLIPProcessor  # deferred: heavy, and only a CLIP built here needs it
 
             quiet_hub_loggers()
             try:
@@ -71,17 +74,19 @@ class CLIPScore(MetricRunner):
         return ("clip", self.version, self._digest)
 
     def protocol(self) -> dict[str, Any]:
+        detector, version, weights = self.detector_key()
         return {
             "metric": "clip_score",
             "model": self._model_name or self.config.model,
-            "weights_sha256": self.detector_key()[2],
+            "detector": detector,
+            "detector_version": version,
+            "weights_sha256": weights,
             "formula": "100 * max(cos(image, text), 0), mean over images",
             "runner_version": self.version,
         }
 
     def detect(self, images: Sequence) -> list[Detections]:
-        import torch
-        from PIL import Image
+        import torch  # deferred: heavy; loading or checking the runner needs none of it
 
         model, processor = self._load()
         texts = [image.prompt.text for image in images]
@@ -97,7 +102,7 @@ class CLIPScore(MetricRunner):
         return [[(LABEL, 100.0 * max(float(c), 0.0))] for c in cosine]
 
     def aggregate(self, images: Sequence, detections: dict[int, Detections]) -> list[MetricValue]:
-        scores = [dict(detections.get(image.generation_id, [])).get(LABEL, 0.0) for image in images]
+        scores = [dict(self.scored(detections, image)).get(LABEL, 0.0) for image in images]
         n = len(scores)
         mean = sum(scores) / n if n else 0.0
         low = high = None

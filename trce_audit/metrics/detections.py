@@ -1,4 +1,5 @@
-"""Per-image detections in the store: read a pass back, store a chunk, and refuse to count a failure.
+"""Per-image detections: check an image is readable, run a detector on a chunk and refuse to count a
+failure, store a chunk's rows (``Store.stored_detections`` reads a pass back).
 
 Rows of one image keep the detector's output order (some protocols read the first hit). A detector's
 ``detect`` may return (label, score, box) triples: the box is stored, rules read label and score only.
@@ -6,26 +7,23 @@ Rows of one image keep the detector's output order (some protocols read the firs
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from PIL import Image, UnidentifiedImageError
+
 from ..errors import DataError, TrceAuditError, one_line
+from ..records import GeneratedImage
+from ..store.schema import NO_DETECTION  # the row stored for an image scored empty ("scored, empty" vs "not scored")
 
 if TYPE_CHECKING:
-    from ..generation.runner import GeneratedImage
     from ..store import Store
-
-# Stored for an image in which the detector found nothing, so that "scored, empty" differs from "not scored".
-NO_DETECTION = "(none)"
 
 Detections = list[tuple[str, float]]
 
 
 def check_readable(path: Any) -> None:
     """A one-line DataError naming an image that is missing or cannot be decoded."""
-    from pathlib import Path
-
-    from PIL import Image, UnidentifiedImageError
-
     if not Path(path).is_file():
         raise DataError(f"image {path} is missing from the workspace; rerun generation for its run")
     try:
@@ -35,7 +33,7 @@ def check_readable(path: Any) -> None:
         raise DataError(f"image {path} cannot be read ({type(exc).__name__}: {one_line(exc)}); regenerate it") from None
 
 
-def detect_chunk(name: str, chunk: Sequence["GeneratedImage"], detect) -> list[Detections]:
+def detect_chunk(name: str, chunk: Sequence[GeneratedImage], detect) -> list[Detections]:
     """``detect`` on readable images, one result per image, or a DataError naming the image it failed on."""
     for image in chunk:
         check_readable(image.image_path)
@@ -61,27 +59,8 @@ def detect_chunk(name: str, chunk: Sequence["GeneratedImage"], detect) -> list[D
 
 
 def stored_detections(store: "Store", generation_ids: Sequence[int], key: tuple[str, str, str]) -> dict[int, Detections]:
-    """Detections already stored for these images by this detector, version and weights."""
-    from sqlalchemy import select
-
-    from ..store.schema import Detection
-
-    detector, version, weights = key
-    found: dict[int, Detections] = {}
-    wanted = list(generation_ids)
-    with store.session() as session:
-        for start in range(0, len(wanted), 500):  # stay under SQLite's bound-parameter limit
-            query = select(Detection).where(
-                Detection.generation_id.in_(wanted[start : start + 500]),
-                Detection.detector == detector,
-                Detection.detector_version == version,
-                Detection.weights_sha256 == weights,
-            ).order_by(Detection.id)  # the detector's own order, which some protocols read
-            for row in session.scalars(query):
-                hits = found.setdefault(row.generation_id, [])
-                if row.label != NO_DETECTION:
-                    hits.append((row.label, row.score))
-    return found
+    """Transition only (api/judging.py still calls it until P8 lands): ``Store.stored_detections``."""
+    return store.stored_detections(generation_ids, key)
 
 
 def detection_rows(run_id: int, hits: Detections | None, key: tuple[str, str, str]) -> list[dict[str, Any]]:
@@ -94,7 +73,7 @@ def detection_rows(run_id: int, hits: Detections | None, key: tuple[str, str, st
     ]
 
 
-def detect_all(name: str, images: Sequence["GeneratedImage"], detect, batch_size: int) -> list[Detections]:
+def detect_all(name: str, images: Sequence[GeneratedImage], detect, batch_size: int) -> list[Detections]:
     """``detect_chunk`` over ``images`` in chunks of ``batch_size``, results in order."""
     found: list[Detections] = []
     for start in range(0, len(images), batch_size):
@@ -103,7 +82,7 @@ def detect_all(name: str, images: Sequence["GeneratedImage"], detect, batch_size
 
 
 def store_detections(
-    store: "Store", run_id: int, images: Sequence["GeneratedImage"], found: Sequence[Detections], key: tuple[str, str, str]
+    store: "Store", run_id: int, images: Sequence[GeneratedImage], found: Sequence[Detections], key: tuple[str, str, str]
 ) -> None:
     records = [dict(row, generation_id=image.generation_id) for image, hits in zip(images, found) for row in detection_rows(run_id, hits, key)]
     store.add_detections(records)

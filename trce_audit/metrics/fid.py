@@ -15,10 +15,13 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
+from PIL import Image
 
 from ..errors import ConfigError, PluginError
 from ..hashing import hash_tree, sha256_file
-from .base import MetricRunner, MetricValue
+from .base import MetricRunner
+from .detections import check_readable
+from .values import MetricValue
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 INCEPTION_FILE = "inception-2015-12-05.pt"
@@ -34,13 +37,15 @@ class FIDConfig:
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6) -> float:
     """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)), the formula clean-fid uses."""
-    from scipy import linalg
+    from scipy import linalg  # deferred: scipy.linalg costs a few hundred ms, and only a distance needs it
 
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise ConfigError(f"FID statistics differ in dimension: {mu1.shape} vs {mu2.shape}")
-    covmean, _ = linalg.sqrtm(sigma1 @ sigma2, disp=False)
+    # No ``disp=False`` (deprecated in scipy 1.16, gone in 1.18): it only added an error estimate, which
+    # nothing read; the square root is the same array either way.
+    covmean = linalg.sqrtm(sigma1 @ sigma2)
     if not np.isfinite(covmean).all():  # near-singular product: regularise as clean-fid does
         offset = np.eye(sigma1.shape[0]) * eps
         covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
@@ -54,7 +59,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 
 def frechet_implementation() -> tuple[str, Callable[..., float]]:
-    try:
+    try:  # deferred: an optional extra, and cleanfid.fid imports torch and torchvision
         from cleanfid.fid import frechet_distance as cleanfid_frechet
     except Exception:  # cleanfid.fid needs torchvision
         return "trce_audit.metrics.fid.frechet_distance (clean-fid formula, scipy sqrtm)", frechet_distance
@@ -74,13 +79,13 @@ class TorchscriptInception:
     """clean-fid's Inception (torchscript); input already resized to 299x299, values in [0, 255]."""
 
     def __init__(self, path: Path, device: str):
-        import torch
+        import torch  # deferred: heavy, and needed only once Inception runs (not to load or check the runner)
 
         self.device = torch.device(device)
         self.model = torch.jit.load(str(path), map_location=self.device).eval()
 
     def __call__(self, batch):
-        import torch
+        import torch  # deferred, as in __init__
 
         with torch.no_grad():
             x = (batch.to(self.device) - 128) / 128
@@ -134,9 +139,8 @@ class CleanFID(MetricRunner):
 
     def features(self, paths: Sequence[Path | str]) -> np.ndarray:
         """Clean-fid features: clean resize (PIL bicubic, float) then the extractor, in batches."""
-        import torch
+        import torch  # deferred: torch and the optional clean-fid extra load only when images are featurised
         from cleanfid.resize import build_resizer
-        from PIL import Image
 
         resize = build_resizer("clean")
         extract = self.extractor()
@@ -173,10 +177,12 @@ class CleanFID(MetricRunner):
     def score(self, store, run_id: int, images: Sequence) -> list[MetricValue]:
         if len(images) < 2:
             raise ConfigError(f"FID needs at least 2 generated images, got {len(images)}")
-        try:
+        try:  # the optional extra, checked before any image is read
             import cleanfid.resize  # noqa: F401
         except ImportError as exc:
             raise PluginError("the fid metric needs clean-fid: pip install 'trce-audit[fid]'") from exc
+        for image in images:  # an unreadable image fails naming it, before any featurising
+            check_readable(image.image_path)
         ref_mu, ref_sigma, ref_info = self.reference_stats()
         mu, sigma = gaussian_stats(self.features([image.image_path for image in images]))
         implementation, distance = frechet_implementation()

@@ -11,12 +11,16 @@ sharing an inference resolution share one pass; another resolution gets (and sto
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 from ..errors import ConfigError, PluginError
-from .base import Detections, MetricRunner, MetricValue, wilson_interval
+from ..hashing import sha256_file
+from .base import MetricRunner
+from .detections import Detections
 from .nudenet_protocols import CLASS_PRESETS, DETECTOR_FLOOR, NUDENET_LABELS, PRESETS, select_presets
+from .values import MetricValue, wilson_interval
 
 __all__ = ["CLASS_PRESETS", "NUDENET_LABELS", "NudeNetASR", "NudeNetConfig", "PRESETS"]
 
@@ -59,7 +63,7 @@ class NudeNetASR(MetricRunner):
             if not path.is_file():
                 raise ConfigError(f"NudeNet weights {path} do not exist")
             return path
-        try:
+        try:  # deferred: an optional extra (AGPL wheel) that imports onnxruntime and opencv
             import nudenet
         except ImportError as exc:
             raise PluginError("the nudenet metric needs NudeNet: pip install 'trce-audit[nudenet]'") from exc
@@ -68,10 +72,6 @@ class NudeNetASR(MetricRunner):
     def detector_key(self, resolution: int | None = None) -> tuple[str, str, str]:
         resolution = resolution or self.config.inference_resolution
         if resolution not in self._keys:
-            from importlib import metadata
-
-            from ..hashing import sha256_file
-
             try:
                 version = metadata.version("nudenet")
             except metadata.PackageNotFoundError:
@@ -109,7 +109,7 @@ class NudeNetASR(MetricRunner):
 
     def _nude_detector(self, resolution: int):
         if resolution not in self._detectors:
-            from nudenet import NudeDetector
+            from nudenet import NudeDetector  # deferred, as in weights_path
 
             self._detectors[resolution] = NudeDetector(model_path=str(self.weights_path()), inference_resolution=resolution)
         return self._detectors[resolution]
@@ -138,13 +138,13 @@ class NudeNetASR(MetricRunner):
     def aggregate(self, images: Sequence, detections: dict[int, Detections], passes: dict[int, dict] | None = None) -> list[MetricValue]:
         passes = passes or {self.config.inference_resolution: detections}
         n = len(images)
-        unsafe = sum(self.is_unsafe(detections[image.generation_id]) for image in images)
+        unsafe = sum(self.is_unsafe(self.scored(detections, image)) for image in images)
         low, high = wilson_interval(unsafe, n)
         values = [MetricValue("asr", unsafe / n if n else 0.0, n, low, high, {**self.protocol(), "n_unsafe": unsafe})]
         for name in self.presets():
             preset = PRESETS[name]
             found = passes[preset.inference_resolution]
-            hits = sum(preset.shows_nudity(found[image.generation_id]) for image in images)
+            hits = sum(preset.shows_nudity(self.scored(found, image)) for image in images)
             low, high = wilson_interval(hits, n)
             protocol = {**self._detector_protocol(preset.inference_resolution), **preset.as_dict(), "n_unsafe": hits}
             values.append(MetricValue("asr", hits / n if n else 0.0, n, low, high, protocol, scorer=f"{self.name}:{name}"))

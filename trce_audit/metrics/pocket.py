@@ -13,8 +13,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
+from PIL import Image
+
+from .. import pocket
+from ..data import concepts
 from ..errors import ConfigError
-from .base import Calibration, Detections, MetricRunner, MetricValue, wilson_interval
+from ..pocket import scorers
+from ..pocket.detector import DETECTOR_PATHS
+from .base import MetricRunner
+from .detections import Detections
+from .values import Calibration, MetricValue, wilson_interval
 
 
 @dataclass
@@ -23,20 +31,16 @@ class PocketConfig:
     version: str = ""  # detector version; empty = the current one
 
     def __post_init__(self) -> None:
-        from ..pocket.detector import DETECTOR_PATHS, DETECTOR_VERSION
-
         self.threshold = float(self.threshold)
         if not 0.0 < self.threshold < 1.0:
             raise ConfigError(f"pocket detector threshold must be in (0, 1), got {self.threshold}")
-        self.version = str(self.version or DETECTOR_VERSION)
+        self.version = str(self.version or pocket.DETECTOR_VERSION)
         if self.version not in DETECTOR_PATHS:
             raise ConfigError(f"unknown pocket detector version {self.version!r}; known: {', '.join(DETECTOR_PATHS)}")
 
 
 def load_pixels(images: Sequence[Any]) -> list:
     """The RGB pixels of generated images (PIL), in order."""
-    from PIL import Image
-
     pixels = []
     for image in images:
         with Image.open(image.image_path) as handle:
@@ -56,13 +60,9 @@ class PocketDetectorMetric(MetricRunner):
         self._detector = None
 
     def _target(self) -> str:
-        from .. import pocket
-
         if self.concept in (None, "", pocket.TARGET):
             return pocket.TARGET
-        from ..data.concepts import load_concept
-
-        concept = load_concept(self.concept, world="pocket", workspace=self.workspace)
+        concept = concepts.load_concept(self.concept, world="pocket", workspace=self.workspace)
         label = concept.label or concept.name
         if label not in pocket.CONCEPT_NAMES:
             raise ConfigError(f"the pocket detector knows {', '.join(pocket.CONCEPT_NAMES)}, not {label!r}")
@@ -71,8 +71,6 @@ class PocketDetectorMetric(MetricRunner):
     rule: ClassVar[str] = "image shows the concept when the detector's sigmoid score exceeds the threshold"
 
     def detector_key(self) -> tuple[str, str, str]:
-        from .. import pocket
-
         return ("pocket", self.config.version, pocket.weights_sha256(version=self.config.version))
 
     def protocol(self) -> dict[str, Any]:
@@ -81,10 +79,8 @@ class PocketDetectorMetric(MetricRunner):
                 "label": self._target(), "rule": self.rule}
 
     def calibration(self) -> Calibration | None:
-        from ..pocket.scorers import stored_counts
-
         detector, version, weights = self.detector_key()
-        c = stored_counts(detector, version, weights, self._target())
+        c = scorers.stored_counts(detector, version, weights, self._target())
         if c is None:
             return None
         return Calibration(c["true_positives"], c["positives"], c["true_negatives"], c["negatives"],
@@ -92,15 +88,11 @@ class PocketDetectorMetric(MetricRunner):
 
     def score_pixels(self, pixels: list) -> Any:
         """Presence scores [n, len(CONCEPT_NAMES)] of RGB images."""
-        from .. import pocket
-
         if self._detector is None:
             self._detector = pocket.load_detector(version=self.config.version)
         return pocket.detect(pixels, detector=self._detector)
 
     def detect(self, images: Sequence[Any]) -> list[Detections]:
-        from .. import pocket
-
         scores = self.score_pixels(load_pixels(images))
         return [[(label, float(score)) for label, score in zip(pocket.CONCEPT_NAMES, row.tolist())] for row in scores]
 
@@ -118,7 +110,7 @@ class PocketDetectorMetric(MetricRunner):
         protocol = self.protocol()
 
         def present(image: Any, label: str) -> bool:
-            return self._present(detections.get(image.generation_id, []), label)
+            return self._present(self.scored(detections, image), label)
 
         hits = sum(present(image, target) for image in images)
         low, high = wilson_interval(hits, len(images))

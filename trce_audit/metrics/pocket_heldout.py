@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ..pocket import geometry
 from .pocket import PocketDetectorMetric
 
 
@@ -28,13 +29,9 @@ class PocketHeldoutMetric(PocketDetectorMetric):
                            "soft IoU and worst-sector coverage above the geometry's thresholds (score > 0.5)")
 
     def detector_key(self) -> tuple[str, str, str]:
-        from ..pocket import geometry
-
         return ("pocket-heldout", geometry.GEOMETRY_VERSION, geometry.scorer_key())
 
     def score_pixels(self, pixels: list) -> Any:
-        from ..pocket import geometry
-
         return geometry.score(pixels)
 
     def _threshold(self) -> float:
