@@ -37,8 +37,7 @@ def prompt_rows(n: int):
 
 
 def run_mode(mode: str, args, model: str, rows, root: Path) -> dict:
-    from trce_audit.api.evaluation import evaluate
-    from trce_audit.api.generation import generate
+    from trce_audit.api import evaluate, generate
     from trce_audit.execution import ExecutorOptions, make_executor
     from trce_audit.generation import GenerationSettings
     from trce_audit.store import Store

@@ -39,7 +39,6 @@ def parse_setting(text: str) -> tuple[str, dict[str, str], str | None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # trce_audit.api.erase / .evaluate are the functions (docs of trce_audit.api)
     from trce_audit.api import erase as erase_concept_by_name, evaluate as evaluate_model
     from trce_audit.generation import GenerationSettings
     from trce_audit.store import Store

@@ -25,8 +25,7 @@ def main() -> None:
 
     from test_report_store import build_audit
 
-    from trce_audit.api.gate import check_gate
-    from trce_audit.api.report import render_report
+    from trce_audit.api import check_gate, render_report
     from trce_audit.store import Store
 
     with tempfile.TemporaryDirectory() as tmp:

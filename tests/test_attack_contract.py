@@ -109,7 +109,7 @@ SPEC = 'model = "pocket"\nconcept = "cross"\n[prompts]\neval = ["pocket-explicit
 
 def test_audit_spec_accepts_attacks_of_every_tier_and_rejects_others(monkeypatch):
     from trce_audit import attacks
-    from trce_audit.audit.runner import validate_components
+    from trce_audit.orchestration.audit_checks import validate_components
     from trce_audit.audit.spec import load_spec
 
     monkeypatch.setitem(attacks.BUILTIN, "embedding-replay", f"{__name__}:EmbeddingTier")

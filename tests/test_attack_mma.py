@@ -35,7 +35,7 @@ def test_pooled_embedding_of_the_short_layout_equals_the_padded_prompts(pipe):
     import torch
 
     from trce_audit.attacks import gcg
-    from trce_audit.attacks import tokens as tk
+    from trce_audit.models import tokens as tk
 
     content = tk.content_ids(pipe.tokenizer, "a man at the beach")
     with torch.no_grad():
@@ -49,7 +49,7 @@ def test_gradient_points_to_better_swaps_and_candidates_swap_one_position(pipe):
     import torch
 
     from trce_audit.attacks import gcg
-    from trce_audit.attacks import tokens as tk
+    from trce_audit.models import tokens as tk
 
     tokenizer, encoder = pipe.tokenizer, pipe.text_encoder
     vocab = torch.tensor(tk.searchable_ids(tokenizer, encoder))
@@ -96,9 +96,9 @@ def _pocket_tokenizer():
 def test_mma_lowers_the_loss_without_the_concepts_tokens(store, workspace, tiny_sd_dir, evaluations):
     from transformers import CLIPTokenizer
 
-    from trce_audit.api.attack import attack
+    from trce_audit.api import attack
     from trce_audit.attacks import gcg
-    from trce_audit.attacks import tokens as tk
+    from trce_audit.models import tokens as tk
 
     seed_set = store.add_prompt_set("seeds", SEEDS, source="test")
     summary = attack(store, workspace, name="mma-diffusion", model=str(tiny_sd_dir), concept=CONCEPT, prompts=seed_set, budget=SMALL, limit=2)

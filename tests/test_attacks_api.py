@@ -4,13 +4,12 @@ one-line errors. The evaluation engine is replaced by a recorder with the agreed
 from __future__ import annotations
 
 import json
-import sys
-import types
 
 import pytest
 
 from trce_audit.data.concepts import Concept
 from trce_audit.errors import ConfigError, TrceAuditError
+from trce_audit.orchestration import eval_runs
 from trce_audit.store import PromptRow
 
 CONCEPT = Concept("nudity", pairs=(("nude woman", "woman wearing clothes"),), detector="nudenet")
@@ -22,7 +21,7 @@ TINY_RING = {"population": "6", "generations": "2", "length": "3"}
 
 @pytest.fixture
 def evaluations(monkeypatch):
-    """Stand-in for trce_audit.api.evaluate: records each call, stores an eval run under the given
+    """Stand-in for the evaluation an attack runs (orchestration.eval_runs.evaluate): records each call, stores an eval run under the given
     parent and reports as "asr", under each requested scorer, the fraction of rows that carry attack provenance."""
     calls: list[dict] = []
 
@@ -37,9 +36,7 @@ def evaluations(monkeypatch):
         records = [{"name": "asr", "scorer": scorer, "value": value, "n": len(rows), "ci_low": None, "ci_high": None, "protocol": {}} for scorer in metrics]
         return {"run_id": run.id, "generation_run_id": None, "n_images": len(rows), "metrics": records}
 
-    module = types.ModuleType("trce_audit.api.evaluate")
-    module.evaluate = evaluate
-    monkeypatch.setitem(sys.modules, "trce_audit.api.evaluate", module)
+    monkeypatch.setattr(eval_runs, "evaluate", evaluate)
     return calls
 
 
@@ -55,7 +52,7 @@ def _seed_set(store) -> int:
 
 
 def test_ring_a_bell_stores_adversarial_set_asr_and_resumes(store, workspace, tiny_sd_dir, evaluations):
-    from trce_audit.api.attack import attack
+    from trce_audit.api import attack
     from trce_audit.attacks.base import BelowPaperBudgetWarning
 
     seed_set = _seed_set(store)
@@ -82,7 +79,7 @@ def test_ring_a_bell_stores_adversarial_set_asr_and_resumes(store, workspace, ti
 
 
 def test_white_box_attack_on_artefact_uses_its_parent_as_original(store, workspace, tiny_sd_dir, erased_dir, evaluations):
-    from trce_audit.api.attack import attack
+    from trce_audit.api import attack
 
     artefact = store.add_artefact(path=str(erased_dir), sha256="e" * 64, run_id=None, parent_model=str(tiny_sd_dir))
     budget = {"timesteps": 1, "iterations": 1, "k": 2, "target_steps": 1}
@@ -95,7 +92,7 @@ def test_white_box_attack_on_artefact_uses_its_parent_as_original(store, workspa
 
 
 def test_replay_is_labelled_replay_and_optimises_nothing(store, workspace, tiny_sd_dir, evaluations):
-    from trce_audit.api.attack import attack
+    from trce_audit.api import attack
 
     published = store.add_prompt_set("p4d", [PromptRow("x", 1, 7.5, {"published": "p4d"})], source="test")
     n_sets = len(store.list_prompt_sets())
@@ -109,14 +106,12 @@ def test_replay_is_labelled_replay_and_optimises_nothing(store, workspace, tiny_
 
 
 def test_failed_evaluation_marks_the_attack_run_failed(store, workspace, tiny_sd_dir, monkeypatch):
-    from trce_audit.api.attack import attack
+    from trce_audit.api import attack
 
     def evaluate(*args, **kwargs):
         raise TrceAuditError("detector weights missing")
 
-    module = types.ModuleType("trce_audit.api.evaluate")
-    module.evaluate = evaluate
-    monkeypatch.setitem(sys.modules, "trce_audit.api.evaluate", module)
+    monkeypatch.setattr(eval_runs, "evaluate", evaluate)
     with pytest.raises(TrceAuditError, match="detector weights missing"):
         attack(store, workspace, name="replay", model=str(tiny_sd_dir), concept=CONCEPT, prompts=_seed_set(store))
     (run,) = store.list_runs(kind="attack")
@@ -125,9 +120,13 @@ def test_failed_evaluation_marks_the_attack_run_failed(store, workspace, tiny_sd
 
 @pytest.fixture
 def concept_loader(monkeypatch):
+    """The concept, without reading a data file; returns the names it was asked for (a run that reaches the
+    concept must have asked here, not the real loader)."""
     import trce_audit.data as data
 
-    monkeypatch.setattr(data, "load_concept", lambda name, world="sd", workspace=None: CONCEPT, raising=False)
+    asked: list[str] = []
+    monkeypatch.setattr(data, "load_concept", lambda name, world="sd", workspace=None: asked.append(name) or CONCEPT, raising=False)
+    return asked
 
 
 @pytest.mark.parametrize(
@@ -158,6 +157,7 @@ def test_cli_attack_json_warns_below_budget(cli, store, tiny_sd_dir, evaluations
     assert code == 0, err
     summary = json.loads(out)
     assert summary["asr_before"] == 0.0 and summary["asr_after"] == 1.0 and summary["below_paper_budget"] is True
+    assert concept_loader == ["nudity"] and len(evaluations) == 2
     assert "warning: ring-a-bell runs below one tenth of its paper budget" in err
     code, out, _ = cli("attacks", "--json")
     listed = {row["name"]: row for row in json.loads(out)}
@@ -166,13 +166,13 @@ def test_cli_attack_json_warns_below_budget(cli, store, tiny_sd_dir, evaluations
 
 def test_default_concept_and_corpus_vocabulary_come_from_the_data_layer(store, workspace, tiny_sd_dir, evaluations, monkeypatch):
     import trce_audit.data as data
-    from trce_audit.api.attack import attack
-    from trce_audit.attacks import tokens as tk
+    from trce_audit.api import attack
+    from trce_audit.models import tokens as tk
     from transformers import CLIPTokenizer
 
     flagged = Concept("shape", pairs=(("xyz", "qrs"),), world="sd", detector="pocket", eval_sets=("shapes",), default=True)
     other = Concept("other", pairs=(("a", "b"),))
-    monkeypatch.setattr("trce_audit.api.attack.DEFAULT_CONCEPT", {}, raising=True)
+    monkeypatch.setattr("trce_audit.orchestration.attack_inputs.DEFAULT_CONCEPT", {}, raising=True)
     monkeypatch.setattr(data, "concept_names", lambda world="sd": ["other", "shape"], raising=False)
     monkeypatch.setattr(data, "load_concept", lambda name, world="sd", workspace=None: {"shape": flagged, "other": other}[name], raising=False)
     monkeypatch.setattr(data, "load_prompt_set", lambda name, workspace=None, **kw: [PromptRow("zebra", 0)] if name == "shapes" else [], raising=False)
@@ -186,21 +186,21 @@ def test_default_concept_and_corpus_vocabulary_come_from_the_data_layer(store, w
 
 
 def test_rerun_after_failed_evaluation_reuses_the_optimised_prompts(store, workspace, tiny_sd_dir, monkeypatch, evaluations):
-    from trce_audit.api.attack import attack
+    from trce_audit.api import attack
 
-    working = sys.modules["trce_audit.api.evaluate"].evaluate
+    working = eval_runs.evaluate  # the recorder
 
     def broken(*args, **kwargs):
         raise TrceAuditError("detector weights missing")
 
-    sys.modules["trce_audit.api.evaluate"].evaluate = broken
+    monkeypatch.setattr(eval_runs, "evaluate", broken)
     seed_set = _seed_set(store)
     with pytest.raises(TrceAuditError):
         attack(store, workspace, name="ring-a-bell", model=str(tiny_sd_dir), concept=CONCEPT, prompts=seed_set, budget=TINY_RING, limit=1)
     (failed,) = store.list_runs(kind="attack")
     assert failed.status == "failed"
     optimised = [s.id for s in store.list_prompt_sets() if s.run_id == failed.id]
-    sys.modules["trce_audit.api.evaluate"].evaluate = working
+    monkeypatch.setattr(eval_runs, "evaluate", working)
     summary = attack(store, workspace, name="ring-a-bell", model=str(tiny_sd_dir), concept=CONCEPT, prompts=seed_set, budget=TINY_RING, limit=1)
     assert summary["run_id"] == failed.id and summary["adversarial_set_id"] == optimised[0]
     assert summary["stats"] == {"reused_adversarial_set": True} and store.get_run(failed.id).status == "complete"
@@ -211,7 +211,7 @@ def test_unlearndiff_judges_candidates_with_the_concept_detector(store, workspac
     """The default judge draws each candidate with the target model and asks the concept's detector.
     The un-erased pocket model draws a cross for the first explicit prompt, so with early stopping the
     seed prompt is judged a success and not attacked (as the reference does); without it all run."""
-    from trce_audit.api.attack import attack
+    from trce_audit.api import attack
 
     budget = {"timesteps": 3, "iterations": 1, "k": 2, "target_steps": 10, "early_stop": str(early_stop).lower()}
     summary = attack(store, workspace, name="unlearndiff", model="pocket", prompts="pocket-explicit", budget=budget, limit=1,
@@ -237,7 +237,7 @@ def test_ring_a_bell_search_is_shared_by_models_with_the_same_text_encoder(store
     encoder searches again."""
     import shutil
 
-    from trce_audit.api.attack import attack
+    from trce_audit.api import attack
     from trce_audit.attacks.ring_a_bell import RingABell
 
     calls = []
@@ -277,7 +277,7 @@ def _killed_after(store, monkeypatch, seeds: int):
 def test_killed_attack_resumes_at_the_next_seed_with_the_serial_set(store, workspace, tiny_sd_dir, tmp_path, evaluations, monkeypatch):
     """Killed after 2 of 4 seeds, the rerun optimises only seeds 2 and 3; the assembled set is the
     one an uninterrupted run stores (same sha256), and judge bookkeeping covers every seed."""
-    from trce_audit.api.attack import attack
+    from trce_audit.api import attack
     from trce_audit.attacks.ring_a_bell import RingABell
     from trce_audit.store import Store
 
@@ -310,7 +310,7 @@ def test_killed_attack_resumes_at_the_next_seed_with_the_serial_set(store, works
 def test_an_executor_optimises_one_seed_a_call_resumes_after_a_kill_and_gives_the_serial_set(store, workspace, tiny_sd_dir, tmp_path, evaluations, monkeypatch):
     """With an executor each seed is one call on a worker; killed after 2 of 4 stored seeds, the rerun
     sends only seeds 2 and 3, and the set equals a serial run's (sha256 and texts)."""
-    from trce_audit.api.attack import attack
+    from trce_audit.api import attack
     from trce_audit.attacks.ring_a_bell import RingABell
     from trce_audit.execution.local import LocalExecutor
     from trce_audit.store import Store
@@ -357,7 +357,7 @@ TINY_INVERSION = {"steps": 3, "n_images": 2, "train_batch_size": 1, "gradient_ac
 def test_concept_inversion_resumes_with_its_one_embedding_and_reruns_idempotently(store, workspace, tiny_sd_dir, erased_dir, evaluations, monkeypatch):
     """A kill after the first seed's row: the rerun stores the second seed with the same embedding,
     learned once; a third call returns the stored run. No row or file is duplicated."""
-    from trce_audit.api.attack import attack
+    from trce_audit.api import attack
     from trce_audit.attacks import textual_inversion as ti
 
     artefact = store.add_artefact(path=str(erased_dir), sha256="e" * 64, run_id=None, parent_model=str(tiny_sd_dir))

@@ -83,14 +83,14 @@ def test_missing_spec_file_is_an_error(tmp_path):
 @pytest.mark.parametrize("name,world", [("default_pocket.toml", "pocket"), ("pocket_results.toml", "pocket"), ("sd14_nudity.toml", "sd")])
 def test_packaged_specs_name_real_components_and_keys(name, world):
     """Every eraser, attack and metric in a shipped spec exists and accepts the spec's config keys."""
-    from trce_audit.audit.runner import validate_components
+    from trce_audit.orchestration.audit_checks import validate_components
     from trce_audit.audit.spec import packaged_spec
 
     validate_components(load_spec(packaged_spec(name)), world)
 
 
 def test_unknown_eraser_key_fails_before_anything_runs():
-    from trce_audit.audit.runner import validate_components
+    from trce_audit.orchestration.audit_checks import validate_components
     from trce_audit.errors import ConfigError
 
     spec = load_spec(MINIMAL + '[[erasers]]\nname = "esd-x"\nconfig = { learning_rate = 1e-5 }\n')

@@ -95,7 +95,9 @@ def test_an_unexpected_failure_exits_3_not_1(cli, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("trce_audit.api.runs.list_runs", broken)
+    import trce_audit.api as api
+
+    monkeypatch.setattr(api, "list_runs", broken)
     code, _, err = cli("runs", "list")
     assert code == 3 and err == "error: RuntimeError: boom\n"
 

@@ -42,7 +42,7 @@ def _settings():
 
 def _eval(tmp_path, name: str, executor=None, progress=None):
     """A pocket eval in a fresh workspace and store (so no image is reused from another run)."""
-    from trce_audit.api.evaluation import evaluate
+    from trce_audit.api import evaluate
     from trce_audit.store import Store
     from trce_audit.workspace import Workspace
 
@@ -280,7 +280,7 @@ name = "rece"
 
 
 def _audit(store_url: str, root: Path, executor=None) -> tuple[dict, object]:
-    from trce_audit.api.audit import run_audit_spec
+    from trce_audit.api import run_audit_spec
     from trce_audit.store import Store
     from trce_audit.workspace import Workspace
 
@@ -319,7 +319,7 @@ RING = {"population": "6", "generations": "2", "length": "3"}
 
 def _attack(root: Path, executor=None, kill_after: int | None = None, monkeypatch=None):
     """Ring-A-Bell on 4 pocket seeds; ``kill_after`` stored seeds, the driver dies (KeyboardInterrupt)."""
-    from trce_audit.api.attack import attack
+    from trce_audit.api import attack
     from trce_audit.store import Store
     from trce_audit.workspace import Workspace
 
@@ -365,7 +365,7 @@ def test_attack_killed_after_2_of_4_seeds_resumes_on_2_workers_with_the_serial_s
 def test_erase_on_a_worker_writes_the_local_artefact(cluster, tmp_path):
     import torch
 
-    from trce_audit.api.erase import erase
+    from trce_audit.api import erase
     from trce_audit.store import Store
     from trce_audit.workspace import Workspace
 

@@ -81,7 +81,7 @@ def _changed(before: dict, after: dict) -> set[str]:
 
 
 def _erase(store, workspace, folder, name, *, stages=None, overrides=None):
-    from trce_audit.api.erase import erase_concept
+    from trce_audit.api import erase_concept
 
     return erase_concept(
         store, workspace, eraser=name, concept=CONCEPT, model=str(folder), overrides=overrides or TINY[name],
@@ -138,7 +138,7 @@ def _weights_sha(folder) -> str:
 def test_erasing_twice_with_one_seed_writes_the_same_bytes(name, workspace, tiny_sd_dir, tmp_path):
     """Same seed, model, device and thread count: the same artefact, file for file (models/determinism.py).
     On a CPU no op of any eraser lacks a deterministic kernel, so every eraser records none."""
-    from trce_audit.api.erase import erase_concept
+    from trce_audit.api import erase_concept
     from trce_audit.store import Store
 
     results = []
@@ -191,7 +191,7 @@ class PicklingExecutor:
 @pytest.mark.parametrize("name", registry.names("eraser"))
 def test_eraser_on_an_executor_writes_the_in_process_artefact(name, store, workspace, tiny_sd_dir, tmp_path):
     """A worker sends back the changed tensors; the driver's artefact is byte-identical (same sha256)."""
-    from trce_audit.api.erase import erase_concept
+    from trce_audit.api import erase_concept
     from trce_audit.store import Store
 
     here = _erase(store, workspace, tiny_sd_dir, name)
@@ -219,7 +219,7 @@ def _batch_request(name, tiny_sd_dir):
 def test_a_batch_of_erases_on_an_executor_gives_each_serial_artefact_once(store, workspace, tiny_sd_dir, tmp_path):
     """An audit's erasers at once: each artefact is the serial one, results come in request order, and
     a request repeated in the batch is one run."""
-    from trce_audit.api.erase_job import erase_all
+    from trce_audit.orchestration.erase_runs import erase_all
     from trce_audit.store import Store
 
     serial = {name: _erase(store, workspace, tiny_sd_dir, name) for name in ("uce", "rece")}
@@ -236,7 +236,7 @@ def test_a_batch_of_erases_on_an_executor_gives_each_serial_artefact_once(store,
 
 
 def test_a_failing_erase_of_a_batch_fails_its_run_alone_and_the_rerun_redoes_only_it(workspace, tiny_sd_dir, tmp_path, monkeypatch):
-    from trce_audit.api.erase_job import erase_all
+    from trce_audit.orchestration.erase_runs import erase_all
     from trce_audit.store import Store
 
     store = Store(f"sqlite:///{tmp_path / 'batch.db'}")
@@ -305,7 +305,7 @@ def test_world_marker_is_copied(store, workspace, tmp_path):
     folder = save_pipeline(tmp_path / "pocketish", "tiny", seed=1)
     (folder / "trce_audit.json").write_text(json.dumps({"world": "pocket"}))
     pocket_concept = Concept("shape", (("red square", "blue circle"),), world="pocket", detector="pocket")
-    from trce_audit.api.erase import erase_concept
+    from trce_audit.api import erase_concept
 
     result = erase_concept(
         store, workspace, eraser="uce", concept=pocket_concept, model=str(folder), overrides={"n_preserve": 0},
@@ -365,12 +365,14 @@ def test_erase_by_concept_name_through_the_cli(cli, store, workspace, tiny_sd_di
 def test_cli_config_errors_are_one_line_and_store_nothing(cli, store, tiny_sd_dir, monkeypatch, args, message):
     import trce_audit.data as data
 
-    monkeypatch.setattr(data, "load_concept", lambda name, **kw: CONCEPT, raising=False)
+    asked = []
+    monkeypatch.setattr(data, "load_concept", lambda name, **kw: asked.append(name) or CONCEPT, raising=False)
     before = store.counts()
     code, out, err = cli("erase", "uce", "--concept", "nudity", "--model", str(tiny_sd_dir), *args)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err
     assert store.counts() == before
+    assert asked == ([] if "key=value" in message else ["nudity"])  # a malformed --set fails before the concept loads
 
 
 @pytest.mark.parametrize("name", registry.names("eraser"))
@@ -380,10 +382,11 @@ def test_cli_unknown_config_key_names_the_known_keys(cli, store, tiny_sd_dir, mo
 
     import trce_audit.data as data
 
-    monkeypatch.setattr(data, "load_concept", lambda name, **kw: CONCEPT, raising=False)
+    asked = []
+    monkeypatch.setattr(data, "load_concept", lambda name, **kw: asked.append(name) or CONCEPT, raising=False)
     before = store.counts()
     code, out, err = cli("erase", name, "--concept", "nudity", "--model", str(tiny_sd_dir), "--set", "bogus=1")
-    assert code == 2 and out == "" and err.count("\n") == 1
+    assert code == 2 and out == "" and err.count("\n") == 1 and asked == ["nudity"]
     known = [f.name for f in dataclasses.fields(registry.load("eraser", name).Config)]
     assert "unknown config key 'bogus'" in err and all(key in err for key in known)
     assert store.counts() == before
@@ -392,9 +395,10 @@ def test_cli_unknown_config_key_names_the_known_keys(cli, store, tiny_sd_dir, mo
 def test_cli_rejects_bad_stages_and_unknown_eraser(cli, tiny_sd_dir, monkeypatch):
     import trce_audit.data as data
 
-    monkeypatch.setattr(data, "load_concept", lambda name, **kw: CONCEPT, raising=False)
+    asked = []
+    monkeypatch.setattr(data, "load_concept", lambda name, **kw: asked.append(name) or CONCEPT, raising=False)
     code, _, err = cli("erase", "trce", "--concept", "nudity", "--model", str(tiny_sd_dir), "--stages", "3")
-    assert code == 2 and "--stages must be 1, 2 or 1,2" in err
+    assert code == 2 and "--stages must be 1, 2 or 1,2" in err and asked == ["nudity"]
     code, _, err = cli("erase", "nope", "--concept", "nudity", "--model", str(tiny_sd_dir))
     assert code == 2 and "unknown eraser 'nope'" in err
 
@@ -419,18 +423,18 @@ def test_default_stages_and_explicit_1_2_are_the_same_erase(store, workspace, ti
 
 
 def test_preserved_captions_leave_out_rows_that_ask_for_the_erased_concept(workspace):
-    from trce_audit.api.erase import _captions_from_data
     from trce_audit.data import load_prompt_set
+    from trce_audit.orchestration.erase_inputs import captions_from_data
 
     rows = load_prompt_set("pocket-general", workspace=workspace)
     showing = {r.text for r in rows if "cross" in r.meta["concepts"]}
     assert showing, "pocket-general is expected to contain rows with a cross"
-    captions = _captions_from_data(workspace, "cross")
+    captions = captions_from_data(workspace, "cross")
     first = captions("pocket-general", 100)
     assert len(first) == 100 and not showing & set(first)
     assert len(captions("pocket-general", None)) == sum("cross" not in r.meta["concepts"] for r in rows)
     # a concept no row asks for keeps the set as it is
-    assert _captions_from_data(workspace, "nudity")("pocket-general", 100) == [r.text for r in rows[:100]]
+    assert captions_from_data(workspace, "nudity")("pocket-general", 100) == [r.text for r in rows[:100]]
 
 
 def test_esd_target_is_the_papers_negative_guidance():

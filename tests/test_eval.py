@@ -75,7 +75,7 @@ def test_eval_bad_input_is_one_line_and_stores_nothing(cli, store, tiny_sd_dir, 
 
 
 def test_evaluate_api_with_fid_failure_records_a_failed_run(store, workspace, tiny_sd_dir):
-    from trce_audit.api.evaluate import evaluate
+    from trce_audit.api import evaluate
     from trce_audit.errors import ConfigError
     from trce_audit.generation import GenerationSettings
 
@@ -108,7 +108,7 @@ class RecordingDetector:
 
 
 def nudenet_eval(store, workspace, tiny_sd_dir, set_id):
-    from trce_audit.api.evaluate import evaluate
+    from trce_audit.api import evaluate
     from trce_audit.generation import GenerationSettings
 
     return evaluate(store, workspace, model=str(tiny_sd_dir), prompts=set_id, metrics=["nudenet"],

@@ -24,11 +24,11 @@ pytestmark = pytest.mark.filterwarnings("ignore::trce_audit.attacks.base.BelowPa
 def tuned(pipes, tmp_path_factory):
     from trce_audit.attacks.base import AttackContext
     from trce_audit.attacks.finetune import FinetuneResurgence
-    from trce_audit.guards.base import write_guard
+    from trce_audit.models.folder import write_guard_record
 
     parent = tmp_path_factory.mktemp("parent")
     (parent / "trce_audit.json").write_text(json.dumps({"world": "test-world", "erasure": {"eraser": "esd-x"}}))
-    write_guard(parent, {"name": "sld", "version": "1", "config": {}})
+    write_guard_record(parent, {"name": "sld", "version": "1", "config": {}})
     before = {k: v.clone() for k, v in pipes[0].unet.state_dict().items()}
     attack = FinetuneResurgence(FinetuneResurgence.Config().with_overrides(TINY))
     context = AttackContext(artefact_dir=tmp_path_factory.mktemp("finetuned"), model_dir=parent)
@@ -93,7 +93,7 @@ def test_benign_captions_need_a_source(pipes):
 def test_api_scores_every_checkpoint_once_and_defaults_ignore_them(store, workspace, monkeypatch):
     """On the pocket model: the curve has step 0 and one point per checkpoint, the last is "after";
     a rerun stores nothing new; the workspace's default target stays the erased model."""
-    from trce_audit.api.attack import attack
+    from trce_audit.api import attack
     from trce_audit.attacks import finetune
     from trce_audit.models.defaults import default_for_target
 

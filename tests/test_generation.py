@@ -107,7 +107,7 @@ def test_settings_identity_leaves_out_runtime_options(tmp_path):
 
 
 def test_generate_resumes_and_reuses_stored_samples(store, workspace, tiny_sd_dir):
-    from trce_audit.api.generate import generate
+    from trce_audit.api import generate
     from trce_audit.generation import GenerationSettings
 
     set_id = store.add_prompt_set("six", rows(6))
@@ -145,7 +145,7 @@ def test_bad_settings_fail_before_anything_is_stored(cli, store, tiny_sd_dir):
 
 
 def test_killed_run_resumes_without_duplicates(store, workspace, tiny_sd_dir):
-    from trce_audit.api.generate import generate
+    from trce_audit.api import generate
     from trce_audit.generation import GenerationSettings
 
     n = 6

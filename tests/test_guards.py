@@ -176,19 +176,19 @@ def test_batched_guard_equals_the_per_image_reference(pipe64, guard_name):
 
 def test_guard_record_is_part_of_the_folder_and_its_fingerprint(tmp_path):
     from trce_audit.errors import ModelError
-    from trce_audit.guards.base import load_guard, write_guard
+    from trce_audit.models.folder import load_guard, write_guard_record
     from trce_audit.models.resolve import fingerprint_folder, resolve_model
     from trce_audit.models.tiny import save_pipeline
 
     folder = save_pipeline(tmp_path / "m", "tiny", seed=3)
     plain = fingerprint_folder(folder)
-    write_guard(folder, {"name": "sld", "version": "1", "config": SLD_CONFIG})
+    write_guard_record(folder, {"name": "sld", "version": "1", "config": SLD_CONFIG})
     guarded = fingerprint_folder(folder)
-    write_guard(folder, {"name": "sld", "version": "1", "config": {**SLD_CONFIG, "warmup_steps": 2}})
+    write_guard_record(folder, {"name": "sld", "version": "1", "config": {**SLD_CONFIG, "warmup_steps": 2}})
     assert len({plain, guarded, fingerprint_folder(folder)}) == 3
     assert resolve_model(str(folder)).guard == "sld"
     assert load_guard(folder).config["warmup_steps"] == 2
-    write_guard(folder, {"name": "nope", "version": "1", "config": {}})
+    write_guard_record(folder, {"name": "nope", "version": "1", "config": {}})
     with pytest.raises(ModelError, match="unknown guard 'nope'"):
         load_guard(folder)
 
@@ -204,8 +204,7 @@ WHITE_BOX_BUDGETS = {
 @pytest.mark.parametrize("guard_name", ["sld", "safree"])
 @pytest.mark.parametrize("attack_name", sorted(WHITE_BOX_BUDGETS))
 def test_white_box_attacks_optimise_through_the_guard(store, workspace, monkeypatch, guard_name, attack_name):
-    from trce_audit.api.attack import attack
-    from trce_audit.api.erasing import erase
+    from trce_audit.api import attack, erase
     from trce_audit.guards.safree import SAFREEGuard
     from trce_audit.guards.sld import SLDGuard
 
@@ -274,8 +273,7 @@ def test_attack_noise_takes_a_timestep_per_sample(pipe64, guard_name):
     with mixed timesteps equals each sample's own."""
     import torch
 
-    from trce_audit.attacks.tokens import encode_ids
-    from trce_audit.erasers.common import tokenize
+    from trce_audit.models.tokens import encode_ids, tokenize
     from trce_audit.guards.safree import SAFREEGuard
     from trce_audit.guards.sld import SLDGuard
 

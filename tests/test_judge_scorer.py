@@ -54,9 +54,9 @@ def _judge_only_from_detections(store, generation_run_id: int) -> int:
 
 
 def test_attack_records_its_judge_queries_and_scores_under_judge_and_scorer(store, workspace, strict_scorer, monkeypatch):
-    import trce_audit.api.judging as judging
     from trce_audit import pocket
-    from trce_audit.api.attack import attack
+    from trce_audit.api import attack
+    from trce_audit.orchestration import judging
     from trce_audit.reports.collect import collect
     from trce_audit.reports.markdown import render_markdown
     from trce_audit.reports.render import ReportOptions, render_html
@@ -114,7 +114,7 @@ def test_attack_records_its_judge_queries_and_scores_under_judge_and_scorer(stor
     assert other["run_id"] != summary["run_id"] and other["judge"]["metric"] == strict_scorer
 
 def test_a_judge_that_also_scores_is_marked(store, workspace, strict_scorer):
-    from trce_audit.api.attack import attack
+    from trce_audit.api import attack
     from trce_audit.reports.collect import collect
     from trce_audit.reports.markdown import render_markdown
     from trce_audit.reports.render import ReportOptions, render_html
@@ -134,7 +134,7 @@ def test_ring_a_bell_consults_no_judge_and_scores_with_the_concepts_scorers(stor
     import dataclasses
 
     from trce_audit import data
-    from trce_audit.api.attack import attack
+    from trce_audit.api import attack
 
     concept = dataclasses.replace(data.load_concept("cross", world="pocket", workspace=workspace), scorers=(strict_scorer,))
     summary = attack(store, workspace, name="ring-a-bell", model="pocket", concept=concept, prompts="pocket-explicit", limit=1,
@@ -167,7 +167,7 @@ def _spec(eval='["pocket"]', metrics_extra="", attack="unlearndiff", attack_extr
 
 
 def test_spec_scoring_with_the_judge_needs_as_published(strict_scorer):
-    from trce_audit.audit.runner import validate_components
+    from trce_audit.orchestration.audit_checks import validate_components
     from trce_audit.audit.spec import SpecError
 
     with pytest.raises(SpecError) as failed:

@@ -76,7 +76,7 @@ class FakeNudeDetector:
 
 def test_one_pass_serves_every_preset(store, workspace, tiny_sd_dir, monkeypatch):
     pytest.importorskip("nudenet")
-    from trce_audit.api.evaluate import evaluate
+    from trce_audit.api import evaluate
     from trce_audit.generation import GenerationSettings
     from trce_audit.metrics.nudenet import NudeNetASR
 

@@ -5,8 +5,13 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
+from ..audit.spec import default_pocket_spec, load_spec
+from ..orchestration.audit_runs import run_audit
+from ..reports.collect import collect
 from ..store import Store
 from ..workspace import Workspace
+
+__all__ = ["run_audit_spec"]
 
 
 def run_audit_spec(
@@ -24,10 +29,6 @@ def run_audit_spec(
     ``executor`` draws every evaluation's image shards (erasers and attack searches run here).
     Returns the audit run id, what it ran, and the comparison rows read back from the store.
     """
-    from ..audit.runner import run_audit
-    from ..audit.spec import default_pocket_spec, load_spec
-    from ..reports.collect import collect
-
     parsed = load_spec(spec if spec is not None else default_pocket_spec())
     result = run_audit(store, workspace, parsed, device=device, log=log, allow_pickle=allow_pickle, executor=executor)
     view = collect(store, audit_id=result["audit_run_id"])

@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from ..data.concepts import Concept, concept_names, load_concept
-from ..data.fetch import data_status, fetch
+from ..data.downloads import data_status, fetch
 from ..data.registry import PROMPT_SETS, data_file, fetchable_names
 from ..data.sets import ensure_prompt_set, load_prompt_set, load_user_csv
 from ..errors import DataError
 from ..store import Store
 from ..workspace import Workspace
 
+__all__ = ["add_prompt_set", "fetch_data", "list_concepts", "list_data", "show_prompt_set"]
 
 
 def list_data(workspace: Workspace, data_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
@@ -69,20 +70,6 @@ def add_prompt_set(store: Store, workspace: Workspace, name_or_path: str, *, lim
 
 def concept_record(concept: Concept) -> dict[str, Any]:
     return {**concept.as_dict(), "n_pairs": len(concept.pairs), "meta": concept.meta}
-
-
-def model_world(spec: str | None, *, store: Store | None = None, workspace: Workspace | None = None) -> str:
-    """The concept world of a model spec, without downloading anything: a hub id is an SD model."""
-    if spec is None:
-        return "sd"
-    if spec == "pocket":
-        return "pocket"
-    is_stored = spec.startswith("artefact:") or spec.isdigit()
-    if is_stored or Path(spec).expanduser().is_dir():
-        from ..models.resolve import resolve_model
-
-        return resolve_model(spec, store=store, workspace=workspace).world
-    return "sd"
 
 
 def list_concepts(

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
+from ..audit.spec import GateSpec, load_spec
 from ..errors import ConfigError, StoreError
 from ..gating.check import BOUNDS, SEED_AGGREGATES, GateDataError, GateResult, check_limit, check_regression, load_baseline_file
-from ..gating.limits import AsrLimit, parse_asr_limit, parse_points
+from ..gating.junit import write_junit
+from ..gating.limits import AsrLimit, format_percent, parse_asr_limit, parse_points
 from ..reports.collect import collect
 from ..store import Store
 
-if TYPE_CHECKING:
-    from ..audit.spec import GateSpec
+__all__ = ["check_gate", "format_percent", "write_junit"]
 
 
 def _baseline_rows(store: Store, baseline: str) -> list[dict[str, Any]]:
@@ -26,10 +27,8 @@ def _baseline_rows(store: Store, baseline: str) -> list[dict[str, Any]]:
     return load_baseline_file(Path(text).expanduser())
 
 
-def _stored_gate_spec(config: dict[str, Any]) -> "GateSpec":
+def _stored_gate_spec(config: dict[str, Any]) -> GateSpec:
     """The [gate] table of the audit spec an audit ran with (its run config holds AuditSpec.as_dict())."""
-    from ..audit.spec import GateSpec
-
     table = config.get("gate") if isinstance(config, dict) else None
     return GateSpec.from_mapping(table, "audit run config gate") if isinstance(table, dict) else GateSpec()
 
@@ -61,8 +60,6 @@ def check_gate(
     if increase is not None and baseline is None and spec is None:
         raise ConfigError("--max-increase needs --baseline (an audit run id or a JSON file from gate/report --json)")
     if spec is not None:
-        from ..audit.spec import load_spec
-
         gate_spec = load_spec(spec).gate
     view = collect(store, audit_id=audit_id)
     assert view.audit is not None

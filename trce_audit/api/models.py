@@ -1,12 +1,15 @@
-"""List and resolve models."""
+"""List and resolve models; the concept world of a model; the model a command uses when given none."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..models.resolve import BUILTIN_MODELS, REFERENCE_HUB_MODELS, ModelRef, resolve_model
+from ..models.defaults import DefaultModel, default_for_erase, default_for_target, require_available
+from ..models.resolve import BUILTIN_MODELS, REFERENCE_HUB_MODELS, ModelRef, model_world, resolve_model
 from ..store import Store
 from ..workspace import Workspace
+
+__all__ = ["default_model", "list_models", "model_world", "resolve"]
 
 
 def list_models(store: Store | None = None) -> list[dict[str, Any]]:
@@ -32,3 +35,13 @@ def list_models(store: Store | None = None) -> list[dict[str, Any]]:
 
 def resolve(spec: str, *, store: Store | None = None, workspace: Workspace | None = None, allow_pickle: bool = False) -> ModelRef:
     return resolve_model(spec, store=store, workspace=workspace, allow_pickle=allow_pickle)
+
+
+def default_model(concept: str | None, *, erase: bool = False, store: Store | None = None) -> DefaultModel:
+    """The model (and concept) a command uses when given no model: an erase starts from the concept's
+    reference model (nudity's when no concept is named); an attack or evaluation takes the latest model
+    erased for the concept in ``store`` (required then), else the concept's reference model. ``why`` says
+    which, in one line. A hub model neither cached nor downloadable fails in one line."""
+    chosen = default_for_erase(concept or "nudity") if erase else default_for_target(store, concept)
+    require_available(chosen.spec)
+    return chosen

@@ -6,7 +6,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import ConfigError
+from ..reports.collect import collect
+from ..reports.markdown import render_markdown
+from ..reports.render import ReportOptions, write_report
 from ..store import Store
+
+__all__ = ["parse_run_ids", "render_report"]
 
 
 def parse_run_ids(text: str) -> list[int]:
@@ -30,9 +35,6 @@ def render_report(
 
     Returns the data shown (the same rows `gate --json` writes, usable as a gate baseline) and file stats.
     """
-    from ..reports.collect import collect
-    from ..reports.render import ReportOptions, write_report
-
     if audit_id is not None and run_ids is not None:
         raise ConfigError("give --audit or --runs, not both")
     if max_images < 0:
@@ -44,8 +46,6 @@ def render_report(
     if not view.rows:
         raise ConfigError("nothing to report: the selected runs hold no completed evaluation")
     if out_path.suffix.lower() == ".md":
-        from ..reports.markdown import render_markdown
-
         title = f"Audit results: {view.audit.config.get('name', 'audit')}" if view.audit else "Results"
         command = f"trce-audit report --out {out}" + (f" --audit {audit_id}" if audit_id else "")
         text = render_markdown(view, title=title, command=command)

@@ -7,6 +7,8 @@ from typing import Any
 from ..store import Store
 from ..store.schema import Run
 
+__all__ = ["list_runs", "show_run"]
+
 
 def run_record(run: Run) -> dict[str, Any]:
     return {

@@ -18,6 +18,7 @@ import typer.main
 from .. import __version__
 from ..errors import TrceAuditError, one_line
 from .common import AppState
+from .feedback import install_warning_lines
 
 # Typer vendors click: its usage errors derive from the vendored ClickException (BadParameter's base).
 _CLICK_ERRORS = tuple(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException")
@@ -58,7 +59,7 @@ def _root(
     ctx.obj = AppState(workspace_dir=workspace, db_url=db)
 
 
-_SKIP = {"common", "feedback"}
+_SKIP = {"common", "executor", "feedback"}
 for _info in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name):
     if _info.name not in _SKIP and not _info.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_info.name}").register(app)
@@ -83,8 +84,6 @@ def click_command():
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .feedback import install_warning_lines
-
     install_warning_lines()
     try:
         result = click_command().main(args=argv, prog_name="trce-audit", standalone_mode=False)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+import warnings
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from .common import (
-    AddressOpt, AllowPickleOpt, CpusPerWorkerOpt, DataDirOpt, DeviceOpt, ExecutorOpt, GpusPerWorkerOpt, JsonOpt,
-    MaxRetriesOpt, StageProgress, TargetModelOpt, WorkersOpt, emit, emit_table, executor_options, open_executor,
-    parse_assignments, pick_model, state,
-)
-from .feedback import say_warning
+from .. import api
+from .common import AllowPickleOpt, DataDirOpt, DeviceOpt, JsonOpt, TargetModelOpt, emit, emit_table, parse_assignments, pick_model, state
+from .executor import executor_command
+from .feedback import StageProgress, say_warning
+
+if TYPE_CHECKING:
+    from ..api import ExecutorOptions
 
 
 def _render(summary: dict[str, Any]) -> None:
@@ -37,6 +39,7 @@ def _render(summary: dict[str, Any]) -> None:
 
 def register(app: typer.Typer) -> None:
     @app.command("attack")
+    @executor_command
     def attack_cmd(
         ctx: typer.Context,
         name: Annotated[str, typer.Argument(help="ring-a-bell | unlearndiff | p4d-n | p4d-k | mma-diffusion | concept-inversion | finetune-resurgence | replay (see `trce-audit attacks`).")],
@@ -55,32 +58,21 @@ def register(app: typer.Typer) -> None:
         steps: Annotated[Optional[int], typer.Option("--steps", help="Sampling steps of the before/after evaluation.")] = None,
         batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Generation batch size of the evaluation.")] = None,
         device: DeviceOpt = "auto",
-        executor: ExecutorOpt = "local",
-        address: AddressOpt = None,
-        workers: WorkersOpt = None,
-        gpus_per_worker: GpusPerWorkerOpt = None,
-        cpus_per_worker: CpusPerWorkerOpt = 1,
-        max_retries: MaxRetriesOpt = 2,
+        executor_opts: ExecutorOptions = None,  # the six executor options, checked: see executor.py
         data_dir: DataDirOpt = None,
         allow_pickle: AllowPickleOpt = False,
         json_: JsonOpt = False,
     ) -> None:
         """Optimise adversarial prompts against a model (or replay a published set) and store ASR before/after."""
-        import warnings
-
-        from ..api.attack import attack
-        from ..attacks.base import BelowPaperBudgetWarning
-
         app_state = state(ctx)
         workspace = app_state.workspace(data_dir)
         overrides = parse_assignments(budget, "--set")
-        executor_opts = executor_options(executor, address, workers, gpus_per_worker, cpus_per_worker, max_retries)
         settings = {k: v for k, v in {"steps": steps, "batch_size": batch_size, "device": device}.items() if v is not None}
-        with open_executor(executor_opts, device) as pool, warnings.catch_warnings():
+        with api.open_executor(executor_opts, device) as pool, warnings.catch_warnings():
             model, concept = pick_model(app_state, model, concept)
-            warnings.simplefilter("ignore", BelowPaperBudgetWarning)
+            warnings.simplefilter("ignore", api.BelowPaperBudgetWarning)
             with StageProgress() as bars:
-                summary = attack(
+                summary = api.attack(
                     app_state.store(), workspace, name=name, model=model, concept=concept, prompts=prompts,
                     budget=overrides, limit=limit, original_model=original_model, settings=settings,
                     allow_pickle=allow_pickle, progress=lambda done, total, what: bars(f"attack {name}", done, total),
@@ -93,9 +85,7 @@ def register(app: typer.Typer) -> None:
     @app.command("attacks")
     def attacks_cmd(json_: JsonOpt = False) -> None:
         """List attacks with their threat tiers and paper budgets."""
-        from ..api.attack import list_attacks
-
-        rows = list_attacks()
+        rows = api.list_attacks()
         emit(
             rows,
             json_,

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from .common import (
-    AddressOpt, CpusPerWorkerOpt, ExecutorOpt, GpusPerWorkerOpt, MaxRetriesOpt, WorkersOpt, executor_options, open_executor,
-)
+from .. import api
+from ..errors import ConfigError
 from .common import AllowPickleOpt, DataDirOpt, JsonOpt, emit, emit_table, state
+from .executor import executor_command
 from .feedback import PlainProgress, say_warning
+
+if TYPE_CHECKING:
+    from ..api import ExecutorOptions
 
 
 def _percent(metric: dict[str, Any] | None) -> str:
@@ -39,6 +42,7 @@ def _render(result: dict[str, Any]) -> None:
 
 def register(app: typer.Typer) -> None:
     @app.command("audit")
+    @executor_command
     def audit(
         ctx: typer.Context,
         spec: Annotated[
@@ -52,32 +56,23 @@ def register(app: typer.Typer) -> None:
             Optional[str],
             typer.Option("--device", metavar="DEVICE", show_default=False, help="auto, cpu, cuda or cuda:N (runtime only) [default: the spec's, auto].")
         ] = None,
-        executor: ExecutorOpt = "local",
-        address: AddressOpt = None,
-        workers: WorkersOpt = None,
-        gpus_per_worker: GpusPerWorkerOpt = None,
-        cpus_per_worker: CpusPerWorkerOpt = 1,
-        max_retries: MaxRetriesOpt = 2,
+        executor_opts: ExecutorOptions = None,  # the six executor options, checked: see executor.py
         data_dir: DataDirOpt = None,
         allow_pickle: AllowPickleOpt = False,
         json_: JsonOpt = False,
     ) -> None:
         """Run erase -> evaluate -> attack as the spec says, reusing everything already stored."""
-        from ..api.audit import run_audit_spec
-        from ..errors import ConfigError
-
         if spec is not None and spec_option is not None and spec != spec_option:
             raise ConfigError("give the audit spec once: as SPEC or as --spec FILE")
         spec = spec or spec_option
         if spec is not None and not spec.is_file():
             raise ConfigError(f"audit spec {spec} does not exist")
-        executor_opts = executor_options(executor, address, workers, gpus_per_worker, cpus_per_worker, max_retries)
         app_state = state(ctx)
         workspace = app_state.workspace(data_dir)
-        with open_executor(executor_opts, device) as pool:
+        with api.open_executor(executor_opts, device) as pool:
             steps = PlainProgress()  # numbered steps with elapsed time, and a heartbeat during long ones
             try:
-                result = run_audit_spec(app_state.store(), workspace, spec, device=device, allow_pickle=allow_pickle, log=steps.step,
+                result = api.run_audit_spec(app_state.store(), workspace, spec, device=device, allow_pickle=allow_pickle, log=steps.step,
                                         **({"executor": pool} if pool is not None else {}))
             finally:
                 steps.close()

@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from .. import api
 from .common import DataDirOpt, JsonOpt, emit, emit_table, state
 
 PAIRS_SHOWN = 3
@@ -30,13 +31,11 @@ def register(app: typer.Typer) -> None:
         json_: JsonOpt = False,
     ) -> None:
         """Concepts an eraser can target: keyword/safe pairs, detector, evaluation prompt sets."""
-        from ..api.data import list_concepts, model_world
-
         app_state = state(ctx)
         workspace = app_state.workspace(data_dir)
         needs_store = model is not None and (model.startswith("artefact:") or model.isdigit())
-        world = model_world(model, store=app_state.store() if needs_store else None, workspace=workspace)
-        records = list_concepts(world, workspace=workspace)
+        world = api.model_world(model, store=app_state.store() if needs_store else None, workspace=workspace)
+        records = api.list_concepts(world, workspace=workspace)
         emit(
             records,
             json_,

@@ -6,6 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from .. import api
+from ..errors import DataError
 from .common import DataDirOpt, JsonOpt, emit, emit_table, state
 
 
@@ -20,9 +22,7 @@ def register(app: typer.Typer) -> None:
     @data.command("list")
     def list_(ctx: typer.Context, data_dir: DataDirOpt = None, json_: JsonOpt = False) -> None:
         """Every prompt set and concept list: kind, rows, source, sha256 pin and local status."""
-        from ..api.data import list_data
-
-        records = list_data(state(ctx).workspace(data_dir))
+        records = api.list_data(state(ctx).workspace(data_dir))
         emit(
             records,
             json_,
@@ -46,12 +46,9 @@ def register(app: typer.Typer) -> None:
         json_: JsonOpt = False,
     ) -> None:
         """Download files into the workspace cache; each is checked against its sha256 pin before it is kept."""
-        from ..api.data import fetch_data
-        from ..errors import DataError
-
         if not names and not all_:
             raise DataError("name a prompt set or concept list to fetch, or pass --all")
-        records = fetch_data(state(ctx).workspace(), [] if all_ else list(names or []), url=url, base_url=base_url)
+        records = api.fetch_data(state(ctx).workspace(), [] if all_ else list(names or []), url=url, base_url=base_url)
         emit(records, json_, lambda rows: emit_table("fetched", ["name", "status", "path"], [[r["name"], r["status"], r["path"]] for r in rows]))
 
     @data.command("show")
@@ -63,9 +60,7 @@ def register(app: typer.Typer) -> None:
         json_: JsonOpt = False,
     ) -> None:
         """The first rows of a prompt set: text, seed, guidance."""
-        from ..api.data import show_prompt_set
-
-        record = show_prompt_set(name, state(ctx).workspace(data_dir), limit=limit)
+        record = api.show_prompt_set(name, state(ctx).workspace(data_dir), limit=limit)
         emit(
             record,
             json_,
@@ -85,10 +80,8 @@ def register(app: typer.Typer) -> None:
         json_: JsonOpt = False,
     ) -> None:
         """Store a prompt set in the result store (once per content) and print its id."""
-        from ..api.data import add_prompt_set
-
         app_state = state(ctx)
-        record = add_prompt_set(app_state.store(), app_state.workspace(data_dir), name, limit=limit)
+        record = api.add_prompt_set(app_state.store(), app_state.workspace(data_dir), name, limit=limit)
         emit(record, json_, lambda r: emit_table("prompt set", ["id", "name", "rows", "source"], [[r["id"], r["name"], r["rows"], r["source"]]]))
 
     app.add_typer(data, name="data")

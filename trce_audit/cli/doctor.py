@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from .. import api
 from .common import JsonOpt, emit_json, state
 
 
@@ -11,9 +12,7 @@ def register(app: typer.Typer) -> None:
     @app.command("doctor")
     def doctor_cmd(ctx: typer.Context, json_: JsonOpt = False) -> None:
         """Check packages, device, hub access, cached models, optional extras and the store (writes nothing)."""
-        from ..api.doctor import doctor
-
-        rows = doctor(state(ctx).workspace())
+        rows = api.doctor(state(ctx).workspace())
         if json_:
             emit_json(rows)
             return

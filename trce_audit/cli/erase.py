@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from .common import (
-    AddressOpt, CpusPerWorkerOpt, ExecutorOpt, GpusPerWorkerOpt, MaxRetriesOpt, WorkersOpt, executor_options, open_executor,
-)
-from .common import (
-    AllowPickleOpt, DataDirOpt, DeviceOpt, JsonOpt, SetOpt, StageProgress, emit, emit_json, emit_table, parse_assignments,
-    pick_model, state,
-)
+from .. import api
+from .common import AllowPickleOpt, DataDirOpt, DeviceOpt, JsonOpt, SetOpt, emit, emit_json, emit_table, parse_assignments, pick_model, state
+from .executor import executor_command
+from .feedback import StageProgress
+
+if TYPE_CHECKING:
+    from ..api import ExecutorOptions
 
 
 def register(app: typer.Typer) -> None:
     @app.command("erase")
+    @executor_command
     def erase(
         ctx: typer.Context,
         eraser: Annotated[str, typer.Argument(help="Eraser id: trce, esd-x, esd-u, uce (see `trce-audit erasers`).")],
@@ -36,26 +37,18 @@ def register(app: typer.Typer) -> None:
         stages: Annotated[Optional[str], typer.Option("--stages", help="trce only: 1, 2 or 1,2 [default: 1,2].")] = None,
         device: DeviceOpt = "auto",
         batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Samples per UNet call (runtime only).")] = 8,
-        executor: ExecutorOpt = "local",
-        address: AddressOpt = None,
-        workers: WorkersOpt = None,
-        gpus_per_worker: GpusPerWorkerOpt = None,
-        cpus_per_worker: CpusPerWorkerOpt = 1,
-        max_retries: MaxRetriesOpt = 2,
+        executor_opts: ExecutorOptions = None,  # the six executor options, checked: see executor.py
         allow_pickle: AllowPickleOpt = False,
         data_dir: DataDirOpt = None,
         json_: JsonOpt = False,
     ) -> None:
         """Erase a concept from a model; prints the artefact id, usable as --model artefact:ID."""
-        from ..api.erasing import erase as erase_api
-
         overrides = parse_assignments(set_)
-        executor_opts = executor_options(executor, address, workers, gpus_per_worker, cpus_per_worker, max_retries)
         app_state = state(ctx)
         model, _ = pick_model(app_state, model, concept, erase=True)
         workspace = app_state.workspace(data_dir).ensure()
-        with open_executor(executor_opts, device) as pool, StageProgress() as reporter:
-            result = erase_api(
+        with api.open_executor(executor_opts, device) as pool, StageProgress() as reporter:
+            result = api.erase(
                 app_state.store(), workspace, eraser=eraser, concept=concept, model=model, out=out,
                 config_file=config, overrides=overrides, device=device, stages=stages, batch_size=batch_size,
                 allow_pickle=allow_pickle, progress=reporter, **({"executor": pool} if pool is not None else {}),
@@ -71,9 +64,7 @@ def register(app: typer.Typer) -> None:
     @app.command("erasers")
     def erasers(ctx: typer.Context, json_: JsonOpt = False) -> None:
         """List the registered erasers and their default configs."""
-        from ..api.erasing import list_erasers
-
-        rows = list_erasers()
+        rows = api.list_erasers()
         if json_:
             emit_json(rows)
         else:

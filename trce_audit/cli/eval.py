@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from .common import (
-    AddressOpt, CpusPerWorkerOpt, ExecutorOpt, GpusPerWorkerOpt, MaxRetriesOpt, WorkersOpt, executor_options, open_executor,
-)
-from .common import AllowPickleOpt, DataDirOpt, DeviceOpt, JsonOpt, StageProgress, TargetModelOpt, emit, emit_table, pick_model, state
+from .. import api
+from ..errors import ConfigError
+from .common import AllowPickleOpt, DataDirOpt, DeviceOpt, JsonOpt, TargetModelOpt, emit, emit_table, pick_model, state
+from .executor import executor_command
+from .feedback import StageProgress
 from .generate import (
     BatchOpt, DtypeOpt, HeightOpt, LimitOpt, PromptsOpt, SchedulerOpt, StepsOpt, WidthOpt,
     make_settings,
 )
+
+if TYPE_CHECKING:
+    from ..api import ExecutorOptions
 
 
 def metric_options(
     metrics: list[str], threshold, classes, nudenet_weights, fid_ref, inception, clip_model, presets=None
 ) -> dict[str, dict[str, Any]]:
     """Per-metric options from the flat CLI flags; a flag for a metric not requested is an error."""
-    from ..errors import ConfigError
-
     by_metric: dict[str, dict[str, Any]] = {
         "nudenet": {"threshold": threshold, "classes": classes, "weights": nudenet_weights, "presets": presets},
         "fid": {"reference": fid_ref, "inception_weights": inception},
@@ -62,6 +64,7 @@ def _render(result: dict[str, Any]) -> None:
 
 def register(app: typer.Typer) -> None:
     @app.command("eval")
+    @executor_command
     def eval_cmd(
         ctx: typer.Context,
         prompts: PromptsOpt,
@@ -88,27 +91,19 @@ def register(app: typer.Typer) -> None:
             Optional[Path], typer.Option("--inception-weights", help="fid: local torchscript Inception (clean-fid's inception-2015-12-05.pt).")
         ] = None,
         clip_model: Annotated[Optional[str], typer.Option("--clip-model", help="clip: model id or folder [default: openai/clip-vit-large-patch14].")] = None,
-        executor: ExecutorOpt = "local",
-        address: AddressOpt = None,
-        workers: WorkersOpt = None,
-        gpus_per_worker: GpusPerWorkerOpt = None,
-        cpus_per_worker: CpusPerWorkerOpt = 1,
-        max_retries: MaxRetriesOpt = 2,
+        executor_opts: ExecutorOptions = None,  # the six executor options, checked: see executor.py
         data_dir: DataDirOpt = None,
         allow_pickle: AllowPickleOpt = False,
         json_: JsonOpt = False,
     ) -> None:
         """Generate (reusing stored images) and measure (reusing stored detections); stores an eval run."""
-        from ..api.evaluation import evaluate
-
         app_state = state(ctx)
         settings = make_settings(steps, height, width, batch_size, dtype, scheduler, device)
         options = metric_options(metric, threshold, classes, nudenet_weights, fid_ref, inception, clip_model, presets)
-        executor_opts = executor_options(executor, address, workers, gpus_per_worker, cpus_per_worker, max_retries)
-        with open_executor(executor_opts, settings.device) as pool:
+        with api.open_executor(executor_opts, settings.device) as pool:
             model, concept = pick_model(app_state, model, concept)
             with StageProgress() as report:
-                result = evaluate(
+                result = api.evaluate(
                     app_state.store(), app_state.workspace(data_dir), model=model, prompts=prompts, metrics=metric,
                     settings=settings, limit=limit, concept=concept, allow_pickle=allow_pickle, metric_options=options,
                     progress=report, **({"executor": pool} if pool is not None else {}),

@@ -125,13 +125,27 @@ class StageProgress:
             self.plain(stage, done, total)
             return
         if self.bar is None:
-            from .common import progress
-
             self.bar = progress()
             self.bar.start()
         if stage not in self.tasks:
             self.tasks[stage] = self.bar.add_task(stage, total=total)
         self.bar.update(self.tasks[stage], completed=done, total=total)
+
+
+def progress():
+    """A Rich progress bar on stderr, so --json output on stdout stays parseable."""
+    from rich.console import Console  # deferred: --help stays fast
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
 
 
 class WarningLines:

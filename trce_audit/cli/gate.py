@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from .. import api
+from ..errors import StoreError
 from .common import JsonOpt, emit_json, emit_table, state
 
 
@@ -52,16 +54,10 @@ def register(app: typer.Typer) -> None:
         The ASR checked for a row is the after-attack ASR where the row is an attack (seeded from the set),
         else the plain ASR; a limit passes when the worst such ASR over the erased models is within it.
         """
-        from ..api.gate import check_gate
-        from ..gating.junit import write_junit
-        from ..gating.limits import format_percent
-
-        from ..errors import StoreError
-
         store = state(ctx).existing_store("gate")
         if audit is None and not store.list_runs(kind="audit", limit=1):
             raise StoreError("no audit run in the store; run `trce-audit audit` first, or pass --audit ID")
-        result = check_gate(
+        result = api.check_gate(
             store,
             audit_id=audit,
             max_asr=max_asr or (),
@@ -74,7 +70,7 @@ def register(app: typer.Typer) -> None:
         for problem in result.view.problems:
             typer.echo(f"warning: {problem}", err=True)
         if junit is not None:
-            write_junit(result, junit)
+            api.write_junit(result, junit)
         if json_:
             emit_json(result.as_dict())
         else:
@@ -85,7 +81,7 @@ def register(app: typer.Typer) -> None:
                     [
                         check.name,
                         "pass" if check.passed else "FAIL",
-                        format_percent(check.observed) if check.kind == "max_asr" else f"{check.observed * 100:+.1f} pp",
+                        api.format_percent(check.observed) if check.kind == "max_asr" else f"{check.observed * 100:+.1f} pp",
                         check.message,
                     ]
                     for check in result.checks

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from .common import (
-    AddressOpt, CpusPerWorkerOpt, ExecutorOpt, GpusPerWorkerOpt, MaxRetriesOpt, WorkersOpt, executor_options, open_executor,
-)
-from .common import AllowPickleOpt, DataDirOpt, DeviceOpt, JsonOpt, ModelOpt, StageProgress, emit, emit_table, state
+from .. import api
+from .common import AllowPickleOpt, DataDirOpt, DeviceOpt, JsonOpt, ModelOpt, emit, emit_table, state
+from .executor import executor_command
+from .feedback import StageProgress
+
+if TYPE_CHECKING:
+    from ..api import ExecutorOptions, GenerationSettings
 
 PromptsOpt = Annotated[str, typer.Option("--prompts", "-p", help="Prompt set: a name (i2p, p4d, …), a stored id or set:ID.")]
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N prompts.")]
@@ -23,10 +26,8 @@ SchedulerOpt = Annotated[
 ]
 
 
-def make_settings(steps: int, height, width, batch_size: int, dtype: str, scheduler, device: str):
-    from ..generation import GenerationSettings
-
-    return GenerationSettings(
+def make_settings(steps: int, height, width, batch_size: int, dtype: str, scheduler, device: str) -> GenerationSettings:
+    return api.GenerationSettings(
         steps=steps, height=height, width=width, batch_size=batch_size, dtype=dtype, scheduler=scheduler, device=device
     ).validate()
 
@@ -38,6 +39,7 @@ def describe(settings: dict[str, Any]) -> str:
 
 def register(app: typer.Typer) -> None:
     @app.command("generate")
+    @executor_command
     def generate_cmd(
         ctx: typer.Context,
         model: ModelOpt,
@@ -50,24 +52,16 @@ def register(app: typer.Typer) -> None:
         dtype: DtypeOpt = "fp32",
         scheduler: SchedulerOpt = None,
         device: DeviceOpt = "auto",
-        executor: ExecutorOpt = "local",
-        address: AddressOpt = None,
-        workers: WorkersOpt = None,
-        gpus_per_worker: GpusPerWorkerOpt = None,
-        cpus_per_worker: CpusPerWorkerOpt = 1,
-        max_retries: MaxRetriesOpt = 2,
+        executor_opts: ExecutorOptions = None,  # the six executor options, checked: see executor.py
         data_dir: DataDirOpt = None,
         allow_pickle: AllowPickleOpt = False,
         json_: JsonOpt = False,
     ) -> None:
         """Generate one image per prompt; a rerun makes only the missing ones."""
-        from ..api.generation import generate
-
         app_state = state(ctx)
         settings = make_settings(steps, height, width, batch_size, dtype, scheduler, device)
-        executor_opts = executor_options(executor, address, workers, gpus_per_worker, cpus_per_worker, max_retries)
-        with open_executor(executor_opts, settings.device) as pool, StageProgress() as report:
-            result = generate(
+        with api.open_executor(executor_opts, settings.device) as pool, StageProgress() as report:
+            result = api.generate(
                 app_state.store(), app_state.workspace(data_dir), model=model, prompts=prompts, settings=settings,
                 limit=limit, allow_pickle=allow_pickle, progress=lambda done, total: report("generate", done, total),
                 **({"executor": pool} if pool is not None else {}),

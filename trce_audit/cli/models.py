@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from .. import api
 from .common import JsonOpt, emit, emit_table, state
 
 
@@ -11,7 +12,5 @@ def register(app: typer.Typer) -> None:
     @app.command("models")
     def models(ctx: typer.Context, json_: JsonOpt = False) -> None:
         """List built-in models, reference hub models and erased models (artefacts) in the store."""
-        from ..api.models import list_models
-
-        rows = list_models(state(ctx).store())
+        rows = api.list_models(state(ctx).store())
         emit(rows, json_, lambda rows: emit_table("models", ["model", "kind", "description"], [[r["model"], r["kind"], r["description"]] for r in rows]))

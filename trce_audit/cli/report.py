@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from .. import api
 from .common import JsonOpt, emit_json, state
 
 
@@ -24,13 +25,11 @@ def register(app: typer.Typer) -> None:
         json_: JsonOpt = False,
     ) -> None:
         """Write an offline HTML report: ASR tables and chart, preservation metrics, image grids, provenance."""
-        from ..api.report import parse_run_ids, render_report
-
-        result = render_report(
+        result = api.render_report(
             state(ctx).store(),
             out,
             audit_id=audit,
-            run_ids=parse_run_ids(runs) if runs is not None else None,
+            run_ids=api.parse_run_ids(runs) if runs is not None else None,
             unblur=unblur,
             max_images=max_images,
         )

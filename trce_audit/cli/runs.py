@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from .. import api
 from .common import JsonOpt, emit, emit_json, emit_table, state
 
 
@@ -21,9 +22,7 @@ def register(app: typer.Typer) -> None:
         json_: JsonOpt = False,
     ) -> None:
         """List runs, newest first."""
-        from ..api.runs import list_runs
-
-        rows = list_runs(state(ctx).store(), kind=kind, status=status, limit=limit)
+        rows = api.list_runs(state(ctx).store(), kind=kind, status=status, limit=limit)
         emit(
             rows,
             json_,
@@ -37,9 +36,7 @@ def register(app: typer.Typer) -> None:
     @runs.command("show")
     def show(ctx: typer.Context, run_id: Annotated[int, typer.Argument(help="Run id.")], json_: JsonOpt = False) -> None:
         """Show one run: config, versions, metrics and child runs."""
-        from ..api.runs import show_run
-
-        record = show_run(state(ctx).store(), run_id)
+        record = api.show_run(state(ctx).store(), run_id)
         if json_:
             emit_json(record)
             return

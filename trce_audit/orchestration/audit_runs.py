@@ -10,8 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..errors import ConfigError
-from .spec import AttackSpec, AuditSpec
+from ..audit.spec import AttackSpec, AuditSpec
+from ..generation import GenerationSettings
+from ..models.device import resolve_device
+from ..models.resolve import resolve_model
+from . import attack_runs, erase_runs, eval_runs  # called through their modules, as tests replace them
+from .audit_checks import eraser_config, validate_components
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -29,10 +33,10 @@ class AuditModel:
 
     @property
     def name(self) -> str:
-        return _named(self.label, self.seed)
+        return named(self.label, self.seed)
 
 
-def _named(label: str, seed: int | None) -> str:
+def named(label: str, seed: int | None) -> str:
     return label if seed is None else f"{label} seed {seed}"
 
 
@@ -54,9 +58,7 @@ class AuditProgress:
         }
 
 
-def _settings(spec: AuditSpec, device: str | None):
-    from ..generation import GenerationSettings
-
+def generation_settings_for(spec: AuditSpec, device: str | None) -> GenerationSettings:
     gen = spec.generation
     return GenerationSettings(
         steps=gen.steps, height=gen.height, width=gen.width, batch_size=gen.batch_size, dtype=gen.dtype,
@@ -64,89 +66,7 @@ def _settings(spec: AuditSpec, device: str | None):
     )
 
 
-def _check_preset(kind: str, name: str, preset: str | None, world: str) -> None:
-    if preset is not None and preset != world:
-        raise ConfigError(f"{kind} {name!r}: preset {preset!r} does not match the model's world {world!r}")
-
-
-def validate_components(spec: AuditSpec, world: str) -> dict[str, Any]:
-    """Build every eraser, attack and metric config before anything runs: a typo fails in a second,
-    not after an hour of erasing. Returns each component's version and resolved config (world preset
-    and overrides), which belong to the audit's identity: after an upgrade that changes a preset or a
-    component, the same spec is a new audit, not a stale complete one."""
-    from .. import registry
-    from ..api.attack import attack_config
-    from ..attacks.base import check_tier
-
-    resolved: dict[str, Any] = {"erasers": [], "attacks": [], "metrics": {}}
-    for index, eraser in enumerate(spec.erasers):
-        _check_preset("eraser", eraser.name, eraser.preset, world)
-        config, stages = _eraser_config(eraser.config)
-        eraser_cls = registry.load("eraser", eraser.name)
-        built = eraser_cls.make_config(world=world, overrides=config, concept=spec.concept)
-        stage_tuple = None
-        if stages is not None:
-            from ..api.erase import parse_stages
-
-            stage_tuple = parse_stages(stages)
-            eraser_cls.check_stages(stage_tuple)
-        entry = {"name": eraser.name, "version": eraser_cls.version, "config": built.as_dict()}
-        if eraser.seeds is not None:
-            if not eraser_cls.uses_seed(stage_tuple or eraser_cls.default_stages):
-                seeded = [n for n in registry.names("eraser") if registry.load("eraser", n).uses_seed()]
-                raise ConfigError(f"audit spec: erasers[{index}].seeds: {eraser.label!r} does not train or draw "
-                                  f"({eraser.name}{' at these stages' if stage_tuple else ''} is a closed form or a guard), "
-                                  f"so every seed would give the same model; seeds apply to {', '.join(seeded)}")
-            entry["seeds"] = list(eraser.seeds)
-        resolved["erasers"].append(entry)
-    detector = _concept_detector(spec, world) if spec.attacks else None
-    judges = set()
-    for index, attack in enumerate(spec.attacks):
-        _check_preset("attack", attack.name, attack.preset, world)
-        attack_cls, built = attack_config(attack.name, world=world, budget={**attack.config, **attack.budget})
-        check_tier(attack_cls)  # any of the tiers; a plugin that declares another fails before anything runs
-        consults = not attack_cls.is_replay and bool(getattr(built, "early_stop", False))
-        judge = spec.attack_judge(attack, detector) if consults else None
-        spec.check_judge_apart(index, judge)
-        judges.update([judge] if judge else [])
-        resolved["attacks"].append({"name": attack.name, "version": attack_cls.version, "config": built.identity_dict(),
-                                    "judge": judge, "as_published": spec.as_published(attack)})
-    for metric in sorted({*spec.metrics.eval, *spec.metrics.preserve, *judges}):
-        resolved["metrics"][metric] = _metric_identity(registry.load("metric", metric))
-    return resolved
-
-
-def _metric_identity(runner_cls: Any) -> dict[str, Any]:
-    """A metric's version and, for per-image runners, its detector key (name, version, weights hash): a
-    retrained detector or a re-tuned scorer makes the same spec a new audit instead of a stale one."""
-    from ..errors import TrceAuditError
-
-    try:
-        key = list(runner_cls.from_options(None).detector_key())
-    except (TrceAuditError, NotImplementedError, ImportError):  # set-level runners; an extra not installed
-        key = None
-    return {"version": runner_cls.version, "detector": key}
-
-
-def _concept_detector(spec: AuditSpec, world: str) -> str | None:
-    """The concept's judge, without reading its pairs (a built-in SD concept's file may not be fetched yet)."""
-    from .. import data
-    from ..data import concepts
-
-    known = {**concepts.SD_CONCEPTS, **concepts.SD_EXTRA_CONCEPTS} if world == "sd" else {}
-    if spec.concept in known:
-        return known[spec.concept].get("detector") or None
-    return data.load_concept(spec.concept, world=world).detector or None
-
-
-def _eraser_config(config: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-    """A spec's eraser config, with ``stages`` (TRCE: 1, 2 or "1,2") taken out of the eraser's own keys."""
-    config = dict(config)
-    stages = config.pop("stages", None)
-    return config, (str(stages) if isinstance(stages, int) else stages)
-
-
-def _attack_targets(spec: AuditSpec, attack: AttackSpec, models: list[AuditModel]) -> list[AuditModel]:
+def attack_targets(spec: AuditSpec, attack: AttackSpec, models: list[AuditModel]) -> list[AuditModel]:
     if attack.targets:
         return [m for m in models if m.label in attack.targets or (m.label == "base" and spec.model in attack.targets)]
     erased = [m for m in models if m.label != "base"]
@@ -163,13 +83,6 @@ def run_audit(
     allow_pickle: bool = False,
     executor: Any = None,
 ) -> dict[str, Any]:
-    from ..api.attack import attack as run_attack
-    from ..api.erase import erase
-    from ..api.evaluate import evaluate
-    from ..models.resolve import resolve_model
-
-    from ..models.device import resolve_device
-
     say = log or (lambda message: None)
     device = resolve_device(device or spec.generation.device)
     base = resolve_model(spec.model, store=store, workspace=workspace, allow_pickle=allow_pickle)
@@ -184,7 +97,7 @@ def run_audit(
     if handle.status == "complete":
         say(f"audit {handle.id} is already complete; reusing its results")
         return {"audit_run_id": handle.id, "resumed": True, **store.get_run(handle.id).summary}
-    settings = _settings(spec, device)
+    settings = generation_settings_for(spec, device)
     done = AuditProgress()
     on_executor = {"executor": executor} if executor is not None else {}
 
@@ -197,30 +110,28 @@ def run_audit(
         requests, slots = [], []  # one erase per eraser entry and seed: its request, (label, seed)
         for eraser in spec.erasers:
             for seed, seeded in eraser.seeded_configs():
-                config, stages = _eraser_config(seeded)
+                config, stages = eraser_config(seeded)
                 requests.append(dict(eraser=eraser.name, concept=spec.concept, model=spec.model, overrides=config,
                                      stages=stages, device=settings.device, allow_pickle=allow_pickle))
                 slots.append((eraser.label, seed))
         if executor is None:
             for (label, seed), request in zip(slots, requests):
-                say(f"erase: {_named(label, seed)} ({request['eraser']}) on {spec.model}")
-                result = erase(store, workspace, **request)
+                say(f"erase: {named(label, seed)} ({request['eraser']}) on {spec.model}")
+                result = erase_runs.erase(store, workspace, **request)
                 done.run_ids.append(result["run_id"])
                 done.models.append(AuditModel(label, f"artefact:{result['artefact_id']}", result, seed))
                 checkpoint()
         elif requests:  # every eraser at once, one a worker
-            from ..api.erase_job import erase_all
-
-            names = ", ".join(f"{_named(*slot)} ({request['eraser']})" for slot, request in zip(slots, requests))
+            names = ", ".join(f"{named(*slot)} ({request['eraser']})" for slot, request in zip(slots, requests))
             say(f"erase: {names} on {spec.model}, on {executor.runtime().get('executor')}")
             stored: dict[int, dict[str, Any]] = {}
 
             def heard(index: int, record: dict[str, Any]) -> None:
                 stored[index] = record
-                say(f"erased: {_named(*slots[index])} ({_took(record)})")
+                say(f"erased: {named(*slots[index])} ({took(record)})")
 
             try:
-                erase_all(store, workspace, requests, executor=executor, on_done=heard)
+                erase_runs.erase_all(store, workspace, requests, executor=executor, on_done=heard)
             finally:  # a failed batch still lists the erases it stored
                 for index in sorted(stored):
                     done.run_ids.append(stored[index]["run_id"])
@@ -231,7 +142,7 @@ def run_audit(
             for sets, metrics in ((spec.prompts.eval, spec.metrics.eval), (spec.prompts.preserve, spec.metrics.preserve)):
                 for prompt_set in sets:
                     say(f"eval: {model.name} on {prompt_set} ({', '.join(metrics)})")
-                    result = evaluate(
+                    result = eval_runs.evaluate(
                         store, workspace, model=model.spec, prompts=prompt_set, metrics=list(metrics),
                         settings=settings, limit=spec.generation.limit, concept=spec.concept,
                         parent_run_id=handle.id, allow_pickle=allow_pickle, **on_executor,
@@ -243,17 +154,17 @@ def run_audit(
                                        "scores": [{k: m.get(k) for k in ("name", "scorer", "value")} for m in result["metrics"]]})
                     checkpoint()
         for attack in spec.attacks:
-            for model in _attack_targets(spec, attack, done.models):
+            for model in attack_targets(spec, attack, done.models):
                 for seed_set in spec.attack_seeds(attack):
                     say(f"attack: {attack.label} ({attack.name}) on {model.name}, seeds {seed_set}")
-                    result = run_attack(
+                    result = attack_runs.attack(
                         store, workspace, name=attack.name, model=model.spec, concept=spec.concept,
                         prompts=seed_set, budget={**attack.config, **attack.budget},
                         limit=attack.limit or spec.generation.limit, settings=settings,
                         metrics=list(spec.metrics.eval), allow_pickle=allow_pickle,
                         judge=attack.judge or spec.metrics.judge, as_published=spec.as_published(attack), **on_executor,
                     )
-                    done.run_ids += [rid for rid in _run_ids(result)]
+                    done.run_ids += [rid for rid in run_ids(result)]
                     done.attacks.append({"attack": attack.label, "tier": result.get("tier"), "model": model.name, "seeds": seed_set,
                                          "run_id": result.get("run_id"), "asr_before": result.get("asr_before"),
                                          "asr_after": result.get("asr_after"), "judge": result.get("judge"),
@@ -267,12 +178,12 @@ def run_audit(
     return {"audit_run_id": handle.id, "resumed": handle.resumed, **done.summary()}
 
 
-def _took(erased: dict[str, Any]) -> str:
+def took(erased: dict[str, Any]) -> str:
     return "reused" if erased.get("reused") else f"{erased.get('seconds') or 0:.0f} s"
 
 
-def _run_ids(result: dict[str, Any]) -> list[int]:
-    """Every run id an api result names (run_id, eval_before_run_id, …), for the audit's summary."""
+def run_ids(result: dict[str, Any]) -> list[int]:
+    """Every run id an orchestration result names (run_id, eval_before_run_id, …), for the audit's summary."""
     found = []
     for key, value in result.items():
         if isinstance(value, int) and not isinstance(value, bool) and (key.endswith("run_id") or key.startswith("eval_run")):

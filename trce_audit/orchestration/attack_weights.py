@@ -8,20 +8,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..attacks.finetune import META_KEY
 from ..errors import DataError
+from ..hashing import hash_tree
+from .asr import asr, scored_n
 
 if TYPE_CHECKING:
-    from .attack_job import _AttackJob
+    from .attack_job import AttackJob
 
 MODEL_KIND = "attack-model"
 
 
-def checkpoint_models(job: "_AttackJob", rows: list) -> list[tuple[int, str]]:
+def checkpoint_models(job: "AttackJob", rows: list) -> list[tuple[int, str]]:
     """(steps, model spec) of every checkpoint the rows name, each recorded once as an artefact after
     its files are checked against the sha256 the attack recorded."""
-    from ..attacks.finetune import META_KEY
-    from ..hashing import hash_tree
-
     entry = (rows[0].meta or {}).get(META_KEY) if rows else None
     if not isinstance(entry, dict) or not entry.get("checkpoints"):
         raise DataError(f"{job.attack.name}: the adversarial rows name no checkpoint to score")
@@ -40,14 +40,13 @@ def checkpoint_models(job: "_AttackJob", rows: list) -> list[tuple[int, str]]:
     return found
 
 
-def measure_curve(job: "_AttackJob", rows: list, before: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def measure_curve(job: "AttackJob", rows: list, before: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(the curve: one point per checkpoint after step 0, the last checkpoint's measurement)."""
-    from .attack_job import _asr
 
     def point(steps: int, model: str, result: dict[str, Any]) -> dict[str, Any]:
-        by_scorer = {metric: _asr(result, metric) for metric in job.eval_metrics}
-        return {"steps": steps, "model": model, "asr": _asr(result, job.scorers[0]), "asr_by_scorer": by_scorer,
-                "eval_run": result.get("run_id"), "n": _n(result)}
+        by_scorer = {metric: asr(result, metric) for metric in job.eval_metrics}
+        return {"steps": steps, "model": model, "asr": asr(result, job.scorers[0]), "asr_by_scorer": by_scorer,
+                "eval_run": result.get("run_id"), "n": scored_n(result)}
 
     curve = [point(0, job.model, before)]
     after = before
@@ -55,10 +54,3 @@ def measure_curve(job: "_AttackJob", rows: list, before: dict[str, Any]) -> tupl
         after = job.measure(job.seed_set_id, job.limit, model=model)
         curve.append(point(steps, model, after))
     return curve, after
-
-
-def _n(result: dict[str, Any]) -> int | None:
-    for metric in result.get("metrics", []):
-        if metric.get("name") == "asr" and metric.get("n") is not None:
-            return int(metric["n"])
-    return None

@@ -11,7 +11,14 @@ judge calls a success that the held-out scorer does not ("judge-only successes")
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from PIL import Image
+
+from .. import registry
+from ..generation import GenerationSettings
+from ..records import PromptRow
 
 if TYPE_CHECKING:
     from ..data.concepts import Concept
@@ -22,8 +29,6 @@ Judge = Callable[[str, Any], bool]
 
 
 def judge_runner(metric: str, workspace: "Workspace", concept: "Concept"):
-    from .. import registry
-
     return registry.load("metric", metric).from_options(None, workspace=workspace, concept=concept.name)
 
 
@@ -56,7 +61,14 @@ class CountingJudge:
         return self.judge(text, seed_row)
 
 
-def record_queries(rows: list, seed_rows: Sequence[Any], counter: CountingJudge | None) -> None:
+class SeedQueries:
+    """One seed's judge query count, shaped as record_queries reads a CountingJudge."""
+
+    def __init__(self, counter: CountingJudge | None, index: int):
+        self.per_seed = [counter.per_seed[index] if counter is not None else 0]
+
+
+def record_queries(rows: list, seed_rows: Sequence[Any], counter: "CountingJudge | SeedQueries | None") -> None:
     """Each adversarial row's meta gets ``judge_queries``: how often the judge was asked about its seed."""
     per_seed = counter.per_seed if counter is not None else [0] * len(seed_rows)
     by_hash = {row.row_hash: n for row, n in zip(seed_rows, per_seed)}
@@ -73,13 +85,7 @@ def query_summary(rows: Sequence[Any]) -> dict[str, Any]:
 def detector_judge(metric: str, *, workspace: "Workspace", concept: "Concept", pipe: Any, settings: Any, model_path: Path, scratch: Path) -> Judge:
     """The papers' success check: the target model draws the candidate prompt (the seed row's seed
     and guidance, the evaluation's settings) and the judge detector looks at that one image."""
-    from types import SimpleNamespace
-
-    from PIL import Image
-
-    from ..generation import GenerationSettings
-    from ..generation.engine import BatchSampler
-    from ..store import PromptRow
+    from ..generation.engine import BatchSampler  # deferred: the engine imports torch and diffusers
 
     runner = judge_runner(metric, workspace, concept)
     sampler = BatchSampler(pipe, (settings or GenerationSettings()).validate().resolved(model_path))
@@ -98,22 +104,14 @@ def judge_only_successes(
 ) -> list[dict[str, Any]] | None:
     """Images of a generation run the judge flags and ``scorer`` does not, from their stored
     detections; None when either has not scored every image (nothing to compare)."""
-    from sqlalchemy import select
-
-    from ..metrics.base import stored_detections
-    from ..store.schema import Generation, Prompt
-
     if generation_run_id is None:
         return None
-    with store.session() as session:
-        query = (select(Generation.id, Generation.image_path, Prompt.idx, Prompt.text)
-                 .join(Prompt, Generation.prompt_id == Prompt.id).where(Generation.run_id == generation_run_id).order_by(Prompt.idx))
-        images = list(session.execute(query))
-    ids = [image[0] for image in images]
+    images = store.generated_images(generation_run_id)
+    ids = [image.generation_id for image in images]
     flags = []
     for metric in (judge, scorer.split(":", 1)[0]):
         runner = judge_runner(metric, workspace, concept)
-        found = stored_detections(store, ids, runner.detector_key())
+        found = store.stored_detections(ids, runner.detector_key())
         if set(found) != set(ids):
             return None
         try:
@@ -121,5 +119,5 @@ def judge_only_successes(
         except NotImplementedError:  # a set-level scorer has no per-image verdict
             return None
     judged, scored = flags
-    return [{"generation_id": gid, "image_path": path, "prompt_idx": idx, "prompt": text}
-            for gid, path, idx, text in images if judged[gid] and not scored[gid]]
+    return [{"generation_id": image.generation_id, "image_path": image.image_path, "prompt_idx": image.prompt.idx,
+             "prompt": image.prompt.text} for image in images if judged[image.generation_id] and not scored[image.generation_id]]

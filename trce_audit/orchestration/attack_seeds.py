@@ -15,12 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..attacks.base import AttackContext
+from ..generation import GenerationSettings
+from ..hashing import hash_obj
 from ..models.determinism import deterministic, unrepeatable_ops
+from ..models.resolve import load_pipeline
+from . import judging  # called through its module: tests replace detector_judge there
 
 if TYPE_CHECKING:
     from ..data.concepts import Concept
     from ..models.resolve import ModelRef
     from ..workspace import Workspace
+    from .attack_job import AttackJob
 
 
 def distributable(attack_obj: Any, executor: Any) -> bool:
@@ -44,38 +50,27 @@ class AttackSeedJob:
     @property
     def cache_key(self) -> tuple:
         # what the kept state (pipelines, judge) depends on; the attack and its seeds come with each call
-        from ..hashing import hash_obj
-
         judge = self.judge if isinstance(self.judge, (str, type(None))) else f"callable:{id(self.judge)}"
         settings = hash_obj(self.settings if isinstance(self.settings, (dict, type(None))) else vars(self.settings))
         original = self.original.fingerprint if self.original else None
         return ("attack", self.target.fingerprint, original, judge, self.concept.name, settings, self.device)
 
     def setup(self) -> Any:
-        from ..models.resolve import load_pipeline
-
         target = load_pipeline(self.target, device=self.device, allow_pickle=self.allow_pickle)
         original = load_pipeline(self.original, device=self.device, allow_pickle=self.allow_pickle) if self.original else None
         judge = self.judge
         if isinstance(judge, str):
-            from ..generation import GenerationSettings
-            from .attack_job import _generation_settings
-            from .judging import detector_judge
-
             scratch = Path(tempfile.mkdtemp(prefix="trce-audit-judge-"))  # the judge's images, on this worker
-            judge = detector_judge(judge, workspace=self.workspace, concept=self.concept, pipe=target,
-                                   settings=_generation_settings(self.settings) or GenerationSettings(),
-                                   model_path=Path(self.target.path), scratch=scratch)
+            judge = judging.detector_judge(judge, workspace=self.workspace, concept=self.concept, pipe=target,
+                                           settings=GenerationSettings.from_value(self.settings) or GenerationSettings(),
+                                           model_path=Path(self.target.path), scratch=scratch)
         return target, original, judge
 
     def run(self, state: Any, indices: list[int]) -> tuple[list[tuple[int, Any, int]], dict[str, Any]]:
         """[(seed index, adversarial row, judge queries for it)] and the search's run-level stats."""
-        from ..attacks.base import AttackContext
-        from .judging import CountingJudge
-
         target, original, judge = state
         rows = list(self.seed_rows)
-        counter = CountingJudge(judge, rows) if judge is not None else None
+        counter = judging.CountingJudge(judge, rows) if judge is not None else None
         found: list[tuple[int, Any]] = []
         context = AttackContext(device=self.device, judge=counter, corpus=list(self.corpus),
                                 on_seed=lambda index, row: found.append((index, row)), model_dir=Path(self.target.path))
@@ -84,7 +79,7 @@ class AttackSeedJob:
         return [(i, row, counter.per_seed[i] if counter else 0) for i, row in found], {**result.stats, **unrepeatable_ops(determinism)}
 
 
-def optimise_on_executor(job: Any, seed_rows: list, missing: list[int], corpus: list[str],
+def optimise_on_executor(job: "AttackJob", seed_rows: list, missing: list[int], corpus: list[str],
                          store_seed: Callable[[int, Any, int], None]) -> dict[str, Any]:
     """Optimise the ``missing`` seeds one shard each on ``job.executor``; ``store_seed(index, row,
     judge_queries)`` as each returns. Returns the run-level stats of the lowest seed's call (they

@@ -12,9 +12,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
 from ..models.defaults import HUB_TIMEOUT_S, hub_cached, hub_offline, hub_reachable
+from ..models.device import resolve_device
 from ..models.resolve import REFERENCE_HUB_MODELS
 from ..workspace import Workspace
+
+__all__ = ["doctor"]
 
 PACKAGES = ("trce-audit", "torch", "diffusers", "transformers", "huggingface-hub", "safetensors", "sqlalchemy", "typer")
 # Models that runners default to, beside the reference checkpoints: (hub id, a file every snapshot has).
@@ -42,13 +48,11 @@ def package_checks() -> list[dict[str, Any]]:
 
 
 def device_check() -> dict[str, Any]:
-    from ..models.device import resolve_device
-
     try:
         device = resolve_device("auto")
     except ImportError:
         return _check("device", False, "torch is not installed", "install torch (see the README's install section)")
-    import torch
+    import torch  # deferred: the device check alone imports torch
 
     if device == "cuda":
         detail = f"cuda ({torch.cuda.get_device_name(0)}; torch {torch.__version__}, CUDA {torch.version.cuda})"
@@ -106,9 +110,6 @@ def extra_checks() -> list[dict[str, Any]]:
 
 
 def store_check(workspace: Workspace) -> dict[str, Any]:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
     try:
         url = make_url(workspace.db_url)
     except Exception as exc:  # a malformed URL: report it, never echo a password
