@@ -20,9 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from trce_audit.attacks import tokens as tk
     from trce_audit.attacks.ring_a_bell import concept_vector
     from trce_audit.data import load_concept, load_prompt_set
+    from trce_audit.models import tokens as tk
     from trce_audit.models.resolve import load_pipeline, resolve_model
     from trce_audit.workspace import Workspace
 

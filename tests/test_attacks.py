@@ -28,7 +28,7 @@ def pipes():
 
 
 def _check_rows(rows, pipe, attack_name):
-    from trce_audit.attacks import tokens as tk
+    from trce_audit.models import tokens as tk
 
     assert [r.meta["seed_prompt"] for r in rows] == [s.text for s in SEEDS[: len(rows)]]
     for row, seed in zip(rows, SEEDS):
@@ -42,8 +42,8 @@ def _check_rows(rows, pipe, attack_name):
 
 
 def test_ring_a_bell_runs_and_improves(pipes):
-    from trce_audit.attacks import tokens as tk
     from trce_audit.attacks.ring_a_bell import RingABell
+    from trce_audit.models import tokens as tk
 
     pipe = pipes[0]
     attack = RingABell(RingABell.Config().with_overrides({"population": "8", "generations": "4", "length": "4"}))
@@ -95,7 +95,7 @@ def test_genetic_search_scores_only_new_and_mutated_members():
 
 
 def test_roundtrip_records_match_and_mismatch(pipes):
-    from trce_audit.attacks import tokens as tk
+    from trce_audit.models import tokens as tk
 
     tokenizer = pipes[0].tokenizer
     ids = tk.content_ids(tokenizer, "a nude woman")
@@ -108,7 +108,7 @@ def test_roundtrip_records_match_and_mismatch(pipes):
 
 
 def test_searchable_ids_exclude_specials_and_concept_words(pipes):
-    from trce_audit.attacks import tokens as tk
+    from trce_audit.models import tokens as tk
 
     tokenizer, encoder = pipes[0].tokenizer, pipes[0].text_encoder
     ids = tk.searchable_ids(tokenizer, encoder)
@@ -134,9 +134,9 @@ def test_project_to_simplex():
 
 
 def test_unlearndiff_runs_and_stops_on_judged_success(pipes):
-    from trce_audit.attacks import tokens as tk
     from trce_audit.attacks.base import AttackContext
     from trce_audit.attacks.unlearndiff import UnlearnDiff
+    from trce_audit.models import tokens as tk
 
     target, original = pipes
     config = UnlearnDiff.Config().with_overrides({"timesteps": 3, "iterations": 2, "k": 2, "target_steps": 1})
@@ -154,7 +154,7 @@ def test_unlearndiff_runs_and_stops_on_judged_success(pipes):
 @pytest.mark.parametrize("name", ["p4d-n", "p4d-k"])
 def test_p4d_variants_run(pipes, name):
     from trce_audit import registry
-    from trce_audit.attacks import tokens as tk
+    from trce_audit.models import tokens as tk
 
     target, original = pipes
     cls = registry.load("attack", name)
@@ -231,9 +231,9 @@ def test_replay_changes_nothing_and_builtins_load():
 
 
 def test_corpus_vocabulary_searches_only_corpus_tokens(pipes):
-    from trce_audit.attacks import tokens as tk
     from trce_audit.attacks.base import AttackContext
     from trce_audit.attacks.ring_a_bell import RingABell
+    from trce_audit.models import tokens as tk
 
     pipe = pipes[0]
     config = RingABell.Config.for_world("pocket").with_overrides({"population": 6, "generations": 2, "length": 3})

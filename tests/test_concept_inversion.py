@@ -81,8 +81,8 @@ def test_the_word_own_vector_draws_exactly_the_word(pipes, tmp_path):
     """The injection is exact: a placeholder holding the embedding of "x" encodes as the text "x"."""
     import numpy as np
 
-    from trce_audit.attacks import tokens as tk
     from trce_audit.generation import learned_tokens as lt
+    from trce_audit.models import tokens as tk
 
     target = pipes[0]
     x_id = target.tokenizer("x", add_special_tokens=False).input_ids[0]

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import types
 import typing
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
 
-from ..errors import ConfigError
+from .. import registry
+from ..errors import ConfigError, TrceAuditError
+from ..models import tokens as tk
+from ..parsing import ValueProblem, parse_value
+from ..records import PromptRow
+from . import diffusion as dm
 
 if TYPE_CHECKING:
     from ..data.concepts import Concept
-    from ..store import PromptRow
 
 # Below this fraction of any paper budget a run is flagged as not representative of the attack.
 BELOW_BUDGET_FRACTION = 0.1
@@ -69,9 +72,9 @@ class AttackConfig:
         for key, value in overrides.items():
             name = key.replace("-", "_")
             if name in budget_fields:
-                budget[name] = convert_value(key, value, budget_hints[name])
+                budget[name] = _parsed(key, value, budget_hints[name])
             elif name in own:
-                top[name] = convert_value(key, value, own_hints[name])
+                top[name] = _parsed(key, value, own_hints[name])
             else:
                 known = ", ".join(sorted(budget_fields) + sorted(own))
                 raise ConfigError(f"unknown budget/config key {key!r} for this attack; known keys: {known}")
@@ -97,49 +100,12 @@ class TokenSearchConfig(AttackConfig):
     vocabulary: Literal["all", "corpus"] = "all"
 
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-def convert_value(key: str, value: Any, hint: Any) -> Any:
-    """Convert a CLI string (or pass a typed value through) to a field's type, or fail in one line."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        allowed = [a for a in args if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
-            if type(None) in args:
-                return None
-        return convert_value(key, value, allowed[0]) if len(allowed) == 1 else value
-    if origin is typing.Literal:
-        text = str(value)
-        for choice in args:
-            if text == str(choice):
-                return choice
-        raise ConfigError(f"{key} must be one of {', '.join(map(str, args))}, got {value!r}")
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-        raise ConfigError(f"{key} must be true or false, got {value!r}")
-    if hint in (int, float):
-        if isinstance(value, bool):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
-        try:
-            number = hint(value) if not (hint is int and isinstance(value, str)) else int(str(value).strip(), 10)
-        except (TypeError, ValueError):
-            kind = "an integer" if hint is int else "a number"
-            raise ConfigError(f"{key} must be {kind}, got {value!r}") from None
-        if isinstance(value, float) and hint is int and value != int(value):
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
-        return number
-    if hint is str:
-        return str(value)
-    return value
+def _parsed(key: str, value: Any, hint: Any) -> Any:
+    """A CLI string (or a typed value) as a field's type, or a one-line ConfigError."""
+    try:
+        return parse_value(value, hint)
+    except ValueProblem as problem:
+        raise ConfigError(f"{key} must be {problem.expected}, got {value!r}") from None
 
 
 def budget_ratios(budget: Budget, paper_budget: dict[str, float]) -> dict[str, float]:
@@ -227,9 +193,7 @@ class Attack:
     ) -> tuple[Any, bool, Any]:
         """(original pipe, whether it is the target itself, search vocabulary as a tensor) for the
         gradient attacks, with both pipelines frozen on the context's device."""
-        import torch
-
-        from . import diffusion as dm
+        import torch  # torch stays off the light path: listing attacks imports this module
 
         original_is_target = original_pipe is None
         original_pipe = original_pipe or target_pipe
@@ -240,8 +204,6 @@ class Attack:
 
     def search_vocabulary(self, pipe: Any, concept: "Concept", seed_rows: list["PromptRow"], context: AttackContext) -> list[int]:
         """Token ids this run may choose, per ``exclude_concept_words`` and ``vocabulary``."""
-        from . import tokens as tk
-
         config = self.config
         excluded = concept.keywords if getattr(config, "exclude_concept_words", False) else ()
         corpus = None
@@ -279,8 +241,6 @@ class Attack:
 
 def adversarial_row(seed: "PromptRow", text: str, attack: str, meta: dict[str, Any]) -> "PromptRow":
     """The adversarial prompt for a seed row: same generation seed and guidance, provenance in meta."""
-    from ..store import PromptRow
-
     return PromptRow(
         text=text,
         seed=seed.seed,
@@ -291,9 +251,6 @@ def adversarial_row(seed: "PromptRow", text: str, attack: str, meta: dict[str, A
 
 def attack_tier(name: str) -> str | None:
     """The threat tier of a registered attack (imports its module, not torch); None when it cannot load."""
-    from .. import registry
-    from ..errors import TrceAuditError
-
     try:
         return check_tier(registry.load("attack", name))
     except TrceAuditError:

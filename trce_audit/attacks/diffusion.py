@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..store import PromptRow
+from ..errors import ConfigError
+from ..generation import GenerationSettings
+from ..records import PromptRow
 
 
 def target_latents(pipe: Any, row: PromptRow, *, steps: int, device: str, use_mean: bool) -> Any:
@@ -14,7 +16,7 @@ def target_latents(pipe: Any, row: PromptRow, *, steps: int, device: str, use_me
     UnlearnDiff encodes its target images with the posterior mean, P4D with a posterior sample; both
     scale by the VAE's scaling factor, as SD training does.
     """
-    import torch
+    import torch  # torch stays off the light path: listing attacks imports this module
 
     generator = torch.Generator(device="cpu").manual_seed(int(row.seed))
     if getattr(pipe, "trce_guard", None) is not None:
@@ -41,8 +43,7 @@ def _guarded_target_latents(pipe: Any, row: PromptRow, *, steps: int, device: st
     drawn by the batched engine (DDIM-free: the pipeline's own scheduler, as ``pipe(...)`` uses)."""
     import torch
 
-    from ..generation import GenerationSettings
-    from ..generation.engine import BatchSampler
+    from ..generation.engine import BatchSampler  # the engine imports torch and diffusers at top
 
     size = int(pipe.unet.config.sample_size) * pipe.vae_scale_factor
     sampler = BatchSampler(pipe, GenerationSettings(steps=steps, height=size, width=size, device=str(device)).validate())
@@ -76,8 +77,6 @@ def training_target(pipe: Any, x0: Any, noise: Any, t: Any) -> Any:
     if kind == "v_prediction":
         alphas = pipe.scheduler.alphas_cumprod.to(x0.device, x0.dtype)[t].view(-1, 1, 1, 1)
         return alphas.sqrt() * noise - (1.0 - alphas).sqrt() * x0
-    from ..errors import ConfigError
-
     raise ConfigError(f"unknown prediction_type {kind!r} in the model's scheduler config")
 
 

@@ -14,7 +14,6 @@ marker and guard, so ``trce-audit eval --model FOLDER`` reproduces a point of th
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -23,10 +22,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import ConfigError
-from ..store import PromptRow
+from ..hashing import hash_tree
+from ..models import tokens as tk
+from ..models.folder import read_guard_record, read_marker, save_erased_pipeline, write_marker
+from ..records import PromptRow
 from . import diffusion as dm
 from . import textual_inversion as ti
-from . import tokens as tk
 from .base import Attack, AttackConfig, AttackContext, AttackResult, Budget, adversarial_row
 
 META_KEY = "finetuned"
@@ -105,7 +106,7 @@ class FinetuneResurgence(Attack):
         return AttackResult(rows, stats)
 
     def _finetune(self, target_pipe, original_pipe, concept, context, stats) -> dict[str, Any]:
-        import torch
+        import torch  # torch stays off the light path: listing attacks imports this module
 
         config, device = self.config, context.device
         marks = checkpoint_steps(config.budget.steps, config.checkpoints)
@@ -166,10 +167,6 @@ def _train(pipe, posteriors, hidden, config: FinetuneConfig, marks: list[int], c
 
 def save_checkpoint(pipe, step: int, context: AttackContext) -> dict[str, Any]:
     """Write the pipeline as a diffusers folder named by its content hash; {steps, path, sha256}."""
-    from ..erasers.base import WORLD_MARKER, save_erased_pipeline
-    from ..guards.base import read_guard_record
-    from ..hashing import hash_tree
-
     root = context.artefact_dir or Path(tempfile.gettempdir()) / "trce-audit-finetuned"
     root.mkdir(parents=True, exist_ok=True)
     staging = root / f".step{step}.partial-{os.getpid()}"
@@ -177,12 +174,12 @@ def save_checkpoint(pipe, step: int, context: AttackContext) -> dict[str, Any]:
     guard = read_guard_record(context.model_dir) if context.model_dir is not None else None
     device = pipe.device
     pipe.to("cpu")
-    parent = _marker(context.model_dir / WORLD_MARKER) if context.model_dir is not None else {}
+    parent = read_marker(context.model_dir) if context.model_dir is not None else {}
     save_erased_pipeline(pipe, staging, context.model_dir, parent.get("erasure") or {}, guard=guard)
     pipe.to(device)
-    marker = _marker(staging / WORLD_MARKER)  # the target's erasure record stays; the fine-tuning is added
+    marker = read_marker(staging)  # the target's erasure record stays; the fine-tuning is added
     marker[META_KEY] = {"attack": FinetuneResurgence.name, "version": FinetuneResurgence.version, "steps": step}
-    (staging / WORLD_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True, default=str))
+    write_marker(staging, marker)
     sha = hash_tree(staging)
     final = root / sha[:32]
     if final.exists():  # the same weights saved by an earlier attempt
@@ -190,11 +187,3 @@ def save_checkpoint(pipe, step: int, context: AttackContext) -> dict[str, Any]:
     else:
         os.replace(staging, final)  # a kill mid-write never leaves a half folder under the final name
     return {"steps": step, "path": str(final), "sha256": sha}
-
-
-def _marker(path: Path) -> dict[str, Any]:
-    try:
-        found = json.loads(path.read_text()) if path.is_file() else {}
-    except ValueError:
-        found = {}
-    return found if isinstance(found, dict) else {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from . import tokens as tk
+from ..models import tokens as tk
 
 
 # Shorter words are banned as whole tokens only: as substrings, "an" or "at" would ban a tenth of CLIP's
@@ -41,7 +41,7 @@ def concept_words(concept: Any) -> list[str]:
 
 def layout(tokenizer: Any, content: Any) -> Any:
     """(batch, n) content ids -> (batch, n + 2) ids [start, content, end]: all the pooled output reads."""
-    import torch
+    import torch  # torch stays off the light path: listing attacks imports this module
 
     rows = content.shape[0]
     start = torch.full((rows, 1), tokenizer.bos_token_id, dtype=content.dtype, device=content.device)

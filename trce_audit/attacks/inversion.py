@@ -19,9 +19,9 @@ from typing import Any, ClassVar
 
 from ..errors import ConfigError
 from ..generation import learned_tokens as lt
+from ..models import tokens as tk
 from . import diffusion as dm
 from . import textual_inversion as ti
-from . import tokens as tk
 from .base import Attack, AttackConfig, AttackContext, AttackResult, Budget, adversarial_row
 
 
@@ -107,7 +107,7 @@ class ConceptInversion(Attack):
         return AttackResult(rows, stats)
 
     def _learn(self, target_pipe, original_pipe, seed_rows, words, token, slot_id, context, stats):
-        import torch
+        import torch  # torch stays off the light path: listing attacks imports this module
 
         config, device = self.config, context.device
         dm.freeze(target_pipe, device)

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from ..errors import ConfigError
+from ..models import tokens as tk
 from . import gcg
-from . import tokens as tk
 from .base import Attack, AttackConfig, AttackContext, AttackResult, Budget, adversarial_row
 
 
@@ -60,7 +60,7 @@ class MMADiffusion(Attack):
         return given or gcg.concept_words(concept)
 
     def run(self, target_pipe, concept, seed_rows, *, original_pipe=None, context=None, indices=None) -> AttackResult:
-        import torch
+        import torch  # torch stays off the light path: listing attacks imports this module
 
         context = context or AttackContext()
         config: MMAConfig = self.config

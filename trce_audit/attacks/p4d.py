@@ -21,8 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from ..models import tokens as tk
 from . import diffusion as dm
-from . import tokens as tk
 from .base import Attack, AttackContext, AttackResult, Budget, TokenSearchConfig, adversarial_row
 
 
@@ -75,7 +75,7 @@ class P4D(Attack):
     variant: ClassVar[str] = "n"
 
     def run(self, target_pipe, concept, seed_rows, *, original_pipe=None, context=None, indices=None) -> AttackResult:
-        import torch
+        import torch  # torch stays off the light path: listing attacks imports this module
 
         context = context or AttackContext()
         config: P4DConfig = self.config

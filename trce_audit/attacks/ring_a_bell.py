@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
+from ..models import tokens as tk
 from .base import Attack, AttackContext, AttackResult, Budget, TokenSearchConfig, adversarial_row
-from . import tokens as tk
 
 
 @dataclass
@@ -45,7 +45,7 @@ class RingABellConfig(TokenSearchConfig):
 
 def concept_vector(text_encoder: Any, tokenizer: Any, pairs: list[tuple[str, str]], device: str) -> Any:
     """Mean difference of full-sequence hidden states over (with-concept, without-concept) prompts."""
-    import torch
+    import torch  # torch stays off the light path: listing attacks imports this module
 
     with_concept = [tk.full_ids(tokenizer, tk.content_ids(tokenizer, a)) for a, _ in pairs]
     without = [tk.full_ids(tokenizer, tk.content_ids(tokenizer, b)) for _, b in pairs]

@@ -13,9 +13,11 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from ..store import PromptRow
+from ..generation import GenerationSettings
+from ..generation.learned_tokens import layout
+from ..models import tokens as tk
+from ..records import PromptRow
 from . import diffusion as dm
-from . import tokens as tk
 
 
 def training_rows(seed_rows: list[PromptRow], n_images: int, salt: str = "concept-inversion") -> list[PromptRow]:
@@ -32,10 +34,9 @@ def training_rows(seed_rows: list[PromptRow], n_images: int, salt: str = "concep
 def training_posteriors(pipe: Any, rows: list[PromptRow], *, steps: int, device: str) -> tuple[Any, Any]:
     """VAE posterior (mean, std) of each row's image, as drawn by ``pipe`` and stored as 8-bit RGB,
     and of its mirror image: tensors [2 (plain, flipped), n, C, h, w]."""
-    import torch
+    import torch  # torch stays off the light path: listing attacks imports this module
 
-    from ..generation import GenerationSettings
-    from ..generation.engine import BatchSampler
+    from ..generation.engine import BatchSampler  # the engine imports torch and diffusers at top
 
     size = int(pipe.unet.config.sample_size) * pipe.vae_scale_factor
     sampler = BatchSampler(pipe, GenerationSettings(steps=steps, height=size, width=size, device=str(device)).validate())
@@ -53,8 +54,6 @@ def training_posteriors(pipe: Any, rows: list[PromptRow], *, steps: int, device:
 def caption_inputs(pipe: Any, captions: list[str], token: str, slot_id: int, device: str) -> tuple[Any, Any, Any]:
     """(ids [n, L], frozen input embeddings [n, L, d], slot mask [n, L, 1]) of the training captions."""
     import torch
-
-    from ..generation.learned_tokens import layout
 
     laid = [layout(pipe.tokenizer, caption, token, slot_id) for caption in captions]
     ids = torch.tensor([row_ids for row_ids, _ in laid], device=device)

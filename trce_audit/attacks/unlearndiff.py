@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from ..models import tokens as tk
 from . import diffusion as dm
-from . import tokens as tk
 from .base import Attack, AttackContext, AttackResult, Budget, TokenSearchConfig, adversarial_row
 
 
@@ -46,7 +46,7 @@ class UnlearnDiffConfig(TokenSearchConfig):
 def project_to_simplex(values: Any) -> Any:
     """Euclidean projection of each row onto {p >= 0, sum p = 1} (the reference solves the same
     problem by bisection; this is the exact sort-based solution)."""
-    import torch
+    import torch  # torch stays off the light path: listing attacks imports this module
 
     sorted_vals, _ = torch.sort(values, dim=-1, descending=True)
     cumulative = sorted_vals.cumsum(dim=-1) - 1.0

@@ -14,9 +14,6 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 from ..errors import ConfigError
 from ..models.determinism import deterministic
-# Served here only until attacks/finetune.py and api/erasing.py import them from models.folder (plan 25,
-# P7 step 2 deletes this line).
-from ..models.folder import WORLD_MARKER, save_erased_pipeline  # noqa: F401
 from .config import EraserConfig, build_config
 
 if TYPE_CHECKING:

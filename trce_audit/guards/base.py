@@ -11,15 +11,7 @@ identity, covers it; trce_audit/models/folder.py writes, reads and loads that fi
 
 from __future__ import annotations
 
-import importlib
-import json
-from pathlib import Path
 from typing import Any, ClassVar
-
-from ..errors import ModelError
-from . import BUILTIN
-
-GUARD_FILE = "trce_audit_guard.json"
 
 
 class Guard:
@@ -49,40 +41,3 @@ class Guard:
         """The guarded conditional prediction for encoder states ``hidden`` of token ids ``ids``."""
         raise NotImplementedError
 
-
-# The record file's old home, superseded by trce_audit/models/folder.py (same bytes). It stays until
-# its remaining importers (erasers/base.py, attacks/finetune.py, tests) take it from there.
-def write_guard(folder: Path, record: dict[str, Any]) -> None:
-    (Path(folder) / GUARD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
-
-
-def read_guard_record(folder: Path) -> dict[str, Any] | None:
-    path = Path(folder) / GUARD_FILE
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text())
-    except ValueError as exc:
-        raise ModelError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(record, dict) or not isinstance(record.get("name"), str):
-        raise ModelError(f"{path} names no guard")
-    return record
-
-
-def load_guard(folder: Path) -> Guard | None:
-    """The guard a model folder carries, or None for a plain model."""
-    record = read_guard_record(folder)
-    if record is None:
-        return None
-    target = BUILTIN.get(record["name"])
-    if target is None:
-        raise ModelError(f"{Path(folder) / GUARD_FILE} names the unknown guard {record['name']!r}; known: {', '.join(BUILTIN)}")
-    module, cls_name = target.split(":")
-    cls = getattr(importlib.import_module(module), cls_name)
-    if str(record.get("version")) != cls.version:
-        raise ModelError(f"{Path(folder) / GUARD_FILE} was written by {cls.name} version {record.get('version')}, this is version {cls.version}")
-    return cls(record.get("config") or {})
-
-
-def guard_of(pipe: Any) -> Guard | None:
-    return getattr(pipe, "trce_guard", None)

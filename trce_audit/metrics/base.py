@@ -19,7 +19,6 @@ from ..errors import ConfigError, DataError
 from ..records import GeneratedImage
 from .calibrated import with_corrected
 from .detections import Detections, detect_chunk, store_detections
-from .detections import stored_detections  # noqa: F401  transition only: api/judging.py imports it from here until P8
 from .values import Calibration, MetricValue
 
 __all__ = ["MetricRunner", "build_config"]

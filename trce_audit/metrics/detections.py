@@ -58,11 +58,6 @@ def detect_chunk(name: str, chunk: Sequence[GeneratedImage], detect) -> list[Det
     return found
 
 
-def stored_detections(store: "Store", generation_ids: Sequence[int], key: tuple[str, str, str]) -> dict[int, Detections]:
-    """Transition only (api/judging.py still calls it until P8 lands): ``Store.stored_detections``."""
-    return store.stored_detections(generation_ids, key)
-
-
 def detection_rows(run_id: int, hits: Detections | None, key: tuple[str, str, str]) -> list[dict[str, Any]]:
     """One image's detection rows (without its generation id): an empty result is stored as NO_DETECTION."""
     detector, version, weights = key

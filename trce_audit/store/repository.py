@@ -8,11 +8,6 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
-# Importers of these three names from this module (data, api, execution) move to their homes in a later
-# step of the refactor; until then this module must keep providing them.
-from ..hashing import run_identity  # noqa: F401
-from ..records import PromptRow  # noqa: F401
-from ..versions import package_versions  # noqa: F401
 from . import engine as engine_mod
 from .artefacts import ArtefactTables
 from .measurements import MeasurementTables
