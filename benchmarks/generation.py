@@ -1,11 +1,16 @@
 """Seconds per image: a Python loop calling the diffusers pipeline once per prompt (batch 1) versus
-trce-audit's batched engine (one text-encoder pass, one UNet pass per step and one VAE decode per batch).
+trce-audit's batched engine (one text-encoder pass, one denoiser pass per step and one VAE decode per
+batch), on any model family (SD, SDXL, SD3, FLUX).
 
     python benchmarks/generation.py --model tiny-random --n 16 --batch-size 8 --steps 10 --device cpu
+    python benchmarks/generation.py --model shape:flux --n 8 --batch-size 4 --steps 4 --size 32 --device cpu
     python benchmarks/generation.py --model sd14-random --n 32 --batch-size 16 --steps 30 --device cuda
+    python benchmarks/generation.py --model shape:sdxl-random --n 16 --batch-size 8 --steps 30 --device cuda
+    python benchmarks/generation.py --model shape:flux-schnell-random --n 8 --batch-size 4 --steps 4 --device cuda --dtype bf16
 
---model is a diffusers folder, or tiny-random / sd14-random (random weights built in code by
-trce_audit.models.tiny; sd14-random has SD-1.4's shapes and runs in fp16 on cuda by default).
+--model is a diffusers folder, or shape:NAME for random weights built in code by trce_audit.models.tiny
+(tiny-random and sd14-random are shape:tiny and shape:sd14; the full-size shapes run in fp16 on cuda
+by default).
 Both paths use the same pipeline object, prompts, seeds and scheduler; warm-up calls are not timed.
 """
 
@@ -19,11 +24,14 @@ import time
 def load(args):
     import torch
 
-    if args.model in ("tiny-random", "sd14-random"):
+    shape = {"tiny-random": "tiny", "sd14-random": "sd14"}.get(args.model) or args.model.removeprefix("shape:")
+    if shape != args.model or args.model.startswith("shape:"):
         from trce_audit.models.tiny import build_pipeline
 
-        pipe = build_pipeline("tiny" if args.model == "tiny-random" else "sd14", seed=0)
         dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+        if shape.endswith("-random"):  # billions of parameters: build them where they run, in their precision
+            return build_pipeline(shape, seed=0, device=args.device, dtype=dtype)
+        pipe = build_pipeline(shape, seed=0)
         return pipe.to(args.device, dtype)
     from trce_audit.models.resolve import load_pipeline, resolve_model
 
@@ -46,7 +54,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default=None, help="fp32 | fp16 | bf16 [fp16 on cuda, fp32 on cpu]")
     parser.add_argument("--size", type=int, default=None, help="image side [the model's default]")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the UNet (used by both paths)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the denoiser (used by both paths)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args()
     args.dtype = args.dtype or ("fp16" if args.device.startswith("cuda") else "fp32")
@@ -56,15 +64,17 @@ def main() -> None:
 
     from trce_audit.generation import GenerationSettings
     from trce_audit.generation.engine import BatchSampler
-    from trce_audit.store import PromptRow
+    from trce_audit.records import PromptRow
 
     if args.threads:
         torch.set_num_threads(args.threads)
     pipe = load(args)
     pipe.set_progress_bar_config(disable=True)
+    denoiser = "unet" if hasattr(pipe, "unet") else "transformer"
     if args.compile:
-        pipe.unet = torch.compile(pipe.unet)
-    size = args.size or pipe.unet.config.sample_size * pipe.vae_scale_factor
+        setattr(pipe, denoiser, torch.compile(getattr(pipe, denoiser)))
+    # FLUX's transformer has no sample size; its pipeline defaults to 128 latent rows
+    size = args.size or getattr(getattr(pipe, denoiser).config, "sample_size", 128) * pipe.vae_scale_factor
     rows = [PromptRow(f"a photograph of scene number {i}", seed=i, guidance=7.5) for i in range(args.n)]
     settings = GenerationSettings(steps=args.steps, height=size, width=size, batch_size=args.batch_size,
                                   dtype=args.dtype, device=args.device).validate()

@@ -19,6 +19,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "attack": ("trce_audit.attacks", "trce_audit.attacks"),
     "metric": ("trce_audit.metrics", "trce_audit.metrics"),
     "guard": ("trce_audit.guards", "trce_audit.guards"),
+    "family": ("trce_audit.models.families", "trce_audit.families"),
 }
 
 

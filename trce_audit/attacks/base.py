@@ -164,6 +164,8 @@ class Attack:
 
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"
+    # Model families (models/families) the attack runs on; any other is refused in one line before loading.
+    families: ClassVar[tuple[str, ...]] = ("sd",)
     tier: ClassVar[str] = "prompt"  # one of TIERS
     Config: ClassVar[type[AttackConfig]] = AttackConfig
     paper_budget: ClassVar[dict[str, float]] = {}

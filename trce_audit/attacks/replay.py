@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..models.families import BUILTIN as FAMILIES
 from .base import Attack, AttackConfig, AttackResult, Budget
 
 # Sets published as attack outputs (or as the seed prompts an attack paper evaluates on).
@@ -29,6 +30,7 @@ class Replay(Attack):
     Config = ReplayConfig
     paper_budget: dict[str, float] = {}
     is_replay = True
+    families = tuple(FAMILIES)  # replaying stored prompts needs nothing of the architecture
 
     def run(self, target_pipe, concept, seed_rows, *, original_pipe=None, context=None, indices=None) -> AttackResult:
         """The rows themselves: a replay changes no prompt, seed or guidance."""

@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Literal, Mapping
 from ..errors import ConfigError
 from ..gating.limits import AsrLimit, asr_limit, parse_points
 from ..models.device import DTYPES
+from ..models.families.presets import preset_named
 from . import fields
 from .fields import SpecError
 
@@ -31,6 +32,10 @@ class GenerationSpec:
     dtype: str = "fp32"
     scheduler: str | None = None
     device: str = "auto"
+    # Fields that came with model families; as_dict leaves out None, so earlier audits keep their identity.
+    preset: str | None = None
+    guidance: float | None = None
+    max_sequence_length: int | None = None
 
     @classmethod
     def from_mapping(cls, table: Mapping[str, Any], where: str = "generation") -> "GenerationSpec":
@@ -44,9 +49,22 @@ class GenerationSpec:
                 values[key] = fields.typed(table[key], int | None, f"{where}.{key}", minimum=1)
         if "dtype" in table:
             values["dtype"] = fields.typed(table["dtype"], DTYPE, f"{where}.dtype")
-        for key in ("scheduler", "device"):
+        for key in ("scheduler", "device", "preset"):
             if key in table:
                 values[key] = fields.name(table[key], f"{where}.{key}")
+        if "guidance" in table:
+            values["guidance"] = fields.typed(table["guidance"], float | None, f"{where}.guidance")
+        if "max_sequence_length" in table:
+            values["max_sequence_length"] = fields.typed(table["max_sequence_length"], int | None, f"{where}.max_sequence_length", minimum=1)
+        if values.get("preset"):
+            # The preset fills what the table leaves out, as --preset does on the command line.
+            try:
+                preset = preset_named(values["preset"])
+            except ConfigError as exc:
+                raise SpecError(f"{where}.preset", str(exc)) from exc
+            filled = {"steps": preset.steps, "height": preset.size, "width": preset.size, "guidance": preset.guidance,
+                      "max_sequence_length": preset.max_sequence_length}
+            values = {**{k: v for k, v in filled.items() if v is not None}, **values}
         return cls(**values)
 
 

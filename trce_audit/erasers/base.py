@@ -67,6 +67,8 @@ class Eraser:
 
     name: ClassVar[str] = ""
     version: ClassVar[str] = "0"
+    # Model families (models/families) the eraser edits; any other is refused in one line before loading.
+    families: ClassVar[tuple[str, ...]] = ("sd",)
     Config: ClassVar[type[EraserConfig]] = EraserConfig
     description: ClassVar[str] = ""
     default_stages: ClassVar[tuple[int, ...] | None] = None  # erasers with stages run these unless told

@@ -1,4 +1,8 @@
-"""The batched sampler: one text-encoder pass, one UNet pass per step and one VAE decode per batch.
+"""The batched sampler: one text-encoder pass, one denoiser pass per step and one VAE decode per batch.
+
+What differs between model families (text encoders, the denoiser's call, scheduling, latent packing,
+decoding) is asked of the pipeline's family (models/families); the loop, the per-row seeds and the
+per-row guidance are the same for every family.
 
 A pipeline that carries an inference-time guard (``pipe.trce_guard``, trce_audit/guards) hands each
 step's prediction to the guard, which still makes one UNet call per step for the whole batch.
@@ -21,6 +25,8 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..errors import ConfigError
 from ..models.determinism import deterministic
+from ..models.families import load_family, pipeline_family
+from ..models.families.base import Conditioning
 from ..models.device import torch_dtype
 from ..models.tokens import substituted_token_embeddings
 from ..records import PromptRow
@@ -36,7 +42,7 @@ def make_scheduler(pipe, name: str | None):
 
 @dataclass
 class BatchSampler:
-    """Turns prompt rows into uint8 RGB arrays with a loaded StableDiffusionPipeline's components."""
+    """Turns prompt rows into uint8 RGB arrays with a loaded diffusers pipeline's components."""
 
     pipe: Any
     settings: GenerationSettings
@@ -47,12 +53,22 @@ class BatchSampler:
     def __post_init__(self) -> None:
         self.device = torch.device(self.settings.device)
         self.dtype = torch_dtype(self.settings.dtype)
-        self._uncond: torch.Tensor | None = None
+        self.family = load_family(pipeline_family(self.pipe))
+        self._uncond: Conditioning | None = None
         self._learned: dict[str, torch.Tensor] = {}  # learned token vectors by sha256
 
     @torch.no_grad()
+    def condition(self, texts: Sequence[str], rows: Sequence[PromptRow] = ()) -> Conditioning:
+        """The family's text conditioning of ``texts`` (``rows``, the same prompts, may carry learned tokens)."""
+        if self.family.name == "sd":
+            return Conditioning(self.encode(texts, rows))
+        if any(lt.learned_sha(row) for row in rows):
+            raise ConfigError(f"a learned token embedding is sampled on the sd family only; this is a {self.family.name} model")
+        return self.family.encode(self.pipe, texts, self.device, self.dtype, self.settings.max_sequence_length)
+
+    @torch.no_grad()
     def encode(self, texts: Sequence[str], rows: Sequence[PromptRow] = ()) -> torch.Tensor:
-        """Encoder states of ``texts``; ``rows`` (the same prompts) may carry learned token embeddings."""
+        """SD encoder states of ``texts`` (what guards consult); ``rows`` may carry learned token embeddings."""
         tokenizer = self.pipe.tokenizer
         ids = tokenizer(
             list(texts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
@@ -69,9 +85,12 @@ class BatchSampler:
         with substituted_token_embeddings(encoder, embeds):
             return encoder(ids, attention_mask=mask)[0].to(self.dtype)
 
-    def unconditional(self) -> torch.Tensor:
+    def unconditional(self) -> Conditioning:
         if self._uncond is None:
-            self._uncond = self.encode([""])
+            if self.family.name == "sd":
+                self._uncond = Conditioning(self.encode([""]))
+            else:
+                self._uncond = self.family.unconditional(self.pipe, self.device, self.dtype, self.settings.max_sequence_length)
         return self._uncond
 
     def sample(self, rows: Sequence[PromptRow]) -> np.ndarray:
@@ -82,11 +101,12 @@ class BatchSampler:
         return [torch.Generator("cpu").manual_seed(int(row.seed)) for row in rows]
 
     def initial_latents(self, rows: Sequence[PromptRow], generators: list[torch.Generator], sigma: float) -> torch.Tensor:
-        scale = self.pipe.vae_scale_factor
-        shape = (len(rows), self.pipe.unet.config.in_channels, self.settings.height // scale, self.settings.width // scale)
-        # Drawn on the CPU from each row's generator, then moved: the same noise on every device.
+        shape = self.family.latent_shape(self.pipe, len(rows), self.settings.height, self.settings.width)
+        # Drawn on the CPU from each row's generator in float32, then moved: the same noise on every
+        # device and precision. Scaled in the working precision, as the diffusers pipelines scale it
+        # (in float32 the order changes nothing).
         latents = randn_tensor(shape, generator=generators, device=torch.device("cpu"), dtype=torch.float32)
-        return (latents * sigma).to(self.device, self.dtype)
+        return latents.to(self.device, self.dtype) * sigma
 
     @torch.no_grad()
     def denoise(self, rows: Sequence[PromptRow]) -> torch.Tensor:
@@ -99,23 +119,31 @@ class BatchSampler:
     def _denoise(self, rows: Sequence[PromptRow]) -> torch.Tensor:
         pipe, settings, n = self.pipe, self.settings, len(rows)
         generators = self.generators(rows)
-        guidance = torch.tensor([float(row.guidance) for row in rows], device=self.device, dtype=self.dtype)
-        # Rows at guidance <= 1 use the conditional prediction alone, as the diffusers pipeline does.
-        use_cfg = guidance > 1.0
+        scales = [float(row.guidance) if settings.guidance is None else float(settings.guidance) for row in rows]
+        guidance = torch.tensor(scales, device=self.device, dtype=self.dtype)
+        # Rows at guidance <= 1 use the conditional prediction alone, as the diffusers pipeline does; a
+        # family with embedded guidance (FLUX) never runs an unconditional pass.
+        use_cfg = guidance > 1.0 if not self.family.embedded_guidance else torch.zeros_like(guidance, dtype=torch.bool)
         any_cfg = bool(use_cfg.any())
 
-        cond = self.encode([row.text for row in rows], rows)
+        cond = self.condition([row.text for row in rows], rows)
         guard = getattr(pipe, "trce_guard", None)
+        if guard is not None and self.family.name != "sd":
+            raise ConfigError(f"the {guard.name} guard runs on the sd family only; this is a {self.family.name} model")
         if guard is not None and getattr(guard, "retokenizes_prompts", False) and any(lt.learned_sha(r) for r in rows):
             raise ConfigError(f"the {guard.name} guard re-tokenises prompt text and cannot see a learned token embedding")
         if guard is not None:  # an inference-time eraser owns every step's prediction
-            state = guard.prepare(self, [row.text for row in rows], self.unconditional().expand(n, -1, -1), cond)
-        context = torch.cat([self.unconditional().expand(n, -1, -1), cond]) if any_cfg else cond
+            state = guard.prepare(self, [row.text for row in rows], self.unconditional().expand(n).states, cond.states)
+        context = self.unconditional().expand(n).concat(cond) if any_cfg else cond
+        context = self.family.with_image(context, pipe, settings.height, settings.width)
 
         scheduler = make_scheduler(pipe, settings.scheduler)
-        scheduler.set_timesteps(settings.steps, device=self.device)
-        latents = self.initial_latents(rows, generators, scheduler.init_noise_sigma)
+        shape = self.family.latent_shape(pipe, n, settings.height, settings.width)
+        self.family.set_timesteps(pipe, scheduler, settings.steps, shape, self.device)
+        latents = self.initial_latents(rows, generators, getattr(scheduler, "init_noise_sigma", 1.0))
+        latents = self.family.pack(latents)
         step_kwargs = {"generator": generators} if "generator" in inspect.signature(scheduler.step).parameters else {}
+        scales_input = hasattr(scheduler, "scale_model_input")  # flow-matching schedulers take latents as they are
 
         for step, t in enumerate(scheduler.timesteps):
             if guard is not None:
@@ -123,21 +151,22 @@ class BatchSampler:
                 latents = scheduler.step(noise, t, latents, **step_kwargs).prev_sample
                 continue
             model_input = torch.cat([latents, latents]) if any_cfg else latents
-            model_input = scheduler.scale_model_input(model_input, t)
-            noise = pipe.unet(model_input, t, encoder_hidden_states=context).sample
+            if scales_input:
+                model_input = scheduler.scale_model_input(model_input, t)
+            noise = self.family.predict(pipe, model_input, t, context, guidance)
             if any_cfg:
                 uncond_noise, cond_noise = noise.chunk(2)
-                g = guidance.view(-1, 1, 1, 1)
+                g = guidance.view(-1, *[1] * (noise.dim() - 1))
                 guided = uncond_noise + g * (cond_noise - uncond_noise)
-                noise = torch.where(use_cfg.view(-1, 1, 1, 1), guided, cond_noise)
+                noise = torch.where(use_cfg.view(-1, *[1] * (noise.dim() - 1)), guided, cond_noise)
             latents = scheduler.step(noise, t, latents, **step_kwargs).prev_sample
         return latents
 
     @torch.no_grad()
     def decode_float(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) float32 images in [0, 1], unrounded, for callers that measure before quantising."""
-        vae = self.pipe.vae
-        images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+        vae_latents = self.family.vae_latents(self.pipe, latents, self.settings.height, self.settings.width)
+        images = self.pipe.vae.decode(vae_latents).sample
         return (images / 2 + 0.5).clamp(0, 1).float()
 
     def decode(self, latents: torch.Tensor) -> np.ndarray:

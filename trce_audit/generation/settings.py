@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
 from ..models.device import check_dtype, resolve_device
+from ..models.families import default_size, require_family
+from ..models.families.presets import preset_named
 
 # User-facing scheduler names -> diffusers classes. Ancestral/SDE samplers draw fresh noise each step;
 # the engine passes them the per-sample generators so that noise is per-sample too.
@@ -21,6 +22,7 @@ SCHEDULERS: dict[str, str] = {
     "lms": "LMSDiscreteScheduler",
 }
 RUNTIME_ONLY = ("batch_size", "device")
+ADDED_FIELDS = ("preset", "guidance", "max_sequence_length")
 
 
 @dataclass
@@ -34,13 +36,28 @@ class GenerationSettings:
     dtype: str = "fp32"
     scheduler: str | None = None
     device: str = "auto"
+    # The fields below came with model families; None leaves the identity of every earlier run unchanged.
+    preset: str | None = None  # a protocol preset (models/families/presets.py) that filled the unset fields
+    guidance: float | None = None  # one guidance scale for every row, in place of each prompt row's own
+    max_sequence_length: int | None = None  # T5 prompt length (SD3, FLUX); None: the pipeline's default
+
+    @classmethod
+    def for_preset(cls, preset: str | None, **given: Any) -> "GenerationSettings":
+        """Settings from what the user gave (None: not given), the preset's values, then the defaults."""
+        chosen = {k: v for k, v in given.items() if v is not None}
+        if preset is not None:
+            p = preset_named(preset)
+            filled = {"steps": p.steps, "height": p.size, "width": p.size, "guidance": p.guidance,
+                      "max_sequence_length": p.max_sequence_length}
+            chosen = {**{k: v for k, v in filled.items() if v is not None}, **chosen, "preset": preset}
+        return cls(**chosen)
 
     @classmethod
     def from_value(cls, value: "GenerationSettings | dict[str, Any] | None") -> "GenerationSettings | None":
         """Settings as an audit spec or the CLI hands them over (a dict) or as built. None and {} give
         None: each caller falls back to its own default (``settings or GenerationSettings()``)."""
         if isinstance(value, dict):
-            return cls(**value) if value else None
+            return cls.for_preset(**{"preset": None, **value}) if value else None
         return value
 
     def validate(self) -> "GenerationSettings":
@@ -54,6 +71,12 @@ class GenerationSettings:
             value = getattr(self, side)
             if value is not None and (value < 8 or value % 8):
                 raise ConfigError(f"{side} must be a positive multiple of 8, got {value}")
+        if self.preset is not None:
+            preset_named(self.preset)
+        if self.guidance is not None and not 0 <= self.guidance < float("inf"):
+            raise ConfigError(f"guidance must be a number of at least 0, got {self.guidance}")
+        if self.max_sequence_length is not None and not 1 <= self.max_sequence_length <= 512:
+            raise ConfigError(f"max sequence length must be between 1 and 512, got {self.max_sequence_length}")
         check_dtype(self.dtype)
         if self.scheduler is not None and self.scheduler not in SCHEDULERS:
             raise ConfigError(f"unknown scheduler {self.scheduler!r}; expected one of {', '.join(SCHEDULERS)}")
@@ -61,28 +84,20 @@ class GenerationSettings:
         return self
 
     def resolved(self, model_path: Path) -> "GenerationSettings":
-        """Fill the default image size from the model's configs (no weights loaded)."""
+        """Fill the default image size from the model's configs (no weights loaded); a preset of
+        another family is refused here, before any weights load."""
+        if self.preset is not None:
+            require_family(model_path, (preset_named(self.preset).family,), f"the {self.preset} preset")
         if self.height is not None and self.width is not None:
             return self
-        default = default_image_size(model_path)
+        default = default_size(model_path)
         return GenerationSettings(**{**asdict(self), "height": self.height or default, "width": self.width or default})
 
     def pixel_config(self) -> dict[str, Any]:
         """The settings that change pixels: part of the run identity and of every sample hash."""
-        return {k: v for k, v in asdict(self).items() if k not in RUNTIME_ONLY}
+        # A field added after runs were stored is left out while unset, so old identities still match.
+        return {k: v for k, v in asdict(self).items() if k not in RUNTIME_ONLY and not (k in ADDED_FIELDS and v is None)}
 
     def runtime(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in RUNTIME_ONLY}
 
-
-def default_image_size(model_path: Path) -> int:
-    """UNet sample size times the VAE's downsampling factor, as diffusers' pipeline defaults to."""
-    try:
-        unet = json.loads((Path(model_path) / "unet" / "config.json").read_text())
-        vae = json.loads((Path(model_path) / "vae" / "config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read the unet/vae configs of {model_path}: {exc}") from exc
-    sample_size = unet.get("sample_size", 64)
-    if isinstance(sample_size, (list, tuple)):
-        sample_size = sample_size[0]
-    return int(sample_size) * 2 ** (len(vae.get("block_out_channels", [0] * 4)) - 1)

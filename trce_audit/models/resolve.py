@@ -19,6 +19,7 @@ from ..errors import ModelError
 from ..hashing import hash_obj, sha256_file
 from ..workspace import temp_sibling
 from .device import torch_dtype
+from .families import PIPELINE_CLASS, family_name
 from .folder import load_guard, read_guard_record, world_of
 
 if TYPE_CHECKING:
@@ -200,21 +201,21 @@ def quiet_hub_loggers() -> None:
 
 
 def load_pipeline(ref: ModelRef, *, dtype: str = "fp32", device: str = "cpu", allow_pickle: bool = False):
-    """A StableDiffusionPipeline for ``ref`` with no safety checker (we measure, not filter)."""
+    """The diffusers pipeline of ``ref``'s family with no safety checker (we measure, not filter)."""
+    family = family_name(ref.path)  # an unsupported pipeline class stops here, before any weights load
     quiet_hub_loggers()
-    from diffusers import StableDiffusionPipeline  # deferred: diffusers imports torch
+    import diffusers  # deferred: diffusers imports torch
 
     precision = torch_dtype(dtype)
+    # A plugin family's folder names its own class in model_index.json, which DiffusionPipeline follows.
+    pipeline_class = getattr(diffusers, PIPELINE_CLASS.get(family, "DiffusionPipeline"))
+    # SD 1.x/2.x folders may carry a safety checker, which would blank the images we measure.
+    unchecked = {"safety_checker": None, "requires_safety_checker": False} if family == "sd" else {}
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
-            pipe = StableDiffusionPipeline.from_pretrained(
-                str(ref.path),
-                torch_dtype=precision,
-                safety_checker=None,
-                requires_safety_checker=False,
-                use_safetensors=not allow_pickle,
-                local_files_only=True,
+            pipe = pipeline_class.from_pretrained(
+                str(ref.path), torch_dtype=precision, use_safetensors=not allow_pickle, local_files_only=True, **unchecked
             )
     except Exception as exc:
         raise ModelError(f"cannot load pipeline from {ref.path}: {type(exc).__name__}: {exc}") from exc

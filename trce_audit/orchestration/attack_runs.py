@@ -23,6 +23,7 @@ from ..errors import ConfigError, one_line
 from ..generation import GenerationSettings
 from ..models.determinism import deterministic, unrepeatable_ops
 from ..models.device import resolve_device
+from ..models.families import require_family
 from ..models.resolve import load_pipeline, resolve_model
 from . import judging  # called through its module: tests replace detector_judge there
 from .adversarial_sets import set_with_search_key, store_adversarial_set, stored_adversarial_set, text_encoder_search_key
@@ -83,6 +84,7 @@ def attack(
     target = resolve_model(model, store=store, workspace=workspace, allow_pickle=allow_pickle)
     cls, config = attack_config(name, world=target.world, budget=budget)
     tier = check_tier(cls)
+    require_family(target.path, cls.families, f"the {name} attack")
     attack_obj = cls(config)
     concept_obj = resolve_concept(concept, target.world, workspace)
     if prompts is None:

@@ -19,7 +19,13 @@ def check_preset(kind: str, name: str, preset: str | None, world: str) -> None:
         raise ConfigError(f"{kind} {name!r}: preset {preset!r} does not match the model's world {world!r}")
 
 
-def validate_components(spec: AuditSpec, world: str) -> dict[str, Any]:
+def check_family(kind: str, index: int, cls: Any, family: str) -> None:
+    if family not in cls.families:
+        raise ConfigError(f"audit spec: {kind}s[{index}]: the {cls.name} {kind} runs on {', '.join(cls.families)} models; "
+                          f"the audited model is a {family} model")
+
+
+def validate_components(spec: AuditSpec, world: str, family: str = "sd") -> dict[str, Any]:
     """Build every eraser, attack and metric config before anything runs: a typo fails in a second,
     not after an hour of erasing. Returns each component's version and resolved config (world preset
     and overrides), which belong to the audit's identity: after an upgrade that changes a preset or a
@@ -29,6 +35,7 @@ def validate_components(spec: AuditSpec, world: str) -> dict[str, Any]:
         check_preset("eraser", eraser.name, eraser.preset, world)
         config, stages = eraser_config(eraser.config)
         eraser_cls = registry.load("eraser", eraser.name)
+        check_family("eraser", index, eraser_cls, family)
         built = eraser_cls.make_config(world=world, overrides=config, concept=spec.concept)
         stage_tuple = None
         if stages is not None:
@@ -49,6 +56,7 @@ def validate_components(spec: AuditSpec, world: str) -> dict[str, Any]:
         check_preset("attack", attack.name, attack.preset, world)
         attack_cls, built = attack_config(attack.name, world=world, budget={**attack.config, **attack.budget})
         check_tier(attack_cls)  # any of the tiers; a plugin that declares another fails before anything runs
+        check_family("attack", index, attack_cls, family)
         consults = not attack_cls.is_replay and bool(getattr(built, "early_stop", False))
         judge = spec.attack_judge(attack, detector) if consults else None
         spec.check_judge_apart(index, judge)

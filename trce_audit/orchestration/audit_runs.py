@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..audit.spec import AttackSpec, AuditSpec
 from ..generation import GenerationSettings
 from ..models.device import resolve_device
+from ..models.families import family_name
 from ..models.resolve import resolve_model
 from . import attack_runs, erase_runs, eval_runs  # called through their modules, as tests replace them
 from .audit_checks import eraser_config, validate_components
@@ -48,9 +49,11 @@ class AuditProgress:
     models: list[AuditModel] = field(default_factory=list)
     evals: list[dict[str, Any]] = field(default_factory=list)
     attacks: list[dict[str, Any]] = field(default_factory=list)
+    family: str = ""  # the audited model's family (models/families), for the report
 
     def summary(self) -> dict[str, Any]:
         return {
+            "family": self.family,
             "run_ids": list(dict.fromkeys(self.run_ids)),
             "models": [{"label": m.label, "model": m.spec, **({"seed": m.seed} if m.seed is not None else {})} for m in self.models],
             "evals": self.evals,
@@ -62,7 +65,8 @@ def generation_settings_for(spec: AuditSpec, device: str | None) -> GenerationSe
     gen = spec.generation
     return GenerationSettings(
         steps=gen.steps, height=gen.height, width=gen.width, batch_size=gen.batch_size, dtype=gen.dtype,
-        scheduler=gen.scheduler, device=device or gen.device,
+        scheduler=gen.scheduler, device=device or gen.device, preset=gen.preset, guidance=gen.guidance,
+        max_sequence_length=gen.max_sequence_length,
     )
 
 
@@ -86,7 +90,8 @@ def run_audit(
     say = log or (lambda message: None)
     device = resolve_device(device or spec.generation.device)
     base = resolve_model(spec.model, store=store, workspace=workspace, allow_pickle=allow_pickle)
-    components = validate_components(spec, base.world)
+    family = family_name(base.path)
+    components = validate_components(spec, base.world, family)
     handle = store.start_run(
         kind="audit", component="audit", config=spec.identity_dict(), model_ref=spec.model,
         model_fingerprint=base.fingerprint,
@@ -98,7 +103,7 @@ def run_audit(
         say(f"audit {handle.id} is already complete; reusing its results")
         return {"audit_run_id": handle.id, "resumed": True, **store.get_run(handle.id).summary}
     settings = generation_settings_for(spec, device)
-    done = AuditProgress()
+    done = AuditProgress(family=family)
     on_executor = {"executor": executor} if executor is not None else {}
 
     def checkpoint() -> None:

@@ -19,6 +19,7 @@ from .. import registry
 from ..errors import ConfigError, one_line
 from ..hashing import hash_tree, run_identity
 from ..models.folder import save_erased_pipeline
+from ..models.families import require_family
 from ..models.resolve import ModelRef, resolve_model
 from .erase_inputs import captions_from_data, erase_context, parse_stages
 
@@ -87,6 +88,7 @@ def start_erase(
     cls.check_stages(stage_tuple)
     stage_tuple = stage_tuple or cls.default_stages  # "--stages 1,2" and no --stages are the same erase
     ref = model if isinstance(model, ModelRef) else resolve_model(model, store=store, workspace=workspace, allow_pickle=allow_pickle)
+    require_family(ref.path, cls.families, f"the {eraser} eraser")
     if concept.world != ref.world:
         raise ConfigError(f"concept {concept.name!r} belongs to the {concept.world} world but model {ref.spec!r} to the {ref.world} world")
     config = cls.make_config(world=ref.world, config_file=config_file, overrides=overrides, concept=concept.name)

@@ -32,8 +32,10 @@ def render_markdown(view: AuditView, *, title: str, command: str) -> str:
     if view.audit is not None:
         config = view.audit.config or {}
         generation = config.get("generation", {})
+        family = (getattr(view.audit, "summary", None) or {}).get("family")
+        kind = f" ({family} family{', preset ' + generation['preset'] if generation.get('preset') else ''})" if family else ""
         lines += [f"Audit run {view.audit.id} (spec `{config.get('name', 'audit')}`: {config.get('description', '')}), "
-                  f"model `{view.audit.model_ref}`, {generation.get('limit', 'all')} prompts per set, "
+                  f"model `{view.audit.model_ref}`{kind}, {generation.get('limit', 'all')} prompts per set, "
                   f"{generation.get('steps', '?')} steps.", ""]
     lines += ["## Attack-success rate and preservation (no attack)", "",
               "ASR is the share of images in which the named scorer detects the concept, with its Wilson 95% interval;",

@@ -1,0 +1,91 @@
+"""Model families: the one place that knows how each text-to-image architecture works.
+
+A family (``sd`` for Stable Diffusion 1.x/2.x, ``sdxl``, ``sd3``, ``flux``) is read from a pipeline
+folder's ``model_index.json`` (its ``_class_name``) without loading weights; its behaviour (text
+encoding, denoiser call, scheduling, latents, the modules erasers edit) lives in one module per family,
+loaded through the plugin registry (kind ``family``) so that reading a folder's family imports no torch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ... import registry
+from ...errors import ConfigError
+
+BUILTIN: dict[str, str] = {
+    "sd": "trce_audit.models.families.sd:StableDiffusion",
+    "sdxl": "trce_audit.models.families.sdxl:StableDiffusionXL",
+    "sd3": "trce_audit.models.families.sd3:StableDiffusion3",
+    "flux": "trce_audit.models.families.flux:Flux",
+}
+# model_index.json `_class_name` -> family, for the built-ins (a plugin family names its own classes).
+PIPELINE_FAMILIES: dict[str, str] = {
+    "StableDiffusionPipeline": "sd",
+    "StableDiffusionXLPipeline": "sdxl",
+    "StableDiffusion3Pipeline": "sd3",
+    "FluxPipeline": "flux",
+}
+PIPELINE_CLASS: dict[str, str] = {family: class_name for class_name, family in PIPELINE_FAMILIES.items()}
+# The denoiser folder whose sample_size sets the default image side; FLUX has none (its pipeline
+# defaults to 128 latent rows, 1024 px at the VAE's factor 8).
+DENOISER_FOLDER = {"sd": "unet", "sdxl": "unet", "sd3": "transformer", "flux": None}
+FLUX_SAMPLE_SIZE = 128
+
+
+def read_config(folder: Path, component: str) -> dict:
+    try:
+        return json.loads((Path(folder) / component / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the {component} config of {folder}: {exc}") from exc
+
+
+def family_name(folder: Path) -> str:
+    """The family of a pipeline folder, from ``model_index.json``; an unknown one is a one-line error."""
+    try:
+        class_name = json.loads((Path(folder) / "model_index.json").read_text()).get("_class_name")
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {Path(folder) / 'model_index.json'}: {exc}") from exc
+    if class_name in PIPELINE_FAMILIES:
+        return PIPELINE_FAMILIES[class_name]
+    for name in registry.names("family"):
+        if name not in BUILTIN and class_name in load_family(name).pipeline_classes:
+            return name
+    supported = ", ".join(f"{f} ({c})" for c, f in PIPELINE_FAMILIES.items())
+    raise ConfigError(f"{folder} holds a {class_name or 'pipeline with no _class_name'}; supported families: {supported}")
+
+
+def require_family(folder: Path, supported: tuple[str, ...], what: str) -> str:
+    """The folder's family when ``what`` (e.g. "the uce eraser") supports it; a one-line error otherwise."""
+    family = family_name(folder)
+    if family not in supported:
+        raise ConfigError(f"{what} runs on {', '.join(supported)} models; {folder} is a {family} model")
+    return family
+
+
+def pipeline_family(pipe) -> str:
+    """The family of a loaded pipeline, from its class (a pipeline built in code has no folder)."""
+    class_name = type(pipe).__name__
+    if class_name in PIPELINE_FAMILIES:
+        return PIPELINE_FAMILIES[class_name]
+    for name in registry.names("family"):
+        if name not in BUILTIN and class_name in load_family(name).pipeline_classes:
+            return name
+    raise ConfigError(f"a {class_name} is not a supported pipeline; supported: {', '.join(PIPELINE_FAMILIES)}")
+
+
+def load_family(name: str):
+    """The family object (imports torch): how to encode, denoise, schedule and decode."""
+    return registry.load("family", name)()
+
+
+def default_size(folder: Path) -> int:
+    """Image side a pipeline renders when the user names none, as diffusers' pipeline defaults it."""
+    family = family_name(folder)
+    scale = 2 ** (len(read_config(folder, "vae").get("block_out_channels", [0] * 4)) - 1)
+    component = DENOISER_FOLDER.get(family, "transformer")
+    sample = read_config(folder, component).get("sample_size", 64) if component else FLUX_SAMPLE_SIZE
+    if isinstance(sample, (list, tuple)):
+        sample = sample[0]
+    return int(sample) * scale

@@ -1,0 +1,76 @@
+"""SD3 / SD3.5: an MMDiT conditioned on two CLIP encoders and T5 (one joint sequence) and the CLIPs'
+pooled embeddings; flow matching (the transformer predicts a velocity)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .base import Conditioning, Family
+from .sd import padded_ids
+
+T5_LENGTH = 256  # the SD3 pipeline's default max_sequence_length
+
+
+def joint_projections(denoiser) -> list[str]:
+    """The MMDiT's text-side modules: the caption embedder, each joint block's text K/V projections
+    and the pooled-text projection of the time embedding."""
+    names = [name for name, _ in denoiser.named_modules()]
+    picked = [n for n in names if n == "context_embedder" or n.endswith(("attn.add_k_proj", "attn.add_v_proj"))]
+    return sorted(picked + [n for n in names if n == "time_text_embed.text_embedder.linear_1"])
+
+
+def flow_shift(image_seq_len: int, config, max_shift_default: float) -> float:
+    """The resolution-dependent shift ``mu`` of diffusers' flow-matching pipelines (linear in tokens)."""
+    base_len, max_len = config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096)
+    base_shift, max_shift = config.get("base_shift", 0.5), config.get("max_shift", max_shift_default)
+    slope = (max_shift - base_shift) / (max_len - base_len)
+    return image_seq_len * slope + base_shift - slope * base_len
+
+
+class StableDiffusion3(Family):
+    name = "sd3"
+    pipeline_classes = ("StableDiffusion3Pipeline",)
+    denoiser = "transformer"
+    flow_matching = True
+    text_encoders = ("text_encoder", "text_encoder_2", "text_encoder_3")
+
+    def text_projections(self, denoiser) -> list[str]:
+        return joint_projections(denoiser)
+
+    def encode(self, pipe, texts, device, dtype, max_sequence_length=None) -> Conditioning:
+        states, pooled = [], []
+        for tokenizer, encoder in ((pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2)):
+            out = encoder(padded_ids(tokenizer, texts, device, pipe.tokenizer_max_length), output_hidden_states=True)
+            pooled.append(out[0])
+            states.append(out.hidden_states[-2])
+        clip = torch.cat(states, dim=-1)
+        t5 = self.t5_states(pipe, texts, device, max_sequence_length or T5_LENGTH, clip.dtype)
+        clip = F.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))
+        return Conditioning(torch.cat([clip, t5], dim=-2).to(dtype), torch.cat(pooled, dim=-1).to(dtype))
+
+    def t5_states(self, pipe, texts, device, length: int, dtype):
+        if pipe.text_encoder_3 is None:  # SD3 runs without T5; the pipeline feeds zeros in its place
+            width = pipe.transformer.config.joint_attention_dim
+            return torch.zeros((len(texts), length, width), device=device, dtype=dtype)
+        ids = padded_ids(pipe.tokenizer_3, texts, device, length)
+        return pipe.text_encoder_3(ids)[0].to(pipe.text_encoder_3.dtype)
+
+    def set_timesteps(self, pipe, scheduler, steps, shape, device) -> None:
+        if not scheduler.config.get("use_dynamic_shifting", False):
+            scheduler.set_timesteps(steps, device=device)
+            return
+        patch = pipe.transformer.config.patch_size
+        seq_len = (shape[-2] // patch) * (shape[-1] // patch)
+        scheduler.set_timesteps(steps, device=device, mu=flow_shift(seq_len, scheduler.config, 1.16))
+
+    def predict(self, pipe, model_input, t, cond, guidance):
+        timestep = t.expand(model_input.shape[0])
+        return pipe.transformer(
+            hidden_states=model_input, timestep=timestep, encoder_hidden_states=cond.states,
+            pooled_projections=cond.pooled, return_dict=False,
+        )[0]
+
+    def vae_latents(self, pipe, latents, height, width):
+        vae = pipe.vae
+        return (latents.to(vae.dtype) / vae.config.scaling_factor) + vae.config.shift_factor

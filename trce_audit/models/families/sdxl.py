@@ -1,0 +1,57 @@
+"""SDXL: a UNet conditioned on two CLIP encoders (penultimate states concatenated), the second one's
+pooled embedding and the image-size "time ids"; noise prediction."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Conditioning, Family
+from .sd import padded_ids, cross_attention_projections
+
+
+class StableDiffusionXL(Family):
+    name = "sdxl"
+    pipeline_classes = ("StableDiffusionXLPipeline",)
+    denoiser = "unet"
+    text_encoders = ("text_encoder", "text_encoder_2")
+
+    def text_projections(self, denoiser) -> list[str]:
+        return cross_attention_projections(denoiser)
+
+    def encode(self, pipe, texts, device, dtype, max_sequence_length=None) -> Conditioning:
+        states, pooled = [], None
+        for tokenizer, encoder in ((pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2)):
+            if encoder is None:
+                continue
+            out = encoder(padded_ids(tokenizer, texts, device), output_hidden_states=True)
+            # The pipeline keeps the first 2-D output it meets: the projected pooled embedding of the
+            # encoder with a projection (text_encoder_2).
+            if pooled is None and out[0].ndim == 2:
+                pooled = out[0]
+            states.append(out.hidden_states[-2])
+        return Conditioning(torch.cat(states, dim=-1).to(dtype), pooled.to(dtype))
+
+    def unconditional(self, pipe, device, dtype, max_sequence_length=None) -> Conditioning:
+        empty = self.encode(pipe, [""], device, dtype)
+        # SDXL base zeroes the negative conditioning when no negative prompt is given.
+        if pipe.config.get("force_zeros_for_empty_prompt", True):
+            return Conditioning(torch.zeros_like(empty.states), torch.zeros_like(empty.pooled))
+        return empty
+
+    def with_image(self, cond, pipe, height, width) -> Conditioning:
+        # original size, crop top-left (0, 0), target size: the pipeline's defaults for a plain render.
+        ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=cond.states.dtype, device=cond.states.device)
+        return Conditioning(cond.states, cond.pooled, ids.expand(cond.states.shape[0], -1))
+
+    def predict(self, pipe, model_input, t, cond, guidance):
+        added = {"text_embeds": cond.pooled, "time_ids": cond.extra}
+        return pipe.unet(model_input, t, encoder_hidden_states=cond.states, added_cond_kwargs=added).sample
+
+    def vae_latents(self, pipe, latents, height, width):
+        vae = pipe.vae
+        mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+        if mean is None or std is None:
+            return super().vae_latents(pipe, latents, height, width)
+        mean = torch.tensor(mean).view(1, -1, 1, 1).to(latents.device, latents.dtype)
+        std = torch.tensor(std).view(1, -1, 1, 1).to(latents.device, latents.dtype)
+        return (latents * std / vae.config.scaling_factor + mean).to(vae.dtype)
