@@ -40,6 +40,13 @@ CANONICAL_HOMES = {
     "prompt_row_hash": "trce_audit.hashing",
     "package_versions": "trce_audit.versions",
 }
+# What an import inside a function may defer: a library heavy enough (or optional enough) that importing it at
+# the top would put it on a light path (`import trce_audit.api`, `--help`, listing plugins). Any other import
+# belongs at the top, where the module's structure can be read.
+HEAVY = frozenset({"torch", "diffusers", "transformers", "safetensors", "scipy", "nudenet", "onnxruntime",
+                   "cleanfid", "ray", "huggingface_hub", "rich"})
+# Each import inside a function hides an edge from whoever reads the tops of files, so they must stay few.
+FUNCTION_LEVEL_BUDGET = 100
 DEPTH = {part.strip(): (index, position)  # equal depth, different part: independent siblings
          for index, layer in enumerate(LAYERS)
          for position, group in enumerate(layer.split(">")) for part in group.split("|")}
@@ -57,11 +64,6 @@ class Finding:
     def __str__(self) -> str:
         return f"{self.path}:{self.line}: {self.message} [{self.rule}]"
 
-    @property
-    def key(self) -> str:
-        """The baseline's form: no line number, so that edits above an old violation do not disturb it."""
-        return f"{self.path} -> {self.target}: {self.rule}"
-
 
 @dataclass(frozen=True)
 class Import:
@@ -78,6 +80,8 @@ class Module:
     name: str
     imports: list[Import]
     function_level: list[int]  # line of each import statement inside a function
+    deferred: list[Import]  # what those statements import
+    eager: set[str]  # what runs when the module is imported: its top-level imports, TYPE_CHECKING ones excluded
     hazards: list[tuple[int, str, str, str]]  # line, target, rule, what
     served: set[str] | None  # see served_names
 
@@ -167,18 +171,23 @@ def served_names(tree: ast.Module) -> set[str] | None:
 
 def read_module(path: str, text: str, known: set[str]) -> Module:
     tree, in_package = ast.parse(text, path), path.startswith(f"{PACKAGE}/")
-    module = Module(module_name(path), [], [], [], served_names(tree))
+    module = Module(module_name(path), [], [], [], set(), [], served_names(tree))
 
-    def walk(node: ast.AST, in_function: bool) -> None:
+    def walk(node: ast.AST, in_function: bool, typing_only: bool) -> None:
         for child in ast.iter_child_nodes(node):
-            module.imports += _resolved(child, module.name, path.endswith("__init__.py"), known)
+            found = _resolved(child, module.name, path.endswith("__init__.py"), known)
+            module.imports += found
             if in_function and isinstance(child, (ast.Import, ast.ImportFrom)):
                 module.function_level.append(child.lineno)
+                module.deferred += found
+            elif not in_function and not typing_only:
+                module.eager |= {i.target for i in found if not i.dynamic}
             hazard = _hazard(child, in_package)
             module.hazards += [(child.lineno, *hazard)] if hazard else []
-            walk(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
+            walk(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)),
+                 typing_only or isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test))
 
-    walk(tree, False)
+    walk(tree, False, False)
     return module
 
 
@@ -277,6 +286,40 @@ def check(sources: dict[str, str]) -> list[Finding]:
 
 
 def function_level_imports(sources: dict[str, str]) -> list[str]:
-    """`path:line` of each import statement inside a function in the package (for the later budget)."""
+    """`path:line` of each import statement inside a function in the package (the budget counts these)."""
     return [f"{path}:{line}" for path, module in read_tree(sources)[1].items() if path.startswith(f"{PACKAGE}/")
             for line in module.function_level]
+
+
+def heavy_at_import(modules: dict[str, str], read: dict[str, Module]) -> dict[str, str]:
+    """Package module -> the heavy library importing it loads (through its parents and top-level imports)."""
+    heavy: dict[str, str] = {}
+
+    def pulls(module: str, seen: set[str]) -> str:
+        if module in heavy or module in seen:
+            return heavy.get(module, "")
+        seen.add(module)
+        parents = [".".join(module.split(".")[:n]) for n in range(1, module.count(".") + 1)]
+        for target in sorted(read[modules[module]].eager) + parents:
+            found = (target.split(".")[0] if target.split(".")[0] in HEAVY
+                     else pulls(target, seen) if target in modules else "")
+            if found:
+                heavy[module] = found
+                return found
+        return ""
+
+    for module in modules:
+        pulls(module, set())
+    return heavy
+
+
+def light_deferred_imports(sources: dict[str, str]) -> list[Finding]:
+    """Imports inside a package function whose target is light: nothing keeps them from the top of the file."""
+    modules, read = read_tree(sources)
+    heavy = heavy_at_import(modules, read)
+    return [Finding(path, imp.line, imp.target, "light-deferred",
+                    f"{module.name} imports {imp.target} inside a function, but it loads none of "
+                    f"{', '.join(sorted(HEAVY))}; import it at the top")
+            for path, module in read.items() if path.startswith(f"{PACKAGE}/")
+            for imp in module.deferred
+            if imp.target.split(".")[0] not in HEAVY and imp.target not in heavy]
