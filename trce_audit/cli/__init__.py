@@ -59,7 +59,7 @@ def _root(
     ctx.obj = AppState(workspace_dir=workspace, db_url=db)
 
 
-_SKIP = {"common", "executor", "feedback"}
+_SKIP = {"common", "executor", "feedback", "groups", "sampling"}  # helpers, not commands
 for _info in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name):
     if _info.name not in _SKIP and not _info.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_info.name}").register(app)

@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from .. import api
-from .common import AllowPickleOpt, DataDirOpt, DeviceOpt, JsonOpt, TargetModelOpt, emit, emit_table, parse_assignments, pick_model, state
+from .common import AllowPickleOpt, DataDirOpt, JsonOpt, TargetModelOpt, emit, emit_table, parse_assignments, pick_model, state
 from .executor import executor_command
 from .feedback import StageProgress, say_warning
+from .sampling import sampling_command
 
 if TYPE_CHECKING:
-    from ..api import ExecutorOptions
+    from ..api import ExecutorOptions, GenerationSettings
 
 
 def _render(summary: dict[str, Any]) -> None:
@@ -40,6 +41,7 @@ def _render(summary: dict[str, Any]) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("attack")
     @executor_command
+    @sampling_command
     def attack_cmd(
         ctx: typer.Context,
         name: Annotated[str, typer.Argument(help="ring-a-bell | unlearndiff | p4d-n | p4d-k | mma-diffusion | concept-inversion | finetune-resurgence | replay (see `trce-audit attacks`).")],
@@ -55,9 +57,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         limit: Annotated[Optional[int], typer.Option("--limit", help="Attack only the first N seed prompts.")] = None,
         original_model: Annotated[Optional[str], typer.Option("--original-model", help="Un-erased model for white-box attacks [default: the artefact's parent].")] = None,
-        steps: Annotated[Optional[int], typer.Option("--steps", help="Sampling steps of the before/after evaluation.")] = None,
-        batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Generation batch size of the evaluation.")] = None,
-        device: DeviceOpt = "auto",
+        settings: GenerationSettings = None,  # the sampling options of the before/after evaluation: see sampling.py
         executor_opts: ExecutorOptions = None,  # the six executor options, checked: see executor.py
         data_dir: DataDirOpt = None,
         allow_pickle: AllowPickleOpt = False,
@@ -67,8 +67,7 @@ def register(app: typer.Typer) -> None:
         app_state = state(ctx)
         workspace = app_state.workspace(data_dir)
         overrides = parse_assignments(budget, "--set")
-        settings = {k: v for k, v in {"steps": steps, "batch_size": batch_size, "device": device}.items() if v is not None}
-        with api.open_executor(executor_opts, device) as pool, warnings.catch_warnings():
+        with api.open_executor(executor_opts, settings.device) as pool, warnings.catch_warnings():
             model, concept = pick_model(app_state, model, concept)
             warnings.simplefilter("ignore", api.BelowPaperBudgetWarning)
             with StageProgress() as bars:

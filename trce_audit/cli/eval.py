@@ -9,16 +9,14 @@ import typer
 
 from .. import api
 from ..errors import ConfigError
-from .common import AllowPickleOpt, DataDirOpt, DeviceOpt, JsonOpt, TargetModelOpt, emit, emit_table, pick_model, state
+from .common import AllowPickleOpt, DataDirOpt, JsonOpt, TargetModelOpt, emit, emit_table, pick_model, state
 from .executor import executor_command
 from .feedback import StageProgress
-from .generate import (
-    BatchOpt, DtypeOpt, GuidanceOpt, HeightOpt, LimitOpt, PresetOpt, PromptsOpt, SchedulerOpt, SequenceOpt, StepsOpt, WidthOpt,
-    make_settings,
-)
+from .generate import LimitOpt, PromptsOpt
+from .sampling import sampling_command
 
 if TYPE_CHECKING:
-    from ..api import ExecutorOptions
+    from ..api import ExecutorOptions, GenerationSettings
 
 
 def metric_options(
@@ -65,22 +63,14 @@ def _render(result: dict[str, Any]) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     @executor_command
+    @sampling_command
     def eval_cmd(
         ctx: typer.Context,
         prompts: PromptsOpt,
         metric: Annotated[list[str], typer.Option("--metric", metavar="METRIC", help="Metric to compute (repeatable): nudenet, fid, clip, …")],
         model: TargetModelOpt = None,
         limit: LimitOpt = None,
-        steps: StepsOpt = None,
-        height: HeightOpt = None,
-        width: WidthOpt = None,
-        batch_size: BatchOpt = 8,
-        dtype: DtypeOpt = "fp32",
-        scheduler: SchedulerOpt = None,
-        device: DeviceOpt = "auto",
-        preset: PresetOpt = None,
-        guidance: GuidanceOpt = None,
-        max_sequence_length: SequenceOpt = None,
+        settings: GenerationSettings = None,  # the sampling options, checked: see sampling.py
         concept: Annotated[Optional[str], typer.Option("--concept", "-c", help="Concept under audit (for concept detectors).")] = None,
         threshold: Annotated[Optional[float], typer.Option("--threshold", help="nudenet: score threshold of its own number [default: 0.45].")] = None,
         classes: Annotated[Optional[str], typer.Option("--classes", help="nudenet: counted classes of its own number, a preset name, mua or strict [default: trce].")] = None,
@@ -101,7 +91,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Generate (reusing stored images) and measure (reusing stored detections); stores an eval run."""
         app_state = state(ctx)
-        settings = make_settings(steps, height, width, batch_size, dtype, scheduler, device, preset, guidance, max_sequence_length)
         options = metric_options(metric, threshold, classes, nudenet_weights, fid_ref, inception, clip_model, presets)
         with api.open_executor(executor_opts, settings.device) as pool:
             model, concept = pick_model(app_state, model, concept)

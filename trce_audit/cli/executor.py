@@ -1,22 +1,16 @@
 """The executor options, defined once for every command that draws images (generate, eval, attack,
-erase, audit): ``@executor_command`` adds them to a command and hands it the checked options.
-
-The command declares a parameter ``executor_opts`` where the options belong in its ``--help``; the
-decorator replaces it with the six options and calls the command with ``executor_opts`` set to
-``api.executor_options(...)``, so a bad option is a one-line error before the command does anything.
+erase, audit): ``@executor_command`` (an option group, groups.py) puts them in place of the command's
+``executor_opts`` parameter and hands it ``api.executor_options(...)``.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-import typing
-from types import SimpleNamespace
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from .. import api
+from .groups import option_group
 
 PARAMETER = "executor_opts"
 
@@ -50,33 +44,5 @@ OPTIONS = (
 )
 
 
-def _resolved_annotations(command: Callable[..., Any]) -> dict[str, Any]:
-    """The command's parameter types as objects. Under ``from __future__ import annotations`` they are
-    strings, from which Typer would lose the option names and help inside ``Annotated``; the type of
-    ``executor_opts`` is left out (it is the facade's, imported for type checkers only)."""
-    annotations = {k: v for k, v in command.__annotations__.items() if k not in (PARAMETER, "return")}
-    return typing.get_type_hints(SimpleNamespace(__annotations__=annotations, __globals__=command.__globals__), include_extras=True)
-
-
-def executor_command(command: Callable[..., Any]) -> Callable[..., Any]:
-    """``command`` with the six executor options in place of its ``executor_opts`` parameter."""
-    signature = inspect.signature(command)
-    if PARAMETER not in signature.parameters:
-        raise TypeError(f"{command.__name__} needs a parameter {PARAMETER} (where its executor options go)")
-    hints = _resolved_annotations(command)
-    parameters = []
-    for parameter in signature.parameters.values():
-        if parameter.name == PARAMETER:
-            parameters += [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=hint)
-                           for name, hint, default in OPTIONS]
-        else:
-            parameters.append(parameter.replace(annotation=hints.get(parameter.name, inspect.Parameter.empty)))
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        options = api.executor_options(*(kwargs.pop(name) for name, _, _ in OPTIONS))
-        return command(*args, **kwargs, **{PARAMETER: options})
-
-    wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {p.name: p.annotation for p in parameters if p.annotation is not inspect.Parameter.empty}
-    return wrapper
+# ``executor_opts`` receives api.executor_options(...) of the six, looked up at call time (tests replace it).
+executor_command = option_group(PARAMETER, OPTIONS, lambda *values: api.executor_options(*values))
