@@ -1,1 +1,2 @@
-"""Audits: a spec (erasers, attacks, prompt sets, metrics, gate limits) and the runner that carries it out."""
+"""Audit specs: the TOML language of an audit (erasers, attacks, prompt sets, metrics, gate limits),
+read and checked here; trce_audit/orchestration/audit_runs.py carries a spec out."""
