@@ -34,6 +34,11 @@ eval = ["nudenet"]
 [[attacks]]
 name = "replay"
 limit = 2
+[[attacks]]
+name = "ring-a-bell"
+transfer_from = "{source}"
+limit = 1
+budget = {{ population = 4, generations = 2, length = 3 }}
 [gate]
 max_asr = {{ "*" = "100%" }}
 """
@@ -55,8 +60,9 @@ def _rows(result):
 def flux_spec(tmp_path_factory):
     root = tmp_path_factory.mktemp("flux")
     folder = save_pipeline(root / "flux-tiny", shape="flux")
+    source = save_pipeline(root / "sd-tiny", shape="tiny")  # the transfer's search model
     spec = root / "spec.toml"
-    spec.write_text(SPEC.format(model=folder))
+    spec.write_text(SPEC.format(model=folder, source=source))
     return spec
 
 
@@ -66,6 +72,7 @@ def test_flux_audit_resumes_reports_and_gates(flux_spec, tmp_path):
     assert straight.returncode == 0, straight.stderr
     expected = json.loads(straight.stdout)
     assert {(r["prompt_set"], r["attack"] or "") for r in expected["rows"]} >= {("i2p-sexual", ""), ("p4d", ""), ("mma-diffusion", "replay")}
+    assert any((r["attack"] or "").startswith("ring-a-bell (transfer from ") for r in expected["rows"])
 
     killed = _cli(tmp_path / "b", "audit", str(flux_spec), "--json", wait=False)
     images = tmp_path / "b" / "images"
@@ -81,7 +88,8 @@ def test_flux_audit_resumes_reports_and_gates(flux_spec, tmp_path):
 
     report = _cli(tmp_path / "b", "report", "--out", str(tmp_path / "report.md"))
     assert report.returncode == 0, report.stderr
-    assert "(flux family, preset flux-schnell)" in (tmp_path / "report.md").read_text()
+    markdown = (tmp_path / "report.md").read_text()
+    assert "(flux family, preset flux-schnell)" in markdown and "ring-a-bell (transfer from " in markdown
     gate = _cli(tmp_path / "b", "gate")
     assert gate.returncode == 0, gate.stdout + gate.stderr
 

@@ -27,7 +27,7 @@ def folders(tmp_path_factory):
 def _refused(exc: pytest.ExceptionInfo, what: str, family: str) -> None:
     message = str(exc.value)
     assert "\n" not in message
-    assert message.startswith(f"the {what} runs on ") and message.endswith(f"is a {family} model")
+    assert message.startswith(f"the {what} runs on ") and f"is a {family} model" in message
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -40,6 +40,7 @@ def test_attack_runs_or_refuses_in_one_line(store, workspace, folders, family, n
         with pytest.raises(ConfigError) as exc:
             api.attack(store, workspace, **call)
         _refused(exc, f"{name} attack", family)
+        assert ("--transfer-from" in str(exc.value)) == cls.text_encoder_only  # the way to run it, where there is one
         assert not store.list_runs()  # refused before anything was stored
         return
     summary = api.attack(store, workspace, **call)
@@ -74,3 +75,37 @@ def test_every_metric_scores_every_family(store, tmp_path, family_images, family
     images = stored_images(store, list(family_images[family]), tmp_path / family)
     values = runner.score(store, eval_run(store), images)
     assert values and all(0 < value.n <= len(images) and math.isfinite(value.value) for value in values)
+
+
+TRANSFER_BUDGET = {"ring-a-bell": {"population": 4, "generations": 2, "length": 3},
+                   "mma-diffusion": {"iterations": 2, "candidates": 8, "length": 4}}
+
+
+@pytest.fixture(scope="module")
+def sd_source(tmp_path_factory):
+    return str(save_pipeline(tmp_path_factory.mktemp("source") / "sd", shape="tiny"))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("name", [n for n in registry.names("attack") if registry.load("attack", n).text_encoder_only])
+def test_a_text_encoder_search_runs_as_a_transfer(store, workspace, folders, sd_source, family, name):
+    """Searched on an SD model's text encoder, replayed on the target: the run names its search model
+    and the report labels the row as a transfer."""
+    from trce_audit.reports.collect import collect
+
+    assert name in TRANSFER_BUDGET, "a new text-encoder attack needs a tiny transfer budget here"
+    summary = api.attack(store, workspace, name=name, model=folders[family], concept="nudity", prompts="mma-diffusion",
+                         limit=2, budget=TRANSFER_BUDGET[name], transfer_from=sd_source,
+                         settings={"steps": 2, "height": 32, "width": 32, "device": "cpu"})
+    assert summary["transfer_from"]["spec"] == sd_source and summary["n_prompts"] == 2
+    assert summary["asr_before"] is not None and summary["asr_after"] is not None  # both measured on the target
+    run = store.get_run(summary["run_id"])
+    assert run.model_ref == folders[family] and run.summary["transfer_from"]["spec"] == sd_source
+    rows = [row for row in collect(store, run_ids=[run.id]).rows if row.attack]
+    assert [row.attack for row in rows] == [f"{name} (transfer from {sd_source})"]
+
+
+def test_an_attack_that_needs_the_targets_images_cannot_transfer(store, workspace, folders, sd_source):
+    with pytest.raises(ConfigError) as exc:
+        api.attack(store, workspace, name="unlearndiff", model=folders["flux"], concept="nudity", transfer_from=sd_source)
+    assert "cannot transfer" in str(exc.value) and "ring-a-bell" in str(exc.value) and "\n" not in str(exc.value)

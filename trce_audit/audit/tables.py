@@ -161,11 +161,13 @@ class AttackSpec:
     limit: int | None = None  # seed prompts attacked per set (optimisers cost far more per prompt than eval)
     judge: str | None = None  # default: [metrics] judge, else the concept's detector
     as_published: bool | None = None  # default: [metrics] as_published
+    transfer_from: str | None = None  # a text-encoder search on this SD model, replayed on each target
 
     @classmethod
     def from_mapping(cls, table: Any, where: str) -> "AttackSpec":
         table = fields.table(table, where)
-        fields.check_keys(table, ("name", "label", "preset", "budget", "config", "seeds", "targets", "limit", "judge", "as_published"), where)
+        fields.check_keys(table, ("name", "label", "preset", "budget", "config", "seeds", "targets", "limit", "judge", "as_published",
+                                  "transfer_from"), where)
         if "name" not in table:
             raise SpecError(where, "missing key 'name'")
         name = fields.name(table["name"], f"{where}.name")
@@ -182,6 +184,7 @@ class AttackSpec:
             limit=fields.typed(table.get("limit"), int | None, f"{where}.limit", minimum=1),
             judge=fields.name(table["judge"], f"{where}.judge") if "judge" in table else None,
             as_published=fields.typed(table["as_published"], bool, f"{where}.as_published") if "as_published" in table else None,
+            transfer_from=fields.name(table["transfer_from"], f"{where}.transfer_from") if "transfer_from" in table else None,
         )
 
 

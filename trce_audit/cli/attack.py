@@ -33,6 +33,8 @@ def _render(summary: dict[str, Any]) -> None:
         ["ASR after", pct(summary.get("asr_after"))],
         ["below paper budget", summary.get("below_paper_budget")],
     ]
+    if summary.get("transfer_from"):
+        rows.insert(2, ["transfer from", summary["transfer_from"]["spec"]])
     if summary.get("resumed"):
         rows.append(["note", "already complete: stored result shown"])
     emit_table("attack", ["", "value"], rows)
@@ -57,6 +59,10 @@ def register(app: typer.Typer) -> None:
         ] = None,
         limit: Annotated[Optional[int], typer.Option("--limit", help="Attack only the first N seed prompts.")] = None,
         original_model: Annotated[Optional[str], typer.Option("--original-model", help="Un-erased model for white-box attacks [default: the artefact's parent].")] = None,
+        transfer_from: Annotated[
+            Optional[str],
+            typer.Option("--transfer-from", metavar="MODEL", help="Search on this SD model's text encoder and replay the prompts on --model (a transfer attack; text-encoder searches only)."),
+        ] = None,
         settings: GenerationSettings = None,  # the sampling options of the before/after evaluation: see sampling.py
         executor_opts: ExecutorOptions = None,  # the six executor options, checked: see executor.py
         data_dir: DataDirOpt = None,
@@ -73,7 +79,7 @@ def register(app: typer.Typer) -> None:
             with StageProgress() as bars:
                 summary = api.attack(
                     app_state.store(), workspace, name=name, model=model, concept=concept, prompts=prompts,
-                    budget=overrides, limit=limit, original_model=original_model, settings=settings,
+                    budget=overrides, limit=limit, original_model=original_model, settings=settings, transfer_from=transfer_from,
                     allow_pickle=allow_pickle, progress=lambda done, total, what: bars(f"attack {name}", done, total),
                     **({"executor": pool} if pool is not None else {}),
                 )

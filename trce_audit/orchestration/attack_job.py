@@ -42,6 +42,7 @@ class AttackJob:
     device: str
     progress: Callable[[int, int, str], None] | None
     executor: Any = None
+    search: "ModelRef | None" = None  # a transfer's search model (its text encoder); None: the target
 
     def seed_rows(self) -> list:
         rows = self.store.prompt_rows(self.seed_set_id)
@@ -71,6 +72,7 @@ class AttackJob:
             "scorers": self.scorers,
             "eval_metrics": self.eval_metrics,
             "as_published": self.as_published,
+            **({"transfer_from": {"spec": self.search.spec, "fingerprint": self.search.fingerprint}} if self.search else {}),
         }
 
     def scores(self, before: dict[str, Any] | None, after: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from ..errors import ConfigError, one_line
 from ..generation import GenerationSettings
 from ..models.determinism import deterministic, unrepeatable_ops
 from ..models.device import resolve_device
-from ..models.families import require_family
+from ..models.families import family_name, require_family
 from ..models.resolve import load_pipeline, resolve_model
 from . import judging  # called through its module: tests replace detector_judge there
 from .adversarial_sets import set_with_search_key, store_adversarial_set, stored_adversarial_set, text_encoder_search_key
@@ -35,6 +35,7 @@ from .prompt_sets import resolve_prompt_set
 
 if TYPE_CHECKING:
     from ..data.concepts import Concept
+    from ..models.resolve import ModelRef
     from ..store import Store
     from ..workspace import Workspace
 
@@ -45,6 +46,25 @@ def _setting(settings: Any, key: str, default: Any) -> Any:
     if isinstance(settings, dict):
         return settings.get(key, default)
     return getattr(settings, key, default)
+
+
+def transfer_source(cls: Any, target: "ModelRef", transfer_from: str | None, **resolve: Any) -> "ModelRef | None":
+    """The model a transfer attack searches on (its text encoder), or None: the attack searches on the
+    target, whose family it must support. Only a text-encoder search transfers: its adversarial prompts
+    are plain text, replayed on the target."""
+    if transfer_from is None:
+        family = family_name(target.path)
+        if family not in cls.families and cls.text_encoder_only:
+            raise ConfigError(f"the {cls.name} attack runs on {', '.join(cls.families)} models; {target.path} is a "
+                              f"{family} model (its text-encoder search can run as a transfer: --transfer-from an sd model)")
+        require_family(target.path, cls.families, f"the {cls.name} attack")
+        return None
+    if not cls.text_encoder_only:
+        transferable = ", ".join(n for n in registry.names("attack") if registry.load("attack", n).text_encoder_only)
+        raise ConfigError(f"the {cls.name} attack searches with the target's own images and cannot transfer; {transferable} can")
+    search = resolve_model(transfer_from, **resolve)
+    require_family(search.path, cls.families, f"the {cls.name} attack's search model")
+    return search
 
 
 def attack(
@@ -64,6 +84,7 @@ def attack(
     progress: Callable[[int, int, str], None] | None = None,
     judge: "str | Callable[[str, Any], bool] | None" = None,
     as_published: bool = False,
+    transfer_from: str | None = None,
     executor: Any = None,
 ) -> dict[str, Any]:
     """Attack ``model`` with ``name`` (or replay a published set) and store prompts, runs and ASR.
@@ -84,7 +105,7 @@ def attack(
     target = resolve_model(model, store=store, workspace=workspace, allow_pickle=allow_pickle)
     cls, config = attack_config(name, world=target.world, budget=budget)
     tier = check_tier(cls)
-    require_family(target.path, cls.families, f"the {name} attack")
+    search = transfer_source(cls, target, transfer_from, store=store, workspace=workspace, allow_pickle=allow_pickle)
     attack_obj = cls(config)
     concept_obj = resolve_concept(concept, target.world, workspace)
     if prompts is None:
@@ -100,6 +121,9 @@ def attack(
     # replay consult none, so none is recorded for them).
     consults = not cls.is_replay and bool(getattr(config, "early_stop", False))
     judge = (judge or concept_obj.detector or None) if consults else None
+    if consults and search is not None:
+        raise ConfigError(f"{cls.name} consults a judge on the images it searches with, which a transfer search does not draw "
+                          "on the target: set early_stop=false")
     if consults and judge is None:
         raise ConfigError(f"{cls.name} consults a judge but concept {concept_obj.name!r} names no detector; pass --judge or set early_stop=false")
     judge_info = judging.describe_judge(judge, workspace, concept_obj)
@@ -134,6 +158,8 @@ def attack(
             "original_model": original.fingerprint if original else None,
             "limit": limit,
             "judge": judge_info,
+            # only a transfer names its search model, so every other run keeps its identity
+            **({"transfer_from": search.fingerprint} if search is not None else {}),
         },
     )
     if run.resumed and run.status == "complete":
@@ -145,7 +171,7 @@ def attack(
         store=store, workspace=workspace, attack=attack_obj, run_id=run.id, model=model, target=target,
         original=original, concept=concept_obj, seed_set_id=seed_set_id, limit=limit, scorers=scorers,
         eval_metrics=eval_metrics, judge=judge, judge_info=judge_info, as_published=as_published,
-        settings=settings, allow_pickle=allow_pickle, device=device, progress=progress, executor=executor,
+        settings=settings, allow_pickle=allow_pickle, device=device, progress=progress, executor=executor, search=search,
     )
     try:
         summary = replay_and_measure(job) if cls.is_replay else optimise_and_measure(job)
@@ -190,10 +216,11 @@ def optimise_and_measure(job: AttackJob) -> dict[str, Any]:
     finished = job.store.attack_rows(job.run_id)  # seeds an interrupted attempt already optimised
     missing = [i for i in range(len(seed_rows)) if i not in finished]
     # on the executor when there is a seed to optimise; else here (the run-level stats come from a call)
-    remote = distributable(attack_obj, job.executor) and bool(missing)
+    # a transfer searches here, on its search model (the executor's workers load the target)
+    remote = distributable(attack_obj, job.executor) and bool(missing) and job.search is None
     if adversarial_set_id is None:
         if attack_obj.text_encoder_only or not remote:
-            target_pipe = load_pipeline(job.target, device=job.device, allow_pickle=job.allow_pickle)
+            target_pipe = load_pipeline(job.search or job.target, device=job.device, allow_pickle=job.allow_pickle)
         if attack_obj.text_encoder_only:
             search_key = text_encoder_search_key(job, target_pipe, seed_rows)
             adversarial_set_id = set_with_search_key(job.store, attack_obj.name, search_key)
@@ -222,7 +249,7 @@ def optimise_and_measure(job: AttackJob) -> dict[str, Any]:
 
             context = AttackContext(device=job.device, progress=job.progress, judge=counter,
                                     corpus=corpus(attack_obj, job.concept, job.workspace), on_seed=store_seed,
-                                    finished=finished, model_dir=Path(job.target.path),
+                                    finished=finished, model_dir=Path((job.search or job.target).path),
                                     artefact_dir=job.workspace.artefacts_dir / ARTEFACT_FOLDERS.get(attack_obj.tier, "embeddings"),
                                     benign_rows=benign_rows(job.workspace, job.concept.name))
             # run even when no seed is missing: the search's run-level stats come from this call

@@ -19,7 +19,12 @@ def check_preset(kind: str, name: str, preset: str | None, world: str) -> None:
         raise ConfigError(f"{kind} {name!r}: preset {preset!r} does not match the model's world {world!r}")
 
 
-def check_family(kind: str, index: int, cls: Any, family: str) -> None:
+def check_family(kind: str, index: int, cls: Any, family: str, transfer: bool = False) -> None:
+    if transfer and kind == "attack":
+        if not cls.text_encoder_only:
+            raise ConfigError(f"audit spec: attacks[{index}].transfer_from: the {cls.name} attack searches with the target's "
+                              "own images and cannot transfer")
+        return
     if family not in cls.families:
         raise ConfigError(f"audit spec: {kind}s[{index}]: the {cls.name} {kind} runs on {', '.join(cls.families)} models; "
                           f"the audited model is a {family} model")
@@ -56,7 +61,7 @@ def validate_components(spec: AuditSpec, world: str, family: str = "sd") -> dict
         check_preset("attack", attack.name, attack.preset, world)
         attack_cls, built = attack_config(attack.name, world=world, budget={**attack.config, **attack.budget})
         check_tier(attack_cls)  # any of the tiers; a plugin that declares another fails before anything runs
-        check_family("attack", index, attack_cls, family)
+        check_family("attack", index, attack_cls, family, transfer=attack.transfer_from is not None)
         consults = not attack_cls.is_replay and bool(getattr(built, "early_stop", False))
         judge = spec.attack_judge(attack, detector) if consults else None
         spec.check_judge_apart(index, judge)

@@ -167,7 +167,8 @@ def run_audit(
                         prompts=seed_set, budget={**attack.config, **attack.budget},
                         limit=attack.limit or spec.generation.limit, settings=settings,
                         metrics=list(spec.metrics.eval), allow_pickle=allow_pickle,
-                        judge=attack.judge or spec.metrics.judge, as_published=spec.as_published(attack), **on_executor,
+                        judge=attack.judge or spec.metrics.judge, as_published=spec.as_published(attack),
+                        transfer_from=attack.transfer_from, **on_executor,
                     )
                     done.run_ids += [rid for rid in run_ids(result)]
                     done.attacks.append({"attack": attack.label, "tier": result.get("tier"), "model": model.name, "seeds": seed_set,

@@ -129,6 +129,8 @@ def collect(store: Store, *, audit_id: int | None = None, run_ids: Iterable[int]
         label = summary.get("attack") if isinstance(summary.get("attack"), str) else run.component
         # runs stored before tiers existed carry none: the registered attack's own tier stands in
         tier = summary.get("tier") if isinstance(summary.get("tier"), str) else attack_tier(str(label))
+        if isinstance(summary.get("transfer_from"), dict):  # searched on another model's text encoder
+            label = f"{label} (transfer from {summary['transfer_from'].get('spec')})"
         row = Row(model, seed_set or "", attack=label, attack_run_id=run.id, attack_summary=summary, tier=tier)
         if run.created_at is not None and run.finished_at is not None:
             row.attack_seconds = (run.finished_at - run.created_at).total_seconds()
