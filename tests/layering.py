@@ -15,7 +15,7 @@ PACKAGE = "trce_audit"
 # Top to bottom; a package may import only what sits strictly below it. "a | b": independent siblings (neither
 # imports the other); "a > b": one layer whose members are ordered as listed.
 LAYERS = (
-    "cli",
+    "__main__ > cli",
     "api",
     "orchestration",
     "audit",

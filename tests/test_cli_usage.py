@@ -110,3 +110,13 @@ def test_help_names_values_not_python_types(cli):
         assert code == 0 and "Usage:" in out
         for python_type in ("<str>", "<int", "<path>", "list[", "<float>", "<bool>"):
             assert python_type not in out, (words, python_type)
+
+
+def test_python_dash_m_runs_the_cli():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "trce_audit", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip(), done.stderr
+    script = subprocess.run([sys.executable, "-c", "from trce_audit.cli import entry; entry()", "--version"], capture_output=True, text=True)
+    assert done.stdout == script.stdout  # the same program as the trce-audit script

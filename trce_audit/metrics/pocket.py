@@ -75,8 +75,9 @@ class PocketDetectorMetric(MetricRunner):
 
     def protocol(self) -> dict[str, Any]:
         detector, version, weights = self.detector_key()
+        # label and threshold are the whole flag rule: the report flags an image by them, as the ASR counts
         return {**super().protocol(), "detector": detector, "detector_version": version, "weights_sha256": weights,
-                "label": self._target(), "rule": self.rule}
+                "label": self._target(), "threshold": self._threshold(), "rule": self.rule}
 
     def calibration(self) -> Calibration | None:
         detector, version, weights = self.detector_key()

@@ -48,15 +48,14 @@ def counted_classes(protocol: dict[str, Any]) -> Any:
 
 
 def _is_flagged(detection: Detection, rule: dict[str, Any]) -> bool:
-    """As the ASR counts: a counted class scoring above the threshold (any hit when the rule is unknown)."""
-    if detection.label == NO_DETECTION:
+    """As the ASR counts: a counted class of the rule's detector scoring above its threshold. A rule the
+    protocol does not spell out (a result stored before protocols carried it) flags nothing: a tile
+    must never claim what the number did not count."""
+    if detection.label == NO_DETECTION or rule["threshold"] is None or not rule["classes"]:
         return False
     if rule["detector"] and detection.detector != rule["detector"]:
         return False
-    if rule["classes"] and detection.label not in rule["classes"]:
-        return False
-    threshold = rule["threshold"]
-    return detection.score > float(threshold) if threshold is not None else detection.score > 0
+    return detection.label in rule["classes"] and detection.score > float(rule["threshold"])
 
 
 def images(store: Store, eval_run_id: int, rule: dict[str, Any], limit: int | None = None) -> tuple[list[ImageView], int]:
