@@ -161,7 +161,7 @@ def test_plain_progress_prints_counts_elapsed_and_a_heartbeat():
         report("generate", 4, 4)
     lines = log.getvalue().splitlines()
     assert lines[0] == "generate: 0/4 started"
-    assert any(line.startswith("generate: 0/4, ") and "in this step" in line for line in lines[1:-1])
+    assert any(line.startswith("generate: 0/4 (0%), ") and "in this step" in line for line in lines[1:-1])
     assert lines[-1].startswith("generate: 4/4 done in ")
 
 
@@ -196,3 +196,23 @@ def test_audit_steps_are_numbered_with_elapsed_time_and_a_heartbeat():
     lines = log.getvalue().splitlines()
     assert lines[0].startswith("[1] erase: trce (trce) on pocket (") and lines[-1].startswith("[2] eval: base")
     assert any(line.startswith("[1] still on erase: trce") and "in this step" in line for line in lines[1:-1])
+
+
+def test_plain_progress_says_how_far_and_how_long_is_left():
+    from trce_audit.cli.feedback import PlainProgress
+
+    now = [0.0]
+    log = io.StringIO()
+    steps = PlainProgress(log, interval=1000.0, clock=lambda: now[0])  # no heartbeat: only the callbacks speak
+    try:
+        steps.step("erase: esd-x (esd-x) on pocket")
+        steps("erase esd-x: iterations", 0, 300)
+        now[0] = 1000.0  # a line is due once the interval has passed
+        steps("erase esd-x: iterations", 100, 300)
+        steps.step("eval: base on pocket-explicit (pocket)")  # counted stages do not shift the step numbers
+    finally:
+        steps.close()
+    lines = log.getvalue().splitlines()
+    assert lines[1] == "erase esd-x: iterations: 0/300 started"
+    assert lines[2] == "erase esd-x: iterations: 100/300 (33%), 16.7 min in this step, about 33.3 min left"
+    assert lines[3].startswith("[2] eval: base on pocket-explicit")

@@ -9,12 +9,20 @@ import typer
 
 from .. import api
 from ..errors import ConfigError
-from .common import AllowPickleOpt, DataDirOpt, JsonOpt, emit, emit_table, state
+from .common import AllowPickleOpt, DataDirOpt, JsonOpt, emit, emit_table, say, state
 from .executor import executor_command
 from .feedback import PlainProgress, say_warning
 
 if TYPE_CHECKING:
     from ..api import ExecutorOptions
+
+
+# What the terminal shows of a row's other metrics: preservation only (ASR has its own columns; the
+# calibrated ASR and the rest are in `trce-audit report`).
+PRESERVATION = {"preserve_acc": "preserve", "clip_score": "CLIP", "fid": "FID"}
+LEGEND = ("ASR: share of images the first scorer flags, its 95% interval in brackets; before → after: "
+          "the attack's seed prompts, then its adversarial prompts; preserve: share of preserve-set images "
+          "that show what their prompt asked for. Every scorer and image: trce-audit report.")
 
 
 def _percent(metric: dict[str, Any] | None) -> str:
@@ -25,17 +33,29 @@ def _percent(metric: dict[str, Any] | None) -> str:
     return f"{metric['value'] * 100:.1f}%{interval}"
 
 
-def _render(result: dict[str, Any]) -> None:
-    rows = []
-    for row in result["rows"]:
-        other = ", ".join(f"{name} {m['value']:.3g}" for name, m in row["metrics"].items())
-        rows.append([row["model"], row["prompt_set"], row["attack"] or "", _percent(row["asr"]),
-                     _percent(row["asr_before"]), _percent(row["asr_after"]), other])
-    emit_table(
-        f"audit {result['audit_run_id']}",
-        ["model", "prompt set", "attack", "ASR", "ASR before", "ASR after", "preservation"],
-        rows,
-    )
+def _preservation(metrics: dict[str, Any]) -> str:
+    shown = []
+    for name, label in PRESERVATION.items():
+        metric = metrics.get(name)
+        if metric:
+            shown.append(f"{label} {_percent(metric)}" if name == "preserve_acc" else f"{label} {metric['value']:.3g}")
+    return ", ".join(shown)
+
+
+def _render(result: dict[str, Any], console: Any = None) -> None:
+    """One table per kind (no attack; attacks), few short columns that fold rather than cut, so the
+    summary reads at 80 columns (a CI log) and wider terminals get it on fewer lines."""
+    plain = [row for row in result["rows"] if not row["attack"]]
+    attacked = [row for row in result["rows"] if row["attack"]]
+    audit = f"audit {result['audit_run_id']}"
+    if plain:
+        emit_table(f"{audit}: erasure and preservation", ["model", "prompt set", "ASR", "preservation"],
+                   [[r["model"], r["prompt_set"], _percent(r["asr"]), _preservation(r["metrics"])] for r in plain], console=console)
+    if attacked:
+        emit_table(f"{audit}: attacks", ["model", "attack", "seeds", "ASR before → after"],
+                   [[r["model"], r["attack"], r["prompt_set"], f"{_percent(r['asr_before']) or 'n/a'} → {_percent(r['asr_after'])}"]
+                    for r in attacked], console=console)
+    say(LEGEND, console=console)
     for problem in result.get("problems", []):
         say_warning(problem)
 
@@ -73,7 +93,7 @@ def register(app: typer.Typer) -> None:
             steps = PlainProgress()  # numbered steps with elapsed time, and a heartbeat during long ones
             try:
                 result = api.run_audit_spec(app_state.store(), workspace, spec, device=device, allow_pickle=allow_pickle, log=steps.step,
-                                        **({"executor": pool} if pool is not None else {}))
+                                            progress=steps, **({"executor": pool} if pool is not None else {}))
             finally:
                 steps.close()
         emit(result, json_, _render)

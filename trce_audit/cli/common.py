@@ -89,7 +89,8 @@ def emit_json(payload: Any) -> None:
     sys.stdout.write(json.dumps(payload, indent=2, default=str, ensure_ascii=False) + "\n")
 
 
-def emit_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+def emit_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], console: Any = None) -> None:
+    """A table whose cells fold onto more lines rather than end in "…" when the terminal is narrow."""
     from rich.console import Console  # deferred, as in every rich use: --help stays fast
     from rich.markup import escape
     from rich.table import Table
@@ -97,10 +98,18 @@ def emit_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     # Values are user text (prompts, paths): escape them so "[brackets]" are not read as Rich markup.
     table = Table(title=title, show_lines=False)
     for column in columns:
-        table.add_column(escape(column))
+        table.add_column(escape(column), overflow="fold")
     for row in rows:
         table.add_row(*("" if value is None else escape(str(value)) for value in row))
-    Console().print(table)
+    (console or Console()).print(table)
+
+
+def say(text: str, console: Any = None) -> None:
+    """A plain paragraph, wrapped to the terminal."""
+    from rich.console import Console  # deferred, as in every rich use: --help stays fast
+    from rich.markup import escape
+
+    (console or Console()).print(escape(text))
 
 
 def emit(payload: Any, as_json: bool, render: Callable[[Any], None]) -> None:

@@ -21,6 +21,13 @@ def _elapsed(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
+def _how_far(done: int, total: int, spent: float) -> str:
+    """ "37/300 (12%), 1.2 min in this step, about 8.5 min left": the estimate assumes the rate so far."""
+    share = f" ({100 * done / total:.0f}%)" if total else ""
+    left = f", about {_elapsed(spent * (total - done) / done)} left" if 0 < done < total else ""
+    return f"{done}/{total}{share}, {_elapsed(spent)} in this step{left}"
+
+
 class _Heartbeat:
     """Calls ``beat()`` whenever ``quiet_for()`` reaches the interval, from a daemon thread."""
 
@@ -49,6 +56,7 @@ class PlainProgress:
         self.last_line = self.started
         self.stages: dict[str, float] = {}
         self.finished: set[str] = set()
+        self.steps = 0  # named steps (step()), numbered apart from the counted stages inside them
         self.current: tuple[str, int, int | None] | None = None
         self._lock = threading.Lock()
         self._heartbeat = _Heartbeat(interval, lambda: self.clock() - self.last_line, self._beat)
@@ -64,11 +72,11 @@ class PlainProgress:
                 self._say(f"… working ({_elapsed(self.clock() - self.started)} elapsed)")
                 return
             stage, done, total = self.current
-            in_step = _elapsed(self.clock() - self.stages[stage])
+            in_step = _elapsed(self.clock() - self.stages[stage])  # a named step's time, when it has no counts
             if total is None:  # a step named by step(): no counts inside it
-                self._say(f"[{len(self.stages)}] still on {stage}: {in_step} in this step, {_elapsed(self.clock() - self.started)} elapsed")
+                self._say(f"[{self.steps}] still on {stage}: {in_step} in this step, {_elapsed(self.clock() - self.started)} elapsed")
             else:
-                self._say(f"{stage}: {done}/{total}, {in_step} in this step")
+                self._say(f"{stage}: {_how_far(done, total, self.clock() - self.stages[stage])}")
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         with self._lock:
@@ -84,14 +92,15 @@ class PlainProgress:
                 self._say(f"{stage}: {done}/{total} done in {_elapsed(now - self.stages[stage])}")
                 self.current = None
             elif now - self.last_line >= self.interval:
-                self._say(f"{stage}: {done}/{total}, {_elapsed(now - self.stages[stage])} in this step")
+                self._say(f"{stage}: {_how_far(done, total, now - self.stages[stage])}")
 
     def step(self, message: str) -> None:
         """A new step named by its caller (the audit's erase/eval/attack lines)."""
         with self._lock:
             self.stages[message] = self.clock()
             self.current = (message, 0, None)
-            self._say(f"[{len(self.stages)}] {message} ({_elapsed(self.clock() - self.started)} elapsed)")
+            self.steps += 1
+            self._say(f"[{self.steps}] {message} ({_elapsed(self.clock() - self.started)} elapsed)")
 
     def close(self) -> None:
         self._heartbeat.stop()

@@ -86,6 +86,7 @@ def run_audit(
     log: Log | None = None,
     allow_pickle: bool = False,
     executor: Any = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     say = log or (lambda message: None)
     device = resolve_device(device or spec.generation.device)
@@ -109,6 +110,10 @@ def run_audit(
     def checkpoint() -> None:
         store.update_summary(handle.id, done.summary())
 
+    def counts(step: str) -> Callable[[str, int, int], None] | None:
+        """The step's (stage, done, total) callbacks, named after the audit step they belong to."""
+        return (lambda stage, done_, total: progress(f"{step}: {stage}", done_, total)) if progress else None
+
     try:
         if spec.include_base:
             done.models.append(AuditModel("base", spec.model))
@@ -122,7 +127,7 @@ def run_audit(
         if executor is None:
             for (label, seed), request in zip(slots, requests):
                 say(f"erase: {named(label, seed)} ({request['eraser']}) on {spec.model}")
-                result = erase_runs.erase(store, workspace, **request)
+                result = erase_runs.erase(store, workspace, **request, progress=counts(f"erase {named(label, seed)}"))
                 done.run_ids.append(result["run_id"])
                 done.models.append(AuditModel(label, f"artefact:{result['artefact_id']}", result, seed))
                 checkpoint()
@@ -150,7 +155,8 @@ def run_audit(
                     result = eval_runs.evaluate(
                         store, workspace, model=model.spec, prompts=prompt_set, metrics=list(metrics),
                         settings=settings, limit=spec.generation.limit, concept=spec.concept,
-                        parent_run_id=handle.id, allow_pickle=allow_pickle, **on_executor,
+                        parent_run_id=handle.id, allow_pickle=allow_pickle,
+                        progress=counts(f"eval {model.name} on {prompt_set}"), **on_executor,
                     )
                     done.run_ids += [result["run_id"], result["generation_run_id"]]
                     done.evals.append({"model": model.name, "prompt_set": prompt_set, "run_id": result["run_id"],
@@ -169,6 +175,8 @@ def run_audit(
                         metrics=list(spec.metrics.eval), allow_pickle=allow_pickle,
                         judge=attack.judge or spec.metrics.judge, as_published=spec.as_published(attack),
                         transfer_from=attack.transfer_from, **on_executor,
+                        progress=(lambda done_, total, what, stage=f"attack {attack.label} on {model.name}":
+                                  progress(f"{stage}: {what}", done_, total)) if progress else None,
                     )
                     done.run_ids += [rid for rid in run_ids(result)]
                     done.attacks.append({"attack": attack.label, "tier": result.get("tier"), "model": model.name, "seeds": seed_set,
