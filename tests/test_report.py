@@ -34,7 +34,8 @@ def test_report_has_tables_chart_and_provenance(cli, built, tmp_path):
     assert 'id="attacks-h"' in html and "+50.0 pts" in html and "below paper budget" in html  # trce 0% -> 50%
     tiers = html[html.index('id="tiers"'): html.index("</p>", html.index('id="tiers"'))]
     assert "<strong>" in tiers and ": prompt" in tiers and "(not tested: embedding, weights)" in tiers
-    svg = html[html.index('<svg class="chart"'): html.index("</svg>")]
+    start = html.index('aria-labelledby="chart-title')
+    svg = html[start: html.index("</svg>", start)]
     assert svg.count("<rect ") == 7 and svg.count('class="whisker"') == 21  # 7 ASR rows, 3 lines per whisker
     assert "pocket-explicit + ring-a-bell" in svg
     assert "<th scope=\"col\">FID</th>" in html and "20.25" in html and "Preserve accuracy" in html
@@ -161,3 +162,22 @@ def test_markdown_out_writes_tables_and_says_so(cli, built, tmp_path):
     text = out.read_text()
     assert "| model | attack | tier | seed set |" in text and "| ring-a-bell | prompt |" in text
     assert "Threat tiers tested" in text and "prompt (not tested: embedding, weights)" in text
+
+
+def test_report_opens_with_the_tradeoff_chart(cli, built, tmp_path):
+    """Erasure against preservation is the report's first chart: one point per model, the base model a
+    square, an attacked model at its worst after-attack ASR; the Markdown has it as a table."""
+    html, _ = _render(cli, tmp_path)
+    assert html.index("<svg") == html.index('<svg class="chart" id="tradeoff-chart"')  # the first chart
+    start = html.index('id="tradeoff-chart"')
+    svg = html[start: html.index("</svg>", start)]
+    assert svg.count('<g class="point"') == 3 and svg.count("<rect ") == 1 and svg.count("<circle ") == 2
+    description = svg[svg.index("<desc"): svg.index("</desc>")]
+    assert "pocket (base): ASR 75.0%, preserve accuracy 90.0%" in description
+    assert "trce: ASR 50.0% after attack" in description  # ring-a-bell's 2 of 4 after the attack
+    out = tmp_path / "report.md"
+    code, _, err = cli("report", "--out", str(out))
+    assert code == 0, err
+    markdown = out.read_text()
+    table = markdown[markdown.index("## Erasure against preservation"):]
+    assert "| pocket (base) | 75.0% [" in table and "| trce | 50.0% [" in table and "(after attack)" in table

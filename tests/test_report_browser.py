@@ -50,6 +50,8 @@ def test_report_renders_in_chromium(cli, store, workspace, tmp_path):
     assert "&lt;script&gt;document.title='pwned'" in dom.stdout  # shown as text
     console = [line for line in dom.stderr.splitlines() if CONSOLE.search(line)]
     assert console == []
+    tradeoff = dom.stdout[dom.stdout.index('id="tradeoff-chart"'):]
+    assert tradeoff[: tradeoff.index("</svg>")].count('class="point"') == 3  # one point per model, rendered
 
     shot = tmp_path / "shot.png"
     result = _chromium(tmp_path, out.as_uri(), f"--screenshot={shot}", "--window-size=1280,1800")

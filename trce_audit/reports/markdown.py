@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .columns import JUDGE_MARK, attack_cell, attack_columns, plain_cell, plain_columns, tiers_tested
+from . import tradeoff
 from .curves import markdown_lines
 from .seeds import seed_spreads
 from .views import AuditView, MetricView
@@ -48,6 +49,7 @@ def render_markdown(view: AuditView, *, title: str, command: str) -> str:
         cells = [_cell(plain_cell(by_cell.get((model, name)), scorer)) for name, scorer, _ in asr_columns]
         cells += [_cell(by_cell[(model, name)].metrics.get("preserve_acc")) if (model, name) in by_cell else "–" for name in preserve_sets]
         lines.append("| " + " | ".join([model, *cells]) + " |")
+    lines += tradeoff.markdown_lines(view)
     if attacked:
         columns = attack_columns(attacked)
         lines += ["", "## Attacks", "", "ASR on the seed prompts before the attack → on the adversarial prompts after it, under each",

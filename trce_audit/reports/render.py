@@ -25,6 +25,7 @@ from .collect import (
     prompt_seeds,
 )
 from .curves import curve_chart
+from .tradeoff import tradeoff_chart
 from .seeds import seed_spreads
 from .thumbs import thumbnail_data_uri
 
@@ -194,6 +195,7 @@ def build_context(store: Store, view: AuditView, options: ReportOptions) -> dict
         "preservation_metrics": preservation_metrics,
         "metric_titles": METRIC_TITLES,
         "chart": asr_chart(view),
+        "tradeoff": tradeoff_chart(view),
         "grids": grids,
         "unblur": options.unblur,
         "max_images": options.max_images,
