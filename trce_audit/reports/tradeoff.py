@@ -15,7 +15,7 @@ from typing import Any
 from .chart import PALETTE
 from .views import AuditView, MetricView, Row
 
-WIDTH, HEIGHT, LEFT, TOP, RIGHT, BOTTOM = 560, 300, 56, 16, 150, 44
+WIDTH, HEIGHT, LEFT, TOP, RIGHT, BOTTOM = 580, 300, 72, 16, 150, 44
 PRESERVATION_ORDER = ("preserve_acc", "clip_score", "fid")
 TITLES = {"preserve_acc": "preserve accuracy", "clip_score": "CLIP score", "fid": "FID (lower is better)"}
 
@@ -104,7 +104,8 @@ def tradeoff_chart(view: AuditView) -> TradeoffChart | None:
             p.x_low, p.x_high = x(p.asr.ci_low), x(p.asr.ci_high)
         if p.preservation.ci_low is not None and p.preservation.ci_high is not None:
             p.y_low, p.y_high = y(p.preservation.ci_low), y(p.preservation.ci_high)
-    y_ticks = [(y(low + span * f), _format(metric, low + span * f)) for f in (0, 0.25, 0.5, 0.75, 1.0)]
+    tick = (lambda v: f"{v * 100:.0f}%") if rate else (lambda v: f"{v:.3g}")
+    y_ticks = [(y(low + span * f), tick(low + span * f)) for f in (0, 0.25, 0.5, 0.75, 1.0)]
     description = "; ".join(f"{p.label}{' (base)' if p.base else ''}: ASR {_format('asr', p.asr.value)}"
                             f"{' after attack' if p.attacked else ''}, {TITLES[metric]} {_format(metric, p.preservation.value)}"
                             for p in found)
