@@ -129,3 +129,21 @@ def test_config_errors(eraser, overrides, message):
 
     with pytest.raises(ConfigError, match=message):
         registry.load("eraser", eraser).make_config(overrides=overrides)
+
+
+def test_rece_starts_where_the_reference_does_for_nudity():
+    """RECE's SD preset starts from UCE's older script: "nudity" (two BPE tokens) has its rows from the
+    last content token to the end erased onto the same number of the guide " "'s rows, the empty
+    prompt kept at scale 1, lamb 0.5 (unified-concept-editing train_erase.py, edit_model)."""
+    from pathlib import Path
+
+    from trce_audit.erasers.rece import RECEConfig, reference_start_rows
+    from trce_audit.models.tiny import clip_tokenizer
+
+    vocabulary = Path(__file__).resolve().parents[1] / "trce_audit" / "pocket" / "weights" / "pocket-sd" / "tokenizer"
+    tokenizer = clip_tokenizer(vocabulary)  # CLIP's own BPE vocabulary, as SD 1.4's
+    rows, guide_rows = reference_start_rows(tokenizer, "nudity", " ")
+    assert (rows.start, rows.stop) == (2, 77) and (guide_rows.start, guide_rows.stop) == (0, 75)  # 75 rows each
+    preset = RECEConfig.for_world("sd")
+    assert (preset.uce_rows, preset.uce_keep_empty, preset.lamb, preset.erase_scale) == ("from-last", 1.0, 0.5, 1.0)
+    assert (RECEConfig.for_world("pocket").uce_rows, RECEConfig.for_world("pocket").uce_keep_empty) == ("last", 0.0)

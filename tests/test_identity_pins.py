@@ -119,11 +119,13 @@ ERASER_PINS = {
         "tiny": "2221397f6d442852ebf3d05cff8585785e693f2e570e2c228ced46d202c619f6",
         "types": "105c0a3f6010b7b5bd2ad0f16e4706d7a4b77b7afc809bffab175b104c8593e1",
     },
+    # Changed on purpose with RECE version 2 (the reference's UCE start: uce_rows, uce_keep_empty added to
+    # its config; docs/fidelity.md, RECE); every other pin is still c8a79b5's.
     "rece": {
-        "sd": "10f30d3738fe4fd293c751da7872d51dd81882be19ada5972bac76a613e300b2",
-        "pocket": "d13ded5fff98b1b1c2cc0691c17727eb9939feb9b8fabb7e2cb57cad5cfae329",
-        "tiny": "439d7b5eed9246401ec774394ad6e9926bf94ebfb775c8f5d575abd75a118bd6",
-        "types": "da00983ee970a556b521dd7e03b7353c1aa00a4dc83a683cea232cfb3b4181e2",
+        "sd": "cfe39064ce36a332f13d789e9b0f9a3c2d5870c12ac6d2ccbabbad84cbe1564d",
+        "pocket": "f88ec39880855f57e454a93fe4e6a9f5952e3e3f28c41149fbc4a213d1c1b988",
+        "tiny": "73953c914b0cfe65d1cf22e6c991a03a00208610139de72b077b74b73bc74b95",
+        "types": "7ea7e36aa791e7f9a3398c4c3eb8591a5a01c2d90b184f1bdec5199c5ac32f6b",
     },
     "safree": {
         "sd": "d3abe1f2e713a8625085f7c97c6dd3aed240674e9e8d54c6fe0c96a8d8909826",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from ..errors import ConfigError
+from ..models.tokens import token_count
 from .base import EraseContext
 from .uce import UCE, UCEConfig, closed_form_edit, last_token_rows
 
@@ -33,8 +34,13 @@ class RECEConfig(UCEConfig):
     rece_lamb: float = 0.1
     rece_retain: tuple[str, ...] = ()  # texts kept in each round; () = " " once per erased phrase (the reference's)
     rece_rows: str = "all"  # rows re-erased: "all" 77 (the reference) or each phrase's "last" content token
+    # The first edit: the reference starts from UCE's older script, which erases every row from the
+    # phrase's last content token on ("from-last") and keeps the empty prompt at this scale; "last" and
+    # 0 are our UCE's own edit (one row, nothing kept).
+    uce_rows: str = "from-last"
+    uce_keep_empty: float = 1.0
 
-    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {**UCEConfig.CHOICES, "rece_rows": ("all", "last")}
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {**UCEConfig.CHOICES, "rece_rows": ("all", "last"), "uce_rows": ("from-last", "last")}
 
     @classmethod
     def for_world(cls, world: str = "sd") -> "RECEConfig":
@@ -49,18 +55,47 @@ class RECEConfig(UCEConfig):
             # the other shapes' names pinned at 100 (as in UCE's preset) damage least
             base = UCEConfig.for_world("pocket")
             values = {f.name: getattr(base, f.name) for f in dataclasses.fields(UCEConfig)}
-            return cls(**values, rece_retain=base.preserve_concepts, rece_erase_scale=0.1, rece_preserve_scale=100.0)
+            return cls(**values, rece_retain=base.preserve_concepts, rece_erase_scale=0.1, rece_preserve_scale=100.0,
+                       uce_rows="last", uce_keep_empty=0.0)
         raise ConfigError(f"unknown world {world!r}; expected sd or pocket")
 
     def validate(self) -> None:
         super().validate()
         if self.epochs < 0:
             raise ConfigError(f"config key 'epochs' must be >= 0, got {self.epochs}")
-        for key in ("regular_scale", "rece_erase_scale", "rece_preserve_scale", "rece_lamb"):
+        for key in ("regular_scale", "rece_erase_scale", "rece_preserve_scale", "rece_lamb", "uce_keep_empty"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"config key {key!r} must be >= 0, got {getattr(self, key)!r}")
         if self.regular_scale == 0 and self.epochs:
             raise ConfigError("config key 'regular_scale' must be > 0, otherwise the adversarial embedding is not unique")
+
+
+def reference_start_rows(tokenizer, text: str, guide: str, length: int = 77) -> tuple[slice, slice]:
+    """The rows UCE's older script erases for ``text`` onto ``guide``: from each one's last content token
+    to the end of the sequence, the longer prompt's offset cut from the other's end so both spans have
+    the same length (unified-concept-editing train-scripts/train_erase.py, edit_model, read at 18287f6)."""
+    last, last_guide = token_count(tokenizer, text), token_count(tokenizer, guide)
+    farthest = max(last, last_guide)
+    return slice(last, length - (farthest - last)), slice(last_guide, length - (farthest - last_guide))
+
+
+def reference_start(pipe, texts: list[str], guides: list[str], config: "RECEConfig", device) -> int:
+    """The reference's first edit: every phrase's rows from its last content token on, onto the guide's,
+    the empty prompt's 77 rows kept at ``uce_keep_empty``, UCE's closed form with its scales."""
+    import torch
+
+    from .common import encode_prompts
+
+    length = pipe.tokenizer.model_max_length
+    erase, onto = [], []
+    for text, guide in zip(texts, guides):
+        rows, guide_rows = reference_start_rows(pipe.tokenizer, text, guide, length)
+        emb = encode_prompts(pipe, [text, guide], device).double()
+        erase.append(emb[0, rows])
+        onto.append(emb[1, guide_rows])
+    keep = encode_prompts(pipe, [""], device).double()[0]
+    return closed_form_edit(pipe, torch.cat(erase), torch.cat(onto), keep, erase_scale=config.erase_scale,
+                            preserve_scale=config.uce_keep_empty, lamb=config.lamb)
 
 
 def adversarial_rows(pipe, originals: list, rows, regular_scale: float):
@@ -79,7 +114,7 @@ def adversarial_rows(pipe, originals: list, rows, regular_scale: float):
 
 class RECE(UCE):
     name: ClassVar[str] = "rece"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: the reference's UCE start (rows from the last content token on, '' kept)
     Config: ClassVar[type[RECEConfig]] = RECEConfig
     description: ClassVar[str] = "RECE: UCE, then closed-form re-erasure of adversarially found embeddings"
 
@@ -93,9 +128,15 @@ class RECE(UCE):
             safe = concept.safe_phrases[0] if concept.safe_phrases else ""
             concept = dataclasses.replace(concept, pairs=((config.prompt, safe),))
         originals = [layer.weight.data.double().clone() for _, layer in cross_attention_projections(pipe.unet)]
-        stats, _ = super().apply(pipe, concept, context)
         texts = list(concept.keywords)
         guides = list(concept.safe_phrases) if config.guide == "safe" else [" "] * len(texts)
+        if config.uce_rows == "from-last":
+            edited = reference_start(pipe, texts, guides, config, context.device)
+            context.progress("rece: reference UCE start", 1, 1)
+            stats = {"erase_prompts": texts, "guide_prompts": guides, "uce_rows": "from-last",
+                     "uce_keep_empty": config.uce_keep_empty, "edited": edited}
+        else:
+            stats, _ = super().apply(pipe, concept, context)
         retain = list(config.rece_retain) or [" "] * len(texts)
         if config.rece_rows == "last":
             rows, guide_rows, keep_rows = (last_token_rows(pipe, t, context.device)[:, None] for t in (texts, guides, retain))
