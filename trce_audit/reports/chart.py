@@ -20,6 +20,18 @@ BOTTOM = 34
 
 
 @dataclass
+class Frame:
+    """An SVG chart's size and its plot area's place in it (the line and point charts share it)."""
+
+    width: int
+    height: int
+    left: int
+    top: int
+    plot_width: int
+    plot_height: int
+
+
+@dataclass
 class Bar:
     label: str
     colour: str

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from .chart import PALETTE
+from .chart import PALETTE, Frame
 from .views import Row
 
 WIDTH, HEIGHT, LEFT, BOTTOM, TOP, RIGHT = 560, 220, 46, 34, 14, 16
@@ -23,13 +23,7 @@ class Curve:
 
 
 @dataclass
-class CurveChart:
-    width: int
-    height: int
-    left: int
-    top: int
-    plot_width: int
-    plot_height: int
+class CurveChart(Frame):
     curves: list[Curve]
     x_ticks: list[tuple[float, str]]
     y_ticks: list[tuple[float, str]]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .chart import PALETTE
+from .chart import PALETTE, Frame
 from .views import AuditView, MetricView, Row
 
 WIDTH, HEIGHT, LEFT, TOP, RIGHT, BOTTOM = 580, 300, 72, 16, 150, 44
@@ -37,13 +37,7 @@ class Point:
 
 
 @dataclass
-class TradeoffChart:
-    width: int
-    height: int
-    left: int
-    top: int
-    plot_width: int
-    plot_height: int
+class TradeoffChart(Frame):
     erase_set: str
     metric: str
     metric_title: str
