@@ -31,7 +31,7 @@ def test_matched_rows_skip_the_concept_and_align_padding_from_the_end():
 
 
 def _key_outputs(pipe, rows):
-    from trce_audit.erasers.common import cross_attention_projections
+    from trce_audit.models.families.sd import cross_attention_projections
 
     return [rows @ layer.weight.data.double().T for _, layer in cross_attention_projections(pipe.unet, ("to_k",))]
 
@@ -94,7 +94,8 @@ def test_lora_lowers_the_concepts_attention_inside_the_mask(pipe):
 
     import torch
 
-    from trce_audit.erasers.common import cross_attention_projections, encode_prompts
+    from trce_audit.erasers.common import encode_prompts
+    from trce_audit.models.families.sd import cross_attention_projections
     from trce_audit.erasers.mace import MACEConfig
     from trce_audit.erasers.mace.closed_form import concept_positions
     from trce_audit.erasers.mace.lora import train_concept_loras

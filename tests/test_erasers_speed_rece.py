@@ -22,7 +22,8 @@ def pipe():
 
 
 def _outputs(pipe, prompt: str):
-    from trce_audit.erasers.common import cross_attention_projections, encode_prompts
+    from trce_audit.erasers.common import encode_prompts
+    from trce_audit.models.families.sd import cross_attention_projections
 
     rows = encode_prompts(pipe, [prompt], "cpu")[0].double()
     return [rows @ layer.weight.data.double().T for _, layer in cross_attention_projections(pipe.unet, ("to_v",))]
@@ -67,7 +68,7 @@ def test_speed_edit_lies_in_the_null_space_of_the_retained_rows(pipe, tmp_path):
 
 
 def _weights(pipe):
-    from trce_audit.erasers.common import cross_attention_projections
+    from trce_audit.models.families.sd import cross_attention_projections
 
     return [layer.weight.data.double() for _, layer in cross_attention_projections(pipe.unet, ("to_v",))]
 
@@ -85,7 +86,8 @@ def test_kmeans_centres_are_seeded_and_separate_clusters():
 
 def test_rece_rounds_erase_the_embedding_uce_left_open(pipe, tmp_path):
     from trce_audit.models.tiny import build_pipeline
-    from trce_audit.erasers.common import cross_attention_projections, encode_prompts
+    from trce_audit.erasers.common import encode_prompts
+    from trce_audit.models.families.sd import cross_attention_projections
     from trce_audit.erasers.rece import RECE, adversarial_rows
     from trce_audit.erasers.uce import UCE
 

@@ -55,7 +55,8 @@ def _first_eot_rows(pipe, config):
 
 @pytest.mark.parametrize("preserve_scale, closer, caption_change", [(1e-2, 0.2, 0.3), (1.0, 0.95, 0.05)])
 def test_stage1_moves_malicious_rows_to_safe_targets_and_keeps_captions(tiny_pipe, tmp_path, preserve_scale, closer, caption_change):
-    from trce_audit.erasers.common import cross_attention_projections, encode_prompts
+    from trce_audit.erasers.common import encode_prompts
+    from trce_audit.models.families.sd import cross_attention_projections
     from trce_audit.erasers.trce import TRCE
     from trce_audit.erasers.trce.stage1 import run_stage1
 
@@ -109,7 +110,7 @@ def test_first_eot_index_counts_tokens_not_words(tiny_pipe):
 def test_reference_mode_changes_the_edit(tiny_pipe, tmp_path):
     import torch
 
-    from trce_audit.erasers.common import cross_attention_projections
+    from trce_audit.models.families.sd import cross_attention_projections
     from trce_audit.erasers.trce import TRCE
     from trce_audit.erasers.trce.stage1 import run_stage1
 

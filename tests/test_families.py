@@ -88,3 +88,20 @@ def test_reading_a_family_imports_no_torch(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["flux", "False"]
+
+
+def test_each_family_names_the_modules_that_read_text(shape, pipe64):
+    """What an eraser edits: cross-attention K/V in UNets; the caption embedder, the joint blocks' text
+    K/V and the pooled-text projection in MMDiTs. Every name is a Linear of the denoiser."""
+    import torch
+
+    family = families.load_family(FAMILY_OF_SHAPE[shape])
+    denoiser = getattr(pipe64, family.denoiser)
+    names = family.text_projections(denoiser)
+    modules = dict(denoiser.named_modules())
+    assert names and all(isinstance(modules[name], torch.nn.Linear) for name in names)
+    if family.denoiser == "unet":
+        assert all(name.endswith(("attn2.to_k", "attn2.to_v")) for name in names)
+    else:
+        assert "context_embedder" in names and "time_text_embed.text_embedder.linear_1" in names
+        assert any(name.endswith("attn.add_k_proj") for name in names) and any(name.endswith("attn.add_v_proj") for name in names)

@@ -62,9 +62,7 @@ class GenerationSpec:
                 preset = preset_named(values["preset"])
             except ConfigError as exc:
                 raise SpecError(f"{where}.preset", str(exc)) from exc
-            filled = {"steps": preset.steps, "height": preset.size, "width": preset.size, "guidance": preset.guidance,
-                      "max_sequence_length": preset.max_sequence_length}
-            values = {**{k: v for k, v in filled.items() if v is not None}, **values}
+            values = {**preset.fills(), **values}
         return cls(**values)
 
 

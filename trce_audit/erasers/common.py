@@ -1,4 +1,4 @@
-"""Torch helpers the erasers share: text embeddings, cross-attention projections, closed-form solves."""
+"""Torch helpers the erasers share: text embeddings, closed-form solves (the projections they edit are the model family's: models/families)."""
 
 from __future__ import annotations
 
@@ -20,16 +20,6 @@ def encode_prompts(pipe, prompts: Sequence[str], device: str | torch.device, bat
         ids = tokenize(pipe.tokenizer, prompts[start : start + batch_size]).to(device)
         chunks.append(widened(pipe.text_encoder(ids)[0]))
     return torch.cat(chunks) if chunks else torch.empty(0)
-
-
-def cross_attention_projections(unet, which: tuple[str, ...] = ("to_k", "to_v")) -> list[tuple[str, torch.nn.Linear]]:
-    """Every cross-attention key/value projection (the layers that read the text embedding)."""
-    found = []
-    for name, module in unet.named_modules():
-        leaf = name.rsplit(".", 1)[-1]
-        if ".attn2." in f".{name}" and leaf in which and isinstance(module, torch.nn.Linear):
-            found.append((name, module))
-    return found
 
 
 def solve_closed_form(mat1: torch.Tensor, mat2: torch.Tensor, *, exact_inverse: bool = False) -> torch.Tensor:

@@ -103,7 +103,7 @@ def adversarial_rows(pipe, originals: list, rows, regular_scale: float):
     ones gave for ``rows``, ridge-regularised towards 0 (the reference's close_form_emb_regzero)."""
     import torch
 
-    from .common import cross_attention_projections
+    from ..models.families.sd import cross_attention_projections
 
     layers = [layer.weight.data.double() for _, layer in cross_attention_projections(pipe.unet)]
     eye = torch.eye(layers[0].shape[1], dtype=torch.float64, device=rows.device)
@@ -121,7 +121,8 @@ class RECE(UCE):
     def apply(self, pipe, concept: "Concept", context: EraseContext):
         import torch
 
-        from .common import cross_attention_projections, encode_prompts
+        from ..models.families.sd import cross_attention_projections
+        from .common import encode_prompts
 
         config = self.config
         if config.prompt:

@@ -83,7 +83,8 @@ def closed_form_edit(
     this). ``keep_moment`` is a precomputed Σ k·kᵀ (a cached caption prior), added to the kept rows'."""
     import torch
 
-    from .common import cross_attention_projections, solve_closed_form
+    from ..models.families.sd import cross_attention_projections
+    from .common import solve_closed_form
 
     eye = torch.eye(erase.shape[1], dtype=torch.float64, device=erase.device)
     kept = keep.T @ keep if keep_moment is None else keep.T @ keep + keep_moment.to(erase.device, torch.float64)

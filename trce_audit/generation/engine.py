@@ -27,6 +27,7 @@ from ..errors import ConfigError
 from ..models.determinism import deterministic
 from ..models.families import load_family, pipeline_family
 from ..models.families.base import Conditioning
+from ..models.families.sd import attention_mask, padded_ids  # learned tokens: the SD text path only
 from ..models.device import torch_dtype
 from ..models.tokens import substituted_token_embeddings
 from ..records import PromptRow
@@ -60,37 +61,26 @@ class BatchSampler:
     @torch.no_grad()
     def condition(self, texts: Sequence[str], rows: Sequence[PromptRow] = ()) -> Conditioning:
         """The family's text conditioning of ``texts`` (``rows``, the same prompts, may carry learned tokens)."""
-        if self.family.name == "sd":
-            return Conditioning(self.encode(texts, rows))
         if any(lt.learned_sha(row) for row in rows):
-            raise ConfigError(f"a learned token embedding is sampled on the sd family only; this is a {self.family.name} model")
+            return Conditioning(self._encode_learned(texts, rows))
         return self.family.encode(self.pipe, texts, self.device, self.dtype, self.settings.max_sequence_length)
 
-    @torch.no_grad()
     def encode(self, texts: Sequence[str], rows: Sequence[PromptRow] = ()) -> torch.Tensor:
-        """SD encoder states of ``texts`` (what guards consult); ``rows`` may carry learned token embeddings."""
-        tokenizer = self.pipe.tokenizer
-        ids = tokenizer(
-            list(texts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-        ).input_ids.to(self.device)
-        encoder = self.pipe.text_encoder
-        embeds = None
-        if any(lt.learned_sha(row) for row in rows):
-            ids, embeds = lt.learned_inputs(tokenizer, encoder, ids, rows, self._learned)
-        mask = None
-        if getattr(encoder.config, "use_attention_mask", False):
-            mask = (ids != tokenizer.pad_token_id).long()
-        if embeds is None:
-            return encoder(ids, attention_mask=mask)[0].to(self.dtype)
+        """Encoder states of ``texts`` (what the SD guards consult)."""
+        return self.condition(texts, rows).states
+
+    def _encode_learned(self, texts: Sequence[str], rows: Sequence[PromptRow]) -> torch.Tensor:
+        """SD encoder states with the rows' learned token vectors in place of their placeholder tokens."""
+        if self.family.name != "sd":
+            raise ConfigError(f"a learned token embedding is sampled on the sd family only; this is a {self.family.name} model")
+        tokenizer, encoder = self.pipe.tokenizer, self.pipe.text_encoder
+        ids, embeds = lt.learned_inputs(tokenizer, encoder, padded_ids(tokenizer, texts, self.device), rows, self._learned)
         with substituted_token_embeddings(encoder, embeds):
-            return encoder(ids, attention_mask=mask)[0].to(self.dtype)
+            return encoder(ids, attention_mask=attention_mask(encoder, tokenizer, ids))[0].to(self.dtype)
 
     def unconditional(self) -> Conditioning:
         if self._uncond is None:
-            if self.family.name == "sd":
-                self._uncond = Conditioning(self.encode([""]))
-            else:
-                self._uncond = self.family.unconditional(self.pipe, self.device, self.dtype, self.settings.max_sequence_length)
+            self._uncond = self.family.unconditional(self.pipe, self.device, self.dtype, self.settings.max_sequence_length)
         return self._uncond
 
     def sample(self, rows: Sequence[PromptRow]) -> np.ndarray:

@@ -46,10 +46,7 @@ class GenerationSettings:
         """Settings from what the user gave (None: not given), the preset's values, then the defaults."""
         chosen = {k: v for k, v in given.items() if v is not None}
         if preset is not None:
-            p = preset_named(preset)
-            filled = {"steps": p.steps, "height": p.size, "width": p.size, "guidance": p.guidance,
-                      "max_sequence_length": p.max_sequence_length}
-            chosen = {**{k: v for k, v in filled.items() if v is not None}, **chosen, "preset": preset}
+            chosen = {**preset_named(preset).fills(), **chosen, "preset": preset}
         return cls(**chosen)
 
     @classmethod

@@ -23,7 +23,7 @@ from ..errors import ConfigError, one_line
 from ..generation import GenerationSettings
 from ..models.determinism import deterministic, unrepeatable_ops
 from ..models.device import resolve_device
-from ..models.families import family_name, require_family
+from ..models.families import require_family
 from ..models.resolve import load_pipeline, resolve_model
 from . import judging  # called through its module: tests replace detector_judge there
 from .adversarial_sets import set_with_search_key, store_adversarial_set, stored_adversarial_set, text_encoder_search_key
@@ -53,11 +53,8 @@ def transfer_source(cls: Any, target: "ModelRef", transfer_from: str | None, **r
     target, whose family it must support. Only a text-encoder search transfers: its adversarial prompts
     are plain text, replayed on the target."""
     if transfer_from is None:
-        family = family_name(target.path)
-        if family not in cls.families and cls.text_encoder_only:
-            raise ConfigError(f"the {cls.name} attack runs on {', '.join(cls.families)} models; {target.path} is a "
-                              f"{family} model (its text-encoder search can run as a transfer: --transfer-from an sd model)")
-        require_family(target.path, cls.families, f"the {cls.name} attack")
+        hint = " (its text-encoder search can run as a transfer: --transfer-from an sd model)" if cls.text_encoder_only else ""
+        require_family(target.path, cls.families, f"the {cls.name} attack", hint)
         return None
     if not cls.text_encoder_only:
         transferable = ", ".join(n for n in registry.names("attack") if registry.load("attack", n).text_encoder_only)

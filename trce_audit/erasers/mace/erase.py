@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..common import cross_attention_projections
+from ...models.families.sd import cross_attention_projections
 from ..trce.stage1 import cached_prior
 from ..trce.templates import augment
 from ..uce import closed_form_edit

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..common import cross_attention_projections, encode_prompts
+from ...models.families.sd import cross_attention_projections
+from ..common import encode_prompts
 from ..uce import last_token_rows
 
 if TYPE_CHECKING:

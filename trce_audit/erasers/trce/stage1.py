@@ -21,7 +21,8 @@ from safetensors.torch import load_file, save_file
 from ...hashing import hash_obj
 from ...models.tokens import token_count
 from ...workspace import temp_sibling
-from ..common import cross_attention_projections, encode_prompts, solve_closed_form
+from ...models.families.sd import cross_attention_projections
+from ..common import encode_prompts, solve_closed_form
 from .templates import augment
 
 if TYPE_CHECKING:

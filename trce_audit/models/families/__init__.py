@@ -56,11 +56,12 @@ def family_name(folder: Path) -> str:
     raise ConfigError(f"{folder} holds a {class_name or 'pipeline with no _class_name'}; supported families: {supported}")
 
 
-def require_family(folder: Path, supported: tuple[str, ...], what: str) -> str:
-    """The folder's family when ``what`` (e.g. "the uce eraser") supports it; a one-line error otherwise."""
+def require_family(folder: Path, supported: tuple[str, ...], what: str, hint: str = "") -> str:
+    """The folder's family when ``what`` (e.g. "the uce eraser") supports it; a one-line error otherwise,
+    ending with ``hint`` (how else it could run) when there is one."""
     family = family_name(folder)
     if family not in supported:
-        raise ConfigError(f"{what} runs on {', '.join(supported)} models; {folder} is a {family} model")
+        raise ConfigError(f"{what} runs on {', '.join(supported)} models; {folder} is a {family} model{hint}")
     return family
 
 

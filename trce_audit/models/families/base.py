@@ -39,11 +39,8 @@ class Family:
     name: ClassVar[str]
     pipeline_classes: ClassVar[tuple[str, ...]]  # model_index.json `_class_name`s that belong to the family
     denoiser: ClassVar[str]  # the pipeline attribute of the denoiser: "unet" or "transformer"
-    # Whether the prediction is a flow-matching velocity (SD3, FLUX) rather than noise (SD, SDXL).
-    flow_matching: ClassVar[bool] = False
     # FLUX.1-dev conditions on guidance through an embedding: no unconditional pass.
     embedded_guidance: ClassVar[bool] = False
-    text_encoders: ClassVar[tuple[str, ...]] = ("text_encoder",)
 
     def text_projections(self, denoiser) -> list[str]:
         """Names of the denoiser's modules that map text into the image stream (what erasers edit)."""

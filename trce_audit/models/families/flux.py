@@ -39,9 +39,7 @@ class Flux(Family):
     name = "flux"
     pipeline_classes = ("FluxPipeline",)
     denoiser = "transformer"
-    flow_matching = True
     embedded_guidance = True
-    text_encoders = ("text_encoder", "text_encoder_2")
 
     def text_projections(self, denoiser) -> list[str]:
         return joint_projections(denoiser)

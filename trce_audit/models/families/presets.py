@@ -21,6 +21,12 @@ class Preset:
     source: str
     max_sequence_length: int | None = None  # T5 prompt length; None: no T5 or the pipeline's default
 
+    def fills(self) -> dict[str, int | float]:
+        """The generation settings the preset sets, by their GenerationSettings names."""
+        filled = {"steps": self.steps, "height": self.size, "width": self.size, "guidance": self.guidance,
+                  "max_sequence_length": self.max_sequence_length}
+        return {key: value for key, value in filled.items() if value is not None}
+
 
 PRESETS: dict[str, Preset] = {
     # stabilityai/stable-diffusion-xl-base-1.0: the diffusers pipeline defaults (50 steps, 5.0 guidance).

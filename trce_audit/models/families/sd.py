@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch
+
 from .base import Conditioning, Family
 
 
@@ -13,8 +15,19 @@ def padded_ids(tokenizer, texts: Sequence[str], device, length: int | None = Non
     return tokenizer(list(texts), padding="max_length", max_length=length, truncation=True, return_tensors="pt").input_ids.to(device)
 
 
-def cross_attention_projections(denoiser) -> list[str]:
-    return sorted(name for name, _ in denoiser.named_modules() if name.endswith(("attn2.to_k", "attn2.to_v")))
+def attention_mask(encoder, tokenizer, ids):
+    """The mask a text encoder configured to use one (SD 2.x some) reads; None for CLIP as SD 1.x has it."""
+    return (ids != tokenizer.pad_token_id).long() if getattr(encoder.config, "use_attention_mask", False) else None
+
+
+def cross_attention_projections(unet, which: tuple[str, ...] = ("to_k", "to_v")) -> list[tuple[str, torch.nn.Linear]]:
+    """Every cross-attention key/value projection of a UNet (the layers that read the text embedding)."""
+    found = []
+    for name, module in unet.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        if ".attn2." in f".{name}" and leaf in which and isinstance(module, torch.nn.Linear):
+            found.append((name, module))
+    return found
 
 
 class StableDiffusion(Family):
@@ -23,13 +36,12 @@ class StableDiffusion(Family):
     denoiser = "unet"
 
     def text_projections(self, denoiser) -> list[str]:
-        return cross_attention_projections(denoiser)
+        return [name for name, _ in cross_attention_projections(denoiser)]
 
     def encode(self, pipe, texts, device, dtype, max_sequence_length=None) -> Conditioning:
         ids = padded_ids(pipe.tokenizer, texts, device)
         encoder = pipe.text_encoder
-        mask = (ids != pipe.tokenizer.pad_token_id).long() if getattr(encoder.config, "use_attention_mask", False) else None
-        return Conditioning(encoder(ids, attention_mask=mask)[0].to(dtype))
+        return Conditioning(encoder(ids, attention_mask=attention_mask(encoder, pipe.tokenizer, ids))[0].to(dtype))
 
     def predict(self, pipe, model_input, t, cond, guidance):
         return pipe.unet(model_input, t, encoder_hidden_states=cond.states).sample

@@ -32,8 +32,6 @@ class StableDiffusion3(Family):
     name = "sd3"
     pipeline_classes = ("StableDiffusion3Pipeline",)
     denoiser = "transformer"
-    flow_matching = True
-    text_encoders = ("text_encoder", "text_encoder_2", "text_encoder_3")
 
     def text_projections(self, denoiser) -> list[str]:
         return joint_projections(denoiser)

@@ -6,17 +6,16 @@ from __future__ import annotations
 import torch
 
 from .base import Conditioning, Family
-from .sd import padded_ids, cross_attention_projections
+from .sd import cross_attention_projections, padded_ids
 
 
 class StableDiffusionXL(Family):
     name = "sdxl"
     pipeline_classes = ("StableDiffusionXLPipeline",)
     denoiser = "unet"
-    text_encoders = ("text_encoder", "text_encoder_2")
 
     def text_projections(self, denoiser) -> list[str]:
-        return cross_attention_projections(denoiser)
+        return [name for name, _ in cross_attention_projections(denoiser)]
 
     def encode(self, pipe, texts, device, dtype, max_sequence_length=None) -> Conditioning:
         states, pooled = [], None
