@@ -323,3 +323,20 @@ def light_deferred_imports(sources: dict[str, str]) -> list[Finding]:
             for path, module in read.items() if path.startswith(f"{PACKAGE}/")
             for imp in module.deferred
             if imp.target.split(".")[0] not in HEAVY and imp.target not in heavy]
+
+
+if __name__ == "__main__":
+    # `python tests/layering.py [CHECKOUT]`: the findings by rule, the imports inside functions, and the
+    # module sizes tests/test_architecture.py bounds, for this checkout or another (a before/after count).
+    import statistics
+    import sys
+    from collections import Counter
+
+    root = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[1])
+    sources = read_sources(root)
+    found = check(sources)
+    lengths = [len(text.splitlines()) for path, text in sources.items() if path.startswith(f"{PACKAGE}/")]
+    print(f"findings {len(found)} {dict(Counter(str(f).rsplit('[', 1)[-1].rstrip(']') for f in found))}")
+    print(f"imports inside functions {len(function_level_imports(sources))} (budget {FUNCTION_LEVEL_BUDGET})")
+    print(f"modules {len(lengths)}, median {statistics.median(lengths)} lines, largest {max(lengths)}, over 400: "
+          f"{sum(n > 400 for n in lengths)}")
