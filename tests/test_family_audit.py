@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from conftest import SHARED_DATA
 from trce_audit.models.tiny import save_pipeline
 
 pytest.importorskip("nudenet")
@@ -46,6 +47,8 @@ max_asr = {{ "*" = "100%" }}
 
 def _cli(workspace, *args, wait=True):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # MKL reads its own variable first
+    if SHARED_DATA.is_dir():  # the published sets, wherever conftest found them
+        env["TRCE_AUDIT_DATA"] = str(SHARED_DATA)
     cmd = [sys.executable, "-c", "from trce_audit.cli import entry; entry()", "--workspace", str(workspace), *args]
     if wait:
         return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
@@ -56,8 +59,8 @@ def _rows(result):
     return sorted((r["model"], r["prompt_set"], r["attack"] or "", json.dumps(r["asr"], sort_keys=True)) for r in result["rows"])
 
 
-@pytest.fixture(scope="module")
-def flux_spec(tmp_path_factory):
+@pytest.fixture
+def flux_spec(shared_data, tmp_path_factory):  # the spec's prompt sets are published benchmark data
     root = tmp_path_factory.mktemp("flux")
     folder = save_pipeline(root / "flux-tiny", shape="flux")
     source = save_pipeline(root / "sd-tiny", shape="tiny")  # the transfer's search model
@@ -107,7 +110,7 @@ def test_a_component_that_does_not_run_on_flux_is_refused_before_anything_runs(f
 
 @pytest.mark.slow
 @pytest.mark.parametrize("shape", ["sdxl", "sd3", "flux"])
-def test_ray_workers_draw_the_images_this_process_draws(tmp_path, shape):
+def test_ray_workers_draw_the_images_this_process_draws(shared_data, tmp_path, shape):
     """Shards on two Ray workers against this process, at one thread and in batches of 2 on both sides
     (another batch size or thread count rounds convolutions differently): the same bytes per sample."""
     import sqlite3

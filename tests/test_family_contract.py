@@ -32,7 +32,7 @@ def _refused(exc: pytest.ExceptionInfo, what: str, family: str) -> None:
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("name", registry.names("attack"))
-def test_attack_runs_or_refuses_in_one_line(store, workspace, folders, family, name):
+def test_attack_runs_or_refuses_in_one_line(shared_data, store, workspace, folders, family, name):
     cls = registry.load("attack", name)
     call = dict(name=name, model=folders[family], concept="nudity", prompts="mma-diffusion", limit=2,
                 settings={"steps": 2, "height": 32, "width": 32, "device": "cpu"})
@@ -50,7 +50,7 @@ def test_attack_runs_or_refuses_in_one_line(store, workspace, folders, family, n
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("name", registry.names("eraser"))
-def test_eraser_runs_or_refuses_in_one_line(store, workspace, folders, family, name):
+def test_eraser_runs_or_refuses_in_one_line(shared_data, store, workspace, folders, family, name):
     cls = registry.load("eraser", name)
     assert family not in cls.families  # no eraser edits these families yet: a new one needs a test here
     with pytest.raises(ConfigError) as exc:
@@ -88,7 +88,7 @@ def sd_source(tmp_path_factory):
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("name", [n for n in registry.names("attack") if registry.load("attack", n).text_encoder_only])
-def test_a_text_encoder_search_runs_as_a_transfer(store, workspace, folders, sd_source, family, name):
+def test_a_text_encoder_search_runs_as_a_transfer(shared_data, store, workspace, folders, sd_source, family, name):
     """Searched on an SD model's text encoder, replayed on the target: the run names its search model
     and the report labels the row as a transfer."""
     from trce_audit.reports.collect import collect
@@ -105,7 +105,7 @@ def test_a_text_encoder_search_runs_as_a_transfer(store, workspace, folders, sd_
     assert [row.attack for row in rows] == [f"{name} (transfer from {sd_source})"]
 
 
-def test_an_attack_that_needs_the_targets_images_cannot_transfer(store, workspace, folders, sd_source):
+def test_an_attack_that_needs_the_targets_images_cannot_transfer(shared_data, store, workspace, folders, sd_source):
     with pytest.raises(ConfigError) as exc:
         api.attack(store, workspace, name="unlearndiff", model=folders["flux"], concept="nudity", transfer_from=sd_source)
     assert "cannot transfer" in str(exc.value) and "ring-a-bell" in str(exc.value) and "\n" not in str(exc.value)
