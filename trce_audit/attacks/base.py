@@ -142,6 +142,9 @@ class AttackContext:
     model_dir: Path | None = None
     # A named prompt set's rows without those that request the attacked concept (benign training data).
     benign_rows: Callable[[str], list["PromptRow"]] | None = None
+    # The run's generation settings (GenerationSettings or None): the image size and T5 length the
+    # attacks' own training images are drawn at; None draws at the family's native size.
+    generation: Any = None
 
     def seed_done(self, index: int, row: "PromptRow") -> "PromptRow":
         if self.on_seed is not None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ConfigError
 from ..generation import GenerationSettings
+from ..models.families import load_family, pipeline_family
 from ..records import PromptRow
 
 
@@ -38,6 +38,16 @@ def target_latents(pipe: Any, row: PromptRow, *, steps: int, device: str, use_me
     return latents * pipe.vae.config.scaling_factor
 
 
+def image_settings(pipe: Any, steps: int, device: str, generation: Any = None) -> GenerationSettings:
+    """Settings for an attack's own images of ``pipe``: ``steps`` steps, at the run's image size and T5
+    length when ``generation`` sets them, else at the family's native size."""
+    size = family(pipe).native_size(pipe)
+    height = getattr(generation, "height", None) or size
+    width = getattr(generation, "width", None) or size
+    length = getattr(generation, "max_sequence_length", None)
+    return GenerationSettings(steps=steps, height=height, width=width, device=str(device), max_sequence_length=length).validate()
+
+
 def _guarded_target_latents(pipe: Any, row: PromptRow, *, steps: int, device: str, use_mean: bool) -> Any:
     """The same target for a guarded model (no un-erased parent known): its image through the guard,
     drawn by the batched engine (DDIM-free: the pipeline's own scheduler, as ``pipe(...)`` uses)."""
@@ -45,8 +55,7 @@ def _guarded_target_latents(pipe: Any, row: PromptRow, *, steps: int, device: st
 
     from ..generation.engine import BatchSampler  # the engine imports torch and diffusers at top
 
-    size = int(pipe.unet.config.sample_size) * pipe.vae_scale_factor
-    sampler = BatchSampler(pipe, GenerationSettings(steps=steps, height=size, width=size, device=str(device)).validate())
+    sampler = BatchSampler(pipe, image_settings(pipe, steps, device))
     with torch.no_grad():
         latents = sampler.denoise([row])
         image = (pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
@@ -59,25 +68,29 @@ def _guarded_target_latents(pipe: Any, row: PromptRow, *, steps: int, device: st
     return encoded * pipe.vae.config.scaling_factor
 
 
+def family(pipe: Any) -> Any:
+    """The loaded pipeline's model family (models/families): its training forward process and target."""
+    return load_family(pipeline_family(pipe))
+
+
+def latents_of(pipe: Any) -> Any:
+    """VAE sample -> the denoiser's latent space for ``pipe`` (scaled; shifted for the flow families)."""
+    chosen = family(pipe)
+    return lambda sample: chosen.encoded_latents(pipe, sample)
+
+
 def train_timesteps(pipe: Any) -> int:
-    return int(pipe.scheduler.config.num_train_timesteps)
+    return family(pipe).train_timesteps(pipe)
 
 
 def add_noise(pipe: Any, x0: Any, noise: Any, t: Any) -> Any:
-    """x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps with the model's training schedule (scheduler-independent)."""
-    alphas = pipe.scheduler.alphas_cumprod.to(x0.device, x0.dtype)[t].view(-1, 1, 1, 1)
-    return alphas.sqrt() * x0 + (1.0 - alphas).sqrt() * noise
+    """x_t at training timestep ``t`` (the family's forward process; DDPM for the UNet families)."""
+    return family(pipe).noised(pipe, x0, noise, t)
 
 
 def training_target(pipe: Any, x0: Any, noise: Any, t: Any) -> Any:
-    """What the UNet is trained to predict at x_t: the noise, or v for a v-prediction model."""
-    kind = pipe.scheduler.config.get("prediction_type", "epsilon")
-    if kind == "epsilon":
-        return noise
-    if kind == "v_prediction":
-        alphas = pipe.scheduler.alphas_cumprod.to(x0.device, x0.dtype)[t].view(-1, 1, 1, 1)
-        return alphas.sqrt() * noise - (1.0 - alphas).sqrt() * x0
-    raise ConfigError(f"unknown prediction_type {kind!r} in the model's scheduler config")
+    """What the denoiser is trained to predict at x_t (noise, v, or a flow's velocity)."""
+    return family(pipe).training_target(pipe, x0, noise, t)
 
 
 def predict_noise(pipe: Any, x_t: Any, t: Any, hidden: Any, ids: Any = None) -> Any:

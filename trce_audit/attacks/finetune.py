@@ -113,7 +113,7 @@ class FinetuneResurgence(Attack):
         rows = benign_rows(config, concept, context)
         dm.freeze(target_pipe, device)
         dm.freeze(original_pipe, device)
-        posteriors = ti.training_posteriors(original_pipe, rows, steps=config.target_steps, device=device)
+        posteriors = ti.training_posteriors(original_pipe, rows, steps=config.target_steps, device=device, generation=context.generation)
         ids = torch.tensor([tk.full_ids(target_pipe.tokenizer, tk.content_ids(target_pipe.tokenizer, r.text)) for r in rows], device=device)
         with torch.no_grad():
             hidden = tk.encode_ids(target_pipe.text_encoder, ids)
@@ -141,14 +141,14 @@ def _train(pipe, posteriors, hidden, config: FinetuneConfig, marks: list[int], c
     params = [p for p in unet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, betas=(0.9, 0.999), weight_decay=config.weight_decay, eps=1e-8)
     generator = torch.Generator().manual_seed(config.seed)
-    scaling, n_train = pipe.vae.config.scaling_factor, dm.train_timesteps(pipe)
+    to_latents, n_train = dm.latents_of(pipe), dm.train_timesteps(pipe)
     queue: list[int] = []
     losses = []
     for step in range(1, config.budget.steps + 1):
         optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for _ in range(config.gradient_accumulation):
-            index, x0, noise, t = ti.draw_batch(posteriors, queue, config.train_batch_size, config.flip_p, scaling, n_train, generator)
+            index, x0, noise, t = ti.draw_batch(posteriors, queue, config.train_batch_size, config.flip_p, to_latents, n_train, generator)
             pred = unet(dm.add_noise(pipe, x0, noise, t), t, encoder_hidden_states=hidden[index.to(hidden.device)]).sample
             loss = torch.nn.functional.mse_loss(pred.float(), dm.training_target(pipe, x0, noise, t).float()) / config.gradient_accumulation
             loss.backward()

@@ -113,11 +113,11 @@ class ConceptInversion(Attack):
         dm.freeze(target_pipe, device)
         dm.freeze(original_pipe, device)
         images = ti.training_rows(seed_rows, config.n_images)
-        posteriors = ti.training_posteriors(original_pipe, images, steps=config.target_steps, device=device)
+        posteriors = ti.training_posteriors(original_pipe, images, steps=config.target_steps, device=device, generation=context.generation)
         inputs = ti.caption_inputs(target_pipe, [with_placeholder(r.text, words, token)[0] for r in images], token, slot_id, device)
         vector = tk.token_embedding(target_pipe.text_encoder).weight[slot_id].detach().clone().requires_grad_(True)
         index, x0, noise, t = ti.fixed_draws(posteriors, config.eval_draws, dm.train_timesteps(target_pipe), config.seed + 1)
-        x0 = x0 * target_pipe.vae.config.scaling_factor
+        x0 = dm.latents_of(target_pipe)(x0)
         held = tuple(part[index.to(part.device)] for part in inputs)
         with torch.no_grad():
             initial = ti.denoising_loss(target_pipe, vector, held, x0, noise, t).item()

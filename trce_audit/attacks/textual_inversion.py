@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from ..generation import GenerationSettings
 from ..generation.learned_tokens import layout
 from ..models import tokens as tk
 from ..records import PromptRow
@@ -31,15 +30,15 @@ def training_rows(seed_rows: list[PromptRow], n_images: int, salt: str = "concep
     return rows
 
 
-def training_posteriors(pipe: Any, rows: list[PromptRow], *, steps: int, device: str) -> tuple[Any, Any]:
-    """VAE posterior (mean, std) of each row's image, as drawn by ``pipe`` and stored as 8-bit RGB,
-    and of its mirror image: tensors [2 (plain, flipped), n, C, h, w]."""
+def training_posteriors(pipe: Any, rows: list[PromptRow], *, steps: int, device: str, generation: Any = None) -> tuple[Any, Any]:
+    """VAE posterior (mean, std) of each row's image, as drawn by ``pipe`` (at the run's image size
+    when ``generation`` sets one) and stored as 8-bit RGB, and of its mirror image: tensors
+    [2 (plain, flipped), n, C, h, w]."""
     import torch  # torch stays off the light path: listing attacks imports this module
 
     from ..generation.engine import BatchSampler  # the engine imports torch and diffusers at top
 
-    size = int(pipe.unet.config.sample_size) * pipe.vae_scale_factor
-    sampler = BatchSampler(pipe, GenerationSettings(steps=steps, height=size, width=size, device=str(device)).validate())
+    sampler = BatchSampler(pipe, dm.image_settings(pipe, steps, device, generation))
     means, stds = [], []
     for start in range(0, len(rows), 8):
         images = torch.from_numpy(sampler.sample(rows[start : start + 8])).permute(0, 3, 1, 2).float().to(device)
@@ -93,7 +92,7 @@ def optimise(pipe: Any, vector: Any, inputs: tuple[Any, Any, Any], posteriors: t
     """Train ``vector`` (a leaf tensor) in place; returns the loss of every optimiser step."""
     import torch
 
-    scaling, n_train = pipe.vae.config.scaling_factor, dm.train_timesteps(pipe)
+    to_latents, n_train = dm.latents_of(pipe), dm.train_timesteps(pipe)
     scale = config.train_batch_size * config.gradient_accumulation if config.scale_lr else 1
     optimizer = torch.optim.AdamW([vector], lr=config.lr * scale, betas=(0.9, 0.999), weight_decay=config.weight_decay, eps=1e-8)
     queue: list[int] = []
@@ -102,7 +101,7 @@ def optimise(pipe: Any, vector: Any, inputs: tuple[Any, Any, Any], posteriors: t
         optimizer.zero_grad()
         total = 0.0
         for _ in range(config.gradient_accumulation):
-            index, x0, noise, t = draw_batch(posteriors, queue, config.train_batch_size, config.flip_p, scaling, n_train, generator)
+            index, x0, noise, t = draw_batch(posteriors, queue, config.train_batch_size, config.flip_p, to_latents, n_train, generator)
             batch = tuple(part[index.to(part.device)] for part in inputs)
             loss = denoising_loss(pipe, vector, batch, x0, noise, t) / config.gradient_accumulation
             loss.backward()
@@ -113,11 +112,12 @@ def optimise(pipe: Any, vector: Any, inputs: tuple[Any, Any, Any], posteriors: t
     return losses
 
 
-def draw_batch(posteriors: tuple[Any, Any], queue: list[int], batch_size: int, flip_p: float, scaling: float,
+def draw_batch(posteriors: tuple[Any, Any], queue: list[int], batch_size: int, flip_p: float, to_latents: Any,
                n_train: int, generator: Any) -> tuple[Any, Any, Any, Any]:
     """One micro-batch (image index, x_0, noise, t) from shuffled passes over the training images
     (``queue`` holds the pass in progress and is consumed in place): each image flipped with
-    probability ``flip_p``, x_0 a posterior sample x ``scaling``, t uniform in [0, n_train)."""
+    probability ``flip_p``, x_0 a posterior sample in the denoiser's latent space (``to_latents``: the
+    family's scaling, and shift), t uniform in [0, n_train)."""
     import torch
 
     means, stds = posteriors
@@ -127,7 +127,7 @@ def draw_batch(posteriors: tuple[Any, Any], queue: list[int], batch_size: int, f
     del queue[:batch_size]
     flip = (torch.rand(len(index), generator=generator) < flip_p).long()
     mean, std = means[flip, index], stds[flip, index]
-    x0 = (mean + std * torch.randn(mean.shape, generator=generator).to(mean.device)) * scaling
+    x0 = to_latents(mean + std * torch.randn(mean.shape, generator=generator).to(mean.device))
     noise = torch.randn(x0.shape, generator=generator).to(x0.device)
     t = torch.randint(0, n_train, (len(index),), generator=generator).to(x0.device)
     return index, x0, noise, t

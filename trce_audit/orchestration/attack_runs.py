@@ -248,7 +248,8 @@ def optimise_and_measure(job: AttackJob) -> dict[str, Any]:
                                     corpus=corpus(attack_obj, job.concept, job.workspace), on_seed=store_seed,
                                     finished=finished, model_dir=Path((job.search or job.target).path),
                                     artefact_dir=job.workspace.artefacts_dir / ARTEFACT_FOLDERS.get(attack_obj.tier, "embeddings"),
-                                    benign_rows=benign_rows(job.workspace, job.concept.name))
+                                    benign_rows=benign_rows(job.workspace, job.concept.name),
+                                    generation=GenerationSettings.from_value(job.settings))
             # run even when no seed is missing: the search's run-level stats come from this call
             with deterministic() as determinism:
                 result = attack_obj.run(target_pipe, job.concept, seed_rows, original_pipe=original_pipe, context=context, indices=missing)

@@ -73,7 +73,8 @@ class AttackSeedJob:
         counter = judging.CountingJudge(judge, rows) if judge is not None else None
         found: list[tuple[int, Any]] = []
         context = AttackContext(device=self.device, judge=counter, corpus=list(self.corpus),
-                                on_seed=lambda index, row: found.append((index, row)), model_dir=Path(self.target.path))
+                                on_seed=lambda index, row: found.append((index, row)), model_dir=Path(self.target.path),
+                                generation=GenerationSettings.from_value(self.settings))
         with deterministic() as determinism:
             result = self.attack.run(target, self.concept, rows, original_pipe=original, context=context, indices=list(indices))
         return [(i, row, counter.per_seed[i] if counter else 0) for i, row in found], {**result.stats, **unrepeatable_ops(determinism)}

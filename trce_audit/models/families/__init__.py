@@ -31,7 +31,7 @@ PIPELINE_CLASS: dict[str, str] = {family: class_name for class_name, family in P
 # The denoiser folder whose sample_size sets the default image side; FLUX has none (its pipeline
 # defaults to 128 latent rows, 1024 px at the VAE's factor 8).
 DENOISER_FOLDER = {"sd": "unet", "sdxl": "unet", "sd3": "transformer", "flux": None}
-FLUX_SAMPLE_SIZE = 128
+FLUX_SAMPLE_SIZE = 128  # FluxPipeline.default_sample_size: latent rows before packing
 
 
 def read_config(folder: Path, component: str) -> dict:

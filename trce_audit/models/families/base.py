@@ -12,6 +12,8 @@ from typing import Any, ClassVar, Sequence
 
 import torch
 
+from ...errors import ConfigError
+
 
 @dataclass
 class Conditioning:
@@ -53,6 +55,11 @@ class Family:
         """The one-row conditioning of the empty prompt, as the family's pipeline builds it."""
         return self.encode(pipe, [""], device, dtype, max_sequence_length)
 
+    def native_size(self, pipe) -> int:
+        """The image side the family's pipeline renders when given none."""
+        sample = getattr(pipe, self.denoiser).config.sample_size
+        return int(sample[0] if isinstance(sample, (list, tuple)) else sample) * pipe.vae_scale_factor
+
     def latent_shape(self, pipe, n: int, height: int, width: int) -> tuple[int, ...]:
         """Shape of the noise each row's generator draws (before any packing)."""
         scale = pipe.vae_scale_factor
@@ -74,7 +81,51 @@ class Family:
         """The denoiser's output for one step. ``guidance`` is per row; only embedded guidance uses it."""
         raise NotImplementedError
 
+    def unpack(self, tokens, rows: int, cols: int):
+        """The inverse of ``pack`` for a latent grid of ``rows`` x ``cols``."""
+        return tokens
+
     def vae_latents(self, pipe, latents, height: int, width: int):
         """Final latents as the VAE decodes them (unpacked, unscaled, unshifted)."""
         vae = pipe.vae
         return latents.to(vae.dtype) / vae.config.scaling_factor
+
+    # Training, as the white-box attacks fine-tune and invert: the forward process at an integer
+    # training timestep t in [0, train_timesteps), larger t noisier, and what the denoiser learns to
+    # predict there. The base is DDPM (the UNet families); flow-matching families override all three.
+    def train_timesteps(self, pipe) -> int:
+        return int(pipe.scheduler.config.num_train_timesteps)
+
+    def encoded_latents(self, pipe, sample):
+        """A VAE posterior sample in the denoiser's latent space (the inverse of ``vae_latents``)."""
+        return sample * pipe.vae.config.scaling_factor
+
+    def noised(self, pipe, x0, noise, t):
+        """x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps on the model's training schedule (scheduler-independent)."""
+        alphas = pipe.scheduler.alphas_cumprod.to(x0.device, x0.dtype)[t].view(-1, 1, 1, 1)
+        return alphas.sqrt() * x0 + (1.0 - alphas).sqrt() * noise
+
+    def training_target(self, pipe, x0, noise, t):
+        """What the denoiser is trained to predict at x_t: the noise, or v for a v-prediction model."""
+        kind = pipe.scheduler.config.get("prediction_type", "epsilon")
+        if kind == "epsilon":
+            return noise
+        if kind == "v_prediction":
+            alphas = pipe.scheduler.alphas_cumprod.to(x0.device, x0.dtype)[t].view(-1, 1, 1, 1)
+            return alphas.sqrt() * noise - (1.0 - alphas).sqrt() * x0
+        raise ConfigError(f"unknown prediction_type {kind!r} in the model's scheduler config")
+
+    def training_prediction(self, pipe, x_t, t, cond: Conditioning, guidance=None):
+        """The denoiser's output for unpacked latents ``x_t`` at training timesteps ``t``, conditioned
+        on ``cond`` (one row per latent; image-size terms are added here), unpacked like ``x_t``."""
+        rows, cols = x_t.shape[-2:]
+        scale = pipe.vae_scale_factor
+        cond = self.with_image(cond, pipe, rows * scale, cols * scale)
+        if guidance is None:
+            guidance = torch.ones(x_t.shape[0], device=x_t.device)
+        out = self.predict(pipe, self.pack(x_t), self.model_timestep(pipe, t), cond, guidance)
+        return self.unpack(out, rows, cols)
+
+    def model_timestep(self, pipe, t):
+        """The denoiser's timestep input for training timestep ``t``."""
+        return t

@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import Conditioning, Family
+from . import FLUX_SAMPLE_SIZE
+from .base import Conditioning
 from .sd import padded_ids
-from .sd3 import flow_shift, joint_projections
+from .sd3 import FlowMatching, flow_shift, joint_projections
 
 T5_LENGTH = 512  # the FLUX pipeline's default max_sequence_length (schnell's presets use 256)
 
@@ -35,7 +36,7 @@ def image_ids(height: int, width: int, device, dtype):
     return ids.reshape(height * width, 3).to(device=device, dtype=dtype)
 
 
-class Flux(Family):
+class Flux(FlowMatching):
     name = "flux"
     pipeline_classes = ("FluxPipeline",)
     denoiser = "transformer"
@@ -51,6 +52,9 @@ class Flux(Family):
         states = pipe.text_encoder_2(t5_ids, output_hidden_states=False)[0]
         return Conditioning(states.to(dtype), pooled.to(dtype))
 
+    def native_size(self, pipe) -> int:
+        return FLUX_SAMPLE_SIZE * pipe.vae_scale_factor
+
     def latent_grid(self, pipe, height: int, width: int) -> tuple[int, int]:
         # Packing needs an even latent grid: the pipeline rounds each side down to a multiple of 2.
         scale = pipe.vae_scale_factor * 2
@@ -61,6 +65,9 @@ class Flux(Family):
 
     def pack(self, latents):
         return packed(latents, latents.shape[-2], latents.shape[-1])
+
+    def unpack(self, tokens, rows, cols):
+        return unpacked(tokens, rows, cols)
 
     def set_timesteps(self, pipe, scheduler, steps, shape, device) -> None:
         tokens = (shape[-2] // 2) * (shape[-1] // 2)  # the packed sequence the shift is computed on

@@ -28,7 +28,35 @@ def flow_shift(image_seq_len: int, config, max_shift_default: float) -> float:
     return image_seq_len * slope + base_shift - slope * base_len
 
 
-class StableDiffusion3(Family):
+class FlowMatching(Family):
+    """Rectified-flow training as diffusers' SD3 and FLUX training scripts run it: x_t = (1 - s) x0 + s eps
+    with s = (t + 1) / T (the flow-matching scheduler's training sigmas, shifted by its static ``shift``
+    unless it shifts by resolution), the model at timestep s * T, learning the velocity eps - x0."""
+
+    def sigma(self, pipe, t, like):
+        config = pipe.scheduler.config
+        s = (t.to(like.device, torch.float32) + 1) / self.train_timesteps(pipe)
+        shift = float(config.get("shift", 1.0))
+        if not config.get("use_dynamic_shifting", False) and shift != 1.0:
+            s = shift * s / (1 + (shift - 1) * s)
+        return s.to(like.dtype)
+
+    def encoded_latents(self, pipe, sample):
+        vae = pipe.vae
+        return (sample - vae.config.shift_factor) * vae.config.scaling_factor
+
+    def noised(self, pipe, x0, noise, t):
+        s = self.sigma(pipe, t, x0).view(-1, *[1] * (x0.dim() - 1))
+        return (1 - s) * x0 + s * noise
+
+    def training_target(self, pipe, x0, noise, t):
+        return noise - x0
+
+    def model_timestep(self, pipe, t):
+        return self.sigma(pipe, t, torch.zeros((), dtype=torch.float32)) * self.train_timesteps(pipe)
+
+
+class StableDiffusion3(FlowMatching):
     name = "sd3"
     pipeline_classes = ("StableDiffusion3Pipeline",)
     denoiser = "transformer"

@@ -46,11 +46,22 @@ class StableDiffusionXL(Family):
         added = {"text_embeds": cond.pooled, "time_ids": cond.extra}
         return pipe.unet(model_input, t, encoder_hidden_states=cond.states, added_cond_kwargs=added).sample
 
-    def vae_latents(self, pipe, latents, height, width):
-        vae = pipe.vae
-        mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+    def encoded_latents(self, pipe, sample):
+        mean, std = self.latent_statistics(pipe, sample)
+        if mean is None:
+            return super().encoded_latents(pipe, sample)
+        return (sample - mean) * pipe.vae.config.scaling_factor / std
+
+    def latent_statistics(self, pipe, like):
+        """The VAE's per-channel latents_mean/std (SDXL's refiner VAEs carry them), or (None, None)."""
+        mean, std = getattr(pipe.vae.config, "latents_mean", None), getattr(pipe.vae.config, "latents_std", None)
         if mean is None or std is None:
+            return None, None
+        as_tensor = lambda v: torch.tensor(v).view(1, -1, 1, 1).to(like.device, like.dtype)  # noqa: E731
+        return as_tensor(mean), as_tensor(std)
+
+    def vae_latents(self, pipe, latents, height, width):
+        mean, std = self.latent_statistics(pipe, latents)
+        if mean is None:
             return super().vae_latents(pipe, latents, height, width)
-        mean = torch.tensor(mean).view(1, -1, 1, 1).to(latents.device, latents.dtype)
-        std = torch.tensor(std).view(1, -1, 1, 1).to(latents.device, latents.dtype)
-        return (latents * std / vae.config.scaling_factor + mean).to(vae.dtype)
+        return (latents * std / pipe.vae.config.scaling_factor + mean).to(pipe.vae.dtype)
