@@ -32,7 +32,7 @@ def test_runs_list_and_show_json(cli, store):
     assert code == 0 and record["metrics"][0]["value"] == 0.25 and record["config"] == {"steps": 30}
 
 
-def test_unknown_run_is_one_line_error(cli):
+def test_unknown_run_is_one_line_error(cli, store):
     code, out, err = cli("runs", "show", "999")
     assert code == 2 and out == "" and err.strip().count("\n") == 0 and "run 999 does not exist" in err
 
@@ -42,7 +42,14 @@ def test_bad_db_url_is_one_line_error(cli):
     assert code == 2 and err.startswith("error:") and err.strip().count("\n") == 0
 
 
-def test_db_option_picks_the_store(cli, tmp_path):
+def test_db_option_picks_the_store(cli, store, tmp_path):
+    from trce_audit.store import Store
+
     url = f"sqlite:///{tmp_path / 'other.sqlite'}"
+    other = Store(url)
+    run = other.start_run(kind="eval", component="pocket", config={"steps": 30})
+    other.close()
     code, out, _ = cli("--db", url, "runs", "list", "--json")
-    assert code == 0 and json.loads(out) == [] and (tmp_path / "other.sqlite").exists()
+    assert code == 0 and [r["id"] for r in json.loads(out)] == [run.id]
+    code, out, _ = cli("runs", "list", "--json")  # the workspace's own store holds none
+    assert code == 0 and json.loads(out) == []

@@ -91,7 +91,7 @@ def test_executor_comes_from_the_environment(cli, monkeypatch):
     _assert_usage_error(*cli("generate", "-m", "pocket", "-p", "pocket-explicit"), "unknown executor 'dask'")
 
 
-def test_an_unexpected_failure_exits_3_not_1(cli, monkeypatch):
+def test_an_unexpected_failure_exits_3_not_1(cli, store, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..errors import StoreError
 from ..store import Store
 from ..workspace import Workspace
 
 __all__ = ["Store", "open_store"]
 
-_SQLITE = "sqlite:///"
 
-
-def open_store(workspace: Workspace, *, must_exist_for: str | None = None) -> Store:
-    """The workspace's store, created on first use. ``must_exist_for`` names a command that only reads
-    stored results: for it a missing SQLite file is a one-line error, and nothing is created."""
-    url = workspace.db_url
-    if must_exist_for is not None and url.startswith(_SQLITE) and not Path(url[len(_SQLITE):]).is_file():
+def open_store(workspace: Workspace, *, read_only_for: str | None = None) -> Store:
+    """The workspace's store, created on first use. ``read_only_for`` names a command that only reads
+    stored results: it opens an existing store read-only, and a missing one is a one-line error."""
+    if read_only_for is None:
+        return Store(workspace.ensure().db_url)
+    try:
+        return Store(workspace.db_url, read_only=True)
+    except StoreError as exc:
+        if not str(exc).startswith("no result store"):
+            raise
         raise StoreError(
-            f"no result store at {url[len(_SQLITE):]}; {must_exist_for} reads stored results and never creates "
-            "a store: run `trce-audit audit` first, or point --workspace/--db at an existing one"
-        )
-    return Store(workspace.ensure().db_url)
+            f"{exc}; {read_only_for} reads stored results and never creates or changes a store: "
+            "run `trce-audit audit` first, or point --workspace/--db at an existing one"
+        ) from None

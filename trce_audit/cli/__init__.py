@@ -99,8 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("interrupted; rerun the same command to resume", err=True)
         return 130
     except Exception as exc:  # click usage errors are handled below; anything else is a bug or bad data
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            # a group named without a subcommand: its help as written, on stderr with exit 2 (click's convention)
+            typer.echo(ctx.get_help(), err=True)
+            return USAGE_ERROR
         if isinstance(exc, _CLICK_ERRORS):  # missing or malformed option, unknown command: one line, exit 2
-            ctx = getattr(exc, "ctx", None)
             hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
             typer.echo(f"error: {one_line(exc.format_message())}{hint}", err=True)
             return USAGE_ERROR

@@ -34,9 +34,9 @@ class AppState:
         return Workspace.from_options(self.workspace_dir, self.db_url, data_dir)
 
     def existing_store(self, purpose: str) -> "Store":
-        """The store, for a command that only reads it: a missing SQLite file is an error, never created."""
+        """The store, read-only, for a command that only reads it: a missing store is an error, never created."""
         if self._store is None:
-            self._store = api.open_store(self.workspace(), must_exist_for=purpose)
+            self._store = api.open_store(self.workspace(), read_only_for=purpose)
         return self._store
 
     def store(self) -> "Store":

@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write an offline HTML report: ASR tables and chart, preservation metrics, image grids, provenance."""
         result = api.render_report(
-            state(ctx).store(),
+            state(ctx).existing_store("report"),
             out,
             audit_id=audit,
             run_ids=api.parse_run_ids(runs) if runs is not None else None,

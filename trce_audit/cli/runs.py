@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         json_: JsonOpt = False,
     ) -> None:
         """List runs, newest first."""
-        rows = api.list_runs(state(ctx).store(), kind=kind, status=status, limit=limit)
+        rows = api.list_runs(state(ctx).existing_store("runs list"), kind=kind, status=status, limit=limit)
         emit(
             rows,
             json_,
@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
     @runs.command("show")
     def show(ctx: typer.Context, run_id: Annotated[int, typer.Argument(help="Run id.")], json_: JsonOpt = False) -> None:
         """Show one run: config, versions, metrics and child runs."""
-        record = api.show_run(state(ctx).store(), run_id)
+        record = api.show_run(state(ctx).existing_store("runs show"), run_id)
         if json_:
             emit_json(record)
             return

@@ -47,19 +47,45 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets a report read while a run writes; foreign keys are off by default in SQLite.
     cursor.execute("PRAGMA journal_mode=WAL")
+    _sqlite_reader_pragmas(dbapi_connection, _record)
+    cursor.close()
+
+
+def _sqlite_reader_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 
 
-def _connect_args(url: URL) -> dict:
-    # An unreachable host must fail within seconds, not after the OS's TCP timeout (minutes).
-    if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
-        return {"connect_timeout": 10}
-    return {}
+def _connect_args(url: URL, read_only: bool) -> dict:
+    args: dict = {}
+    if url.get_backend_name() == "postgresql":
+        # An unreachable host must fail within seconds, not after the OS's TCP timeout (minutes).
+        if "connect_timeout" not in url.query:
+            args["connect_timeout"] = 10
+        if read_only:  # the server refuses any write in every transaction of these connections
+            args["options"] = "-c default_transaction_read_only=on"
+    return args
 
 
-def make_engine(url: str) -> Engine:
+def read_only_sqlite(parsed: URL) -> URL:
+    """The URL of an existing SQLite file opened read-only (SQLite's own mode=ro): nothing is created."""
+    path = Path(parsed.database or "").expanduser()
+    if parsed.database in (None, "", ":memory:") or not path.is_file():
+        raise StoreError(f"no result store at {parsed.database or '(no path)'}")
+    query = {**parsed.query, "mode": "ro", "uri": "true"}
+    if not path.with_name(path.name + "-wal").exists():
+        # No writer has it open (the last one checkpointed and removed its WAL): a mode=ro reader would
+        # still create -wal/-shm files beside it. Read it as immutable instead; a writer that starts
+        # meanwhile appends to a new WAL this reader does not see, and the main file changes only at
+        # that writer's checkpoint.
+        query["immutable"] = "1"
+    return parsed.set(database=f"file:{path.resolve()}", query=query)
+
+
+def make_engine(url: str, *, read_only: bool = False) -> Engine:
+    """An engine on ``url``; ``read_only`` opens an existing store for reading and creates nothing."""
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
@@ -69,21 +95,25 @@ def make_engine(url: str) -> Engine:
             f"unsupported database URL {mask_url(parsed)!r}: the store runs on {' or '.join(DIALECTS)}"
         )
     sqlite = parsed.get_backend_name() == "sqlite"
-    if sqlite and parsed.database not in (None, "", ":memory:"):
+    shown = parsed
+    if sqlite and read_only:
+        parsed = read_only_sqlite(parsed)
+    elif sqlite and parsed.database not in (None, "", ":memory:"):
         try:
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot open database {mask_url(parsed)!r}: {exc.strerror or exc}") from None
     try:
         # Server connections sit idle through long GPU steps; a ping replaces one the server dropped.
-        engine = create_engine(parsed, pool_pre_ping=not sqlite, connect_args=_connect_args(parsed))
+        engine = create_engine(parsed, pool_pre_ping=not sqlite, connect_args=_connect_args(parsed, read_only))
     except ModuleNotFoundError as exc:
         hint = "; install trce-audit[postgres]" if parsed.get_backend_name() == "postgresql" else ""
-        raise StoreError(f"cannot open database {mask_url(parsed)!r}: {exc}{hint}") from None
+        raise StoreError(f"cannot open database {mask_url(shown)!r}: {exc}{hint}") from None
     except Exception as exc:  # unknown dialect, bad options
-        raise StoreError(f"cannot open database {mask_url(parsed)!r}: {_reason(exc, parsed)}") from None
+        raise StoreError(f"cannot open database {mask_url(shown)!r}: {_reason(exc, parsed)}") from None
     if sqlite:
-        event.listen(engine, "connect", _sqlite_pragmas)
+        # a reader leaves the journal mode as the writer set it (changing it is a write)
+        event.listen(engine, "connect", _sqlite_reader_pragmas if read_only else _sqlite_pragmas)
     return engine
 
 
@@ -111,6 +141,20 @@ def current_revision(engine: Engine) -> str | None:
 
 def head_revision() -> str:
     return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+
+
+def check_schema(engine: Engine) -> None:
+    """A reader's check: the database holds a store at this version's schema (a reader never migrates)."""
+    revision = current_revision(engine)
+    if revision is None:
+        engine.dispose()
+        raise StoreError(f"no result store in database {mask_url(engine.url)!r}")
+    if revision != head_revision():
+        engine.dispose()
+        raise StoreError(
+            f"the store in {mask_url(engine.url)!r} is at schema {revision}, this trce-audit reads {head_revision()}; "
+            "a command that writes (generate, eval, audit) migrates it"
+        )
 
 
 def upgrade(engine: Engine, revision: str = HEAD, *, attempts: int = 5) -> None:

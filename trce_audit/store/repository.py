@@ -17,11 +17,14 @@ from .schema import Artefact, AttackRow, Detection, Generation, Metric, Prompt, 
 
 
 class Store(RunTables, PromptTables, MeasurementTables, ArtefactTables):
-    def __init__(self, url: str, *, migrate: bool = True):
+    def __init__(self, url: str, *, migrate: bool = True, read_only: bool = False):
+        """``read_only``: an existing store, opened so that nothing can be written (no migration either)."""
         self.url = url
-        self.engine = engine_mod.make_engine(url)
+        self.engine = engine_mod.make_engine(url, read_only=read_only)
         engine_mod.check_connection(self.engine)
-        if migrate:
+        if read_only:
+            engine_mod.check_schema(self.engine)
+        elif migrate:
             engine_mod.upgrade(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
