@@ -52,11 +52,23 @@ def test_attack_runs_or_refuses_in_one_line(shared_data, store, workspace, folde
 @pytest.mark.parametrize("name", registry.names("eraser"))
 def test_eraser_runs_or_refuses_in_one_line(shared_data, store, workspace, folders, family, name):
     cls = registry.load("eraser", name)
-    assert family not in cls.families  # no eraser edits these families yet: a new one needs a test here
-    with pytest.raises(ConfigError) as exc:
-        api.erase(store, workspace, eraser=name, concept="nudity", model=folders[family], device="cpu")
-    _refused(exc, f"{name} eraser", family)
-    assert not store.list_runs()
+    if family not in cls.families:
+        with pytest.raises(ConfigError) as exc:
+            api.erase(store, workspace, eraser=name, concept="nudity", model=folders[family], device="cpu")
+        _refused(exc, f"{name} eraser", family)
+        assert not store.list_runs()
+        return
+    import diffusers
+
+    from trce_audit.models.families import PIPELINE_CLASS, load_family
+
+    record = api.erase(store, workspace, eraser=name, concept="nudity", model=folders[family], device="cpu",
+                       overrides={"n_preserve": 4} if name == "uce" else None)  # 4 captions keep it quick
+    pipe = getattr(diffusers, PIPELINE_CLASS[family]).from_pretrained(record["path"])  # loads as its family
+    denoiser = getattr(pipe, load_family(family).denoiser)
+    edited = {f"{name}.weight" for name in load_family(family).text_projections(denoiser)}
+    changed = set(store.get_artefact(record["artefact_id"]).meta["changed_params"])
+    assert changed and {c.split(".", 1)[1] for c in changed} <= edited  # "transformer.context_embedder.weight"
 
 
 @pytest.fixture(scope="module")

@@ -115,10 +115,17 @@ class Eraser:
         raise NotImplementedError
 
 
+def edited_modules(pipe) -> list[tuple[str, Any]]:
+    """The components an eraser may edit: the denoiser (UNet or transformer) and the first text encoder
+    (AdvUnlearn's); the other encoders (SDXL's second CLIP, T5) no eraser touches."""
+    named = [(name, getattr(pipe, name, None)) for name in ("unet", "transformer", "text_encoder")]
+    return [(name, module) for name, module in named if module is not None]
+
+
 def snapshot_parameters(pipe) -> dict[str, Any]:
-    """CPU copies of every UNet and text-encoder tensor, to tell afterwards which ones an edit changed."""
+    """CPU copies of every tensor an eraser may edit, to tell afterwards which ones an edit changed."""
     tensors = {}
-    for prefix, module in (("unet", pipe.unet), ("text_encoder", pipe.text_encoder)):
+    for prefix, module in edited_modules(pipe):
         for key, value in module.state_dict().items():
             tensors[f"{prefix}.{key}"] = value.detach().to("cpu", copy=True)
     return tensors
@@ -128,7 +135,7 @@ def changed_parameters(pipe, before: dict[str, Any]) -> list[str]:
     import torch
 
     changed = []
-    for prefix, module in (("unet", pipe.unet), ("text_encoder", pipe.text_encoder)):
+    for prefix, module in edited_modules(pipe):
         for key, value in module.state_dict().items():
             name = f"{prefix}.{key}"
             if not torch.equal(before[name], value.detach().to("cpu")):

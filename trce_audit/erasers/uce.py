@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Optional
 
 from ..errors import ConfigError
+from ..models.families import pipeline_family
 from ..models.tokens import token_count
 from .base import EraseContext, Eraser
 from .config import EraserConfig
@@ -76,14 +77,26 @@ def last_token_rows(pipe, prompts: list[str], device):
 def closed_form_edit(
     pipe, erase, guide, keep, *, erase_scale: float, preserve_scale: float, lamb: float, keep_moment=None
 ) -> int:
-    """W' = (λ·W + s_e·Σ W·g·cᵀ + s_p·Σ W·k·kᵀ)(λ·I + s_e·Σ c·cᵀ + s_p·Σ k·kᵀ)⁻¹ on every cross-attention
-    key/value projection, with rows c (erase), g (their guides) and k (kept), float64; returns how many
-    projections it edited. Every projection reads the same embeddings and its values are W·g, so
-    W' = W·R·S⁻¹ with R and S shared by all of them (UCE, RECE's re-erasure and MACE's refinement use
-    this). ``keep_moment`` is a precomputed Σ k·kᵀ (a cached caption prior), added to the kept rows'."""
+    """UCE's edit of every cross-attention key/value projection of ``pipe.unet`` (``edit_projections``);
+    returns how many it edited. UCE, RECE's re-erasure and MACE's refinement use this."""
+    from ..models.families.sd import cross_attention_projections
+
+    projections = cross_attention_projections(pipe.unet)
+    edit_projections([layer for _, layer in projections], erase, guide, keep, erase_scale=erase_scale,
+                     preserve_scale=preserve_scale, lamb=lamb, keep_moment=keep_moment)
+    return len(projections)
+
+
+def edit_projections(
+    layers, erase, guide, keep, *, erase_scale: float, preserve_scale: float, lamb: float, keep_moment=None
+) -> None:
+    """W' = (λ·W + s_e·Σ W·g·cᵀ + s_p·Σ W·k·kᵀ)(λ·I + s_e·Σ c·cᵀ + s_p·Σ k·kᵀ)⁻¹ on each linear layer of
+    ``layers`` (all reading the same embeddings), with rows c (erase), g (their guides) and k (kept),
+    float64. The values are W·g, so W' = W·R·S⁻¹ with R and S shared by every layer; a bias, where a
+    layer has one, is left as it is (so W'·c + b = W·g + b). ``keep_moment`` is a precomputed Σ k·kᵀ
+    (a cached caption prior), added to the kept rows'."""
     import torch
 
-    from ..models.families.sd import cross_attention_projections
     from .common import solve_closed_form
 
     eye = torch.eye(erase.shape[1], dtype=torch.float64, device=erase.device)
@@ -91,11 +104,9 @@ def closed_form_edit(
     cross = erase_scale * guide.T @ erase + preserve_scale * kept + lamb * eye
     second = erase_scale * erase.T @ erase + preserve_scale * kept + lamb * eye
     shared = solve_closed_form(cross, second)
-    projections = cross_attention_projections(pipe.unet)
     with torch.no_grad():
-        for _, layer in projections:
-            layer.weight.data = (layer.weight.data.double() @ shared).to(layer.weight.dtype)
-    return len(projections)
+        for layer in layers:
+            layer.weight.data = (layer.weight.data.double() @ shared.to(layer.weight.device)).to(layer.weight.dtype)
 
 
 class UCE(Eraser):
@@ -103,18 +114,28 @@ class UCE(Eraser):
     version: ClassVar[str] = "3"  # 2: preserved captions leave out rows that ask for the erased concept; 3: preserve_concepts
     Config: ClassVar[type[UCEConfig]] = UCEConfig
     description: ClassVar[str] = "UCE: unified closed-form editing of cross-attention keys and values"
+    families: ClassVar[tuple[str, ...]] = ("sd", "sdxl", "flux")
 
     def apply(self, pipe, concept: "Concept", context: EraseContext):
         config = self.config
-        erase = last_token_rows(pipe, concept.keywords, context.device)
         guides = concept.safe_phrases if config.guide == "safe" else [""] * len(concept.keywords)
-        guide = last_token_rows(pipe, guides, context.device)
         captions = context.caption_list(config.caption_set, config.n_preserve) if config.n_preserve else []
         captions = captions + list(config.preserve_concepts)
-        keep = last_token_rows(pipe, captions, context.device) if captions else erase.new_zeros((0, erase.shape[1]))
-        edited = closed_form_edit(
-            pipe, erase, guide, keep, erase_scale=config.erase_scale, preserve_scale=config.preserve_scale, lamb=config.lamb
-        )
+        scales = dict(erase_scale=config.erase_scale, preserve_scale=config.preserve_scale, lamb=config.lamb)
+        if pipeline_family(pipe) == "sd":  # one CLIP; the UNet's cross-attention K/V
+            erase = last_token_rows(pipe, concept.keywords, context.device)
+            guide = last_token_rows(pipe, guides, context.device)
+            keep = last_token_rows(pipe, captions, context.device) if captions else erase.new_zeros((0, erase.shape[1]))
+            edited = closed_form_edit(pipe, erase, guide, keep, **scales)
+        else:
+            from .uce_families import edit_groups  # imports torch at top; listing erasers must not
+
+            edited = 0
+            for layers, rows in edit_groups(pipe, context.device):
+                erase = rows(concept.keywords)
+                keep = rows(captions) if captions else erase.new_zeros((0, erase.shape[1]))
+                edit_projections([layer for _, layer in layers], erase, rows(guides), keep, **scales)
+                edited += len(layers)
         context.progress(f"{self.name}: closed form", 1, 1)
         stats = {
             "erase_prompts": concept.keywords,
