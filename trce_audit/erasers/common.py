@@ -6,20 +6,49 @@ import copy
 from typing import Callable, Sequence
 
 import torch
-from diffusers import DDIMScheduler
+from diffusers import DDIMScheduler, DiffusionPipeline
 
 from ..models.device import widened
+from ..models.families import load_family, pipeline_family
+from ..models.families.base import Conditioning
 from ..models.tokens import tokenize
 
 
 @torch.no_grad()
 def encode_prompts(pipe, prompts: Sequence[str], device: str | torch.device, batch_size: int = 16) -> torch.Tensor:
-    """The text encoder's last hidden state [N, 77, D] for each prompt (what the UNet attends to)."""
+    """The text states [N, 77, D] the UNet's cross-attention reads for each prompt: SD's text encoder's
+    last hidden state; SDXL's two encoders' penultimate states side by side (its family's encoding).
+    ``pipe`` may also be a bare tokenizer + text encoder pair (AdvUnlearn's), encoded as SD's."""
+    if isinstance(pipe, DiffusionPipeline) and pipeline_family(pipe) != "sd":
+        return encode_conditioning(pipe, prompts, device, batch_size).states
     chunks = []
     for start in range(0, len(prompts), batch_size):
         ids = tokenize(pipe.tokenizer, prompts[start : start + batch_size]).to(device)
         chunks.append(widened(pipe.text_encoder(ids)[0]))
     return torch.cat(chunks) if chunks else torch.empty(0)
+
+
+@torch.no_grad()
+def encode_conditioning(pipe, prompts: Sequence[str], device: str | torch.device, batch_size: int = 16) -> Conditioning:
+    """Everything the denoiser is conditioned on for each prompt (SDXL: states, pooled embedding and the
+    time ids of the native image size), as the family encodes it; SD's is its states alone."""
+    family = load_family(pipeline_family(pipe))
+    if family.name == "sd":
+        return Conditioning(encode_prompts(pipe, prompts, device, batch_size))
+    size = family.native_size(pipe)
+    parts = [family.with_image(family.encode(pipe, prompts[start : start + batch_size], device, torch.float32, None), pipe, size, size)
+             for start in range(0, len(prompts), batch_size)]
+    fields = [None if part[0] is None else torch.cat([widened(x) for x in part]) for part in zip(*(c.fields() for c in parts))]
+    return Conditioning(*fields)
+
+
+def as_conditioning(cond) -> Conditioning:
+    """A bare states tensor (SD's conditioning) or a family's Conditioning, as a Conditioning."""
+    return cond if isinstance(cond, Conditioning) else Conditioning(cond)
+
+
+def cast_conditioning(cond: Conditioning, dtype) -> Conditioning:
+    return Conditioning(*(None if x is None else x.to(dtype) for x in cond.fields()))
 
 
 def solve_closed_form(mat1: torch.Tensor, mat2: torch.Tensor, *, exact_inverse: bool = False) -> torch.Tensor:
@@ -66,12 +95,16 @@ def latent_shape(pipe, latent_size: int | None) -> tuple[int, int, int]:
 
 @torch.no_grad()
 def sample_states(
-    unet, scheduler, cond: torch.Tensor | None, uncond: torch.Tensor, guidance: float, noise: torch.Tensor,
-    wanted: list[set[int]], batch_size: int, report=None,
+    unet, scheduler, cond, uncond, guidance: float, noise: torch.Tensor,
+    wanted: list[set[int]], batch_size: int, report=None, family=None,
 ) -> dict[tuple[int, int], torch.Tensor]:
     """DDIM (eta 0) trajectories from ``noise``; returns the latents at the wanted state indices.
 
-    ``cond`` None samples unconditionally (one UNet call per step)."""
+    ``cond`` (rows per trajectory) and ``uncond`` (one row) are states tensors or a ``family``'s
+    Conditioning (``family`` None: SD's); ``cond`` None samples unconditionally (one UNet call per step)."""
+    family = family or load_family("sd")
+    uncond = as_conditioning(uncond)
+    cond = None if cond is None else as_conditioning(cond)
     kept: dict[tuple[int, int], torch.Tensor] = {}
     for start in range(0, noise.shape[0], batch_size):
         idx = list(range(start, min(start + batch_size, noise.shape[0])))
@@ -79,7 +112,7 @@ def sample_states(
         if last < 0:
             continue
         x = noise[idx].to(unet.dtype, copy=True)  # draws are float32 whatever the model computes in
-        null = uncond.to(unet.dtype).expand(len(idx), -1, -1)
+        null = cast_conditioning(uncond, unet.dtype).expand(len(idx))
         for state in range(last + 1):
             for i, row in zip(idx, x):
                 if state in wanted[i]:
@@ -88,9 +121,9 @@ def sample_states(
                 break
             t = scheduler.timesteps[state]
             if cond is None:
-                eps = unet(x, t, encoder_hidden_states=null).sample
+                eps = family.call_denoiser(unet, x, t, null)
             else:
-                both = unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([cond[idx].to(unet.dtype), null])).sample
+                both = family.call_denoiser(unet, torch.cat([x, x]), t, cast_conditioning(cond.rows(idx), unet.dtype).concat(null))
                 eps_c, eps_u = both.chunk(2)
                 eps = eps_u + guidance * (eps_c - eps_u)
             x = scheduler.step(eps, t, x, eta=0.0).prev_sample

@@ -117,6 +117,7 @@ class RECE(UCE):
     version: ClassVar[str] = "2"  # 2: the reference's UCE start (rows from the last content token on, '' kept)
     Config: ClassVar[type[RECEConfig]] = RECEConfig
     description: ClassVar[str] = "RECE: UCE, then closed-form re-erasure of adversarially found embeddings"
+    families: ClassVar[tuple[str, ...]] = ("sd",)  # UCE's families are not yet RECE's: its rounds read SD's UNet
 
     def apply(self, pipe, concept: "Concept", context: EraseContext):
         import torch

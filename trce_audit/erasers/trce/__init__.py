@@ -22,6 +22,7 @@ class TRCE(Eraser):
     Config: ClassVar[type[TRCEConfig]] = TRCEConfig
     description: ClassVar[str] = "TRCE: closed-form cross-attention refinement + early-step contrastive fine-tuning"
     default_stages: ClassVar[tuple[int, ...]] = STAGES
+    families: ClassVar[tuple[str, ...]] = ("sd", "sdxl")
 
     @classmethod
     def check_stages(cls, stages: tuple[int, ...] | None) -> None:

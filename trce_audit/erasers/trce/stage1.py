@@ -146,6 +146,10 @@ def _text_encoder_hash(pipe) -> str:
     for key, value in sorted(pipe.text_encoder.state_dict().items()):
         digest.update(key.encode())
         digest.update(value.detach().float().cpu().numpy().tobytes())
+    second = getattr(pipe, "text_encoder_2", None)  # SDXL's rows read both encoders
+    for key, value in sorted(second.state_dict().items()) if second is not None else ():
+        digest.update(f"text_encoder_2.{key}".encode())
+        digest.update(value.detach().float().cpu().numpy().tobytes())
     return digest.hexdigest()
 
 

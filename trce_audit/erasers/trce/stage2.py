@@ -22,7 +22,9 @@ from safetensors.torch import load_file, save_file
 
 from ...hashing import hash_obj
 from ...workspace import temp_sibling
-from ..common import ddim_scheduler, encode_prompts, frozen_copy, latent_shape, sample_states, seeded_noise, select_parameters
+from ...models.families import load_family, pipeline_family
+from ...models.families.base import Conditioning
+from ..common import ddim_scheduler, encode_conditioning, frozen_copy, latent_shape, sample_states, seeded_noise, select_parameters
 
 if TYPE_CHECKING:
     from ...data.concepts import Concept
@@ -150,14 +152,15 @@ def trajectory_latents(
     n_mal, n_all = len(plan.prompts), len(plan.prompts) + plan.n_uncond
     context.progress("stage 2: trajectories", 0, n_all)
     noise = seeded_noise(n_mal, shape, config.seed * 1_000_003, device)
+    family = load_family(pipeline_family(pipe))
     mal = sample_states(
         unet_original, scheduler, cond, embeddings["null"], config.trajectory_guidance, noise, wanted_mal,
-        context.batch_size, lambda done: context.progress("stage 2: trajectories", done, n_all),
+        context.batch_size, lambda done: context.progress("stage 2: trajectories", done, n_all), family=family,
     )
     noise = seeded_noise(plan.n_uncond, shape, config.seed * 1_000_003 + 500_000, device)
     reg = sample_states(
         unet_original, scheduler, None, embeddings["null"], 1.0, noise, wanted_reg, context.batch_size,
-        lambda done: context.progress("stage 2: trajectories", n_mal + done, n_all),
+        lambda done: context.progress("stage 2: trajectories", n_mal + done, n_all), family=family,
     )
     context.progress("stage 2: trajectories", n_all, n_all)
     malicious = torch.stack([mal[(s.trajectory, s.state)] for s in plan.malicious]) if plan.malicious else torch.empty((0, *shape))
@@ -175,11 +178,16 @@ def trajectory_latents(
     return malicious, regulariser, {**info, "cache_hit": False}
 
 
-def stage2_embeddings(pipe, plan: Plan, device) -> dict[str, torch.Tensor]:
-    bad = encode_prompts(pipe, [p[0] for p in plan.prompts], device)
-    good = encode_prompts(pipe, [p[1] for p in plan.prompts], device)
-    null = encode_prompts(pipe, [""], device)
+def stage2_embeddings(pipe, plan: Plan, device) -> dict[str, Conditioning]:
+    bad = encode_conditioning(pipe, [p[0] for p in plan.prompts], device)
+    good = encode_conditioning(pipe, [p[1] for p in plan.prompts], device)
+    null = encode_conditioning(pipe, [""], device)
     return {"trajectory": bad, "malicious": bad, "safe": good, "null": null}
+
+
+def stacked(parts: list[Conditioning]) -> Conditioning:
+    """The rows of ``parts`` one after another, field by field."""
+    return Conditioning(*(None if f[0] is None else torch.cat(f) for f in zip(*(c.fields() for c in parts))))
 
 
 def run_stage2(pipe, unet_original, concept: "Concept", config: "TRCEConfig", context: "EraseContext") -> tuple[dict[str, Any], dict[str, list[float]]]:
@@ -187,6 +195,7 @@ def run_stage2(pipe, unet_original, concept: "Concept", config: "TRCEConfig", co
     scheduler = ddim_scheduler(pipe, config.steps, steps_offset=0 if config.reference else None)
     plan = make_plan(concept, config, [int(t) for t in scheduler.timesteps], int(scheduler.config.num_train_timesteps))
     emb = stage2_embeddings(pipe, plan, device)
+    family = load_family(pipeline_family(pipe))
     unet_original = unet_original.to(device)
     started = time.perf_counter()
     mal_latents, reg_latents, traj_info = trajectory_latents(pipe, unet_original, plan, config, context, emb)
@@ -205,24 +214,24 @@ def run_stage2(pipe, unet_original, concept: "Concept", config: "TRCEConfig", co
         t = torch.tensor([sample.timestep], device=device, dtype=torch.long)
         k = sample.trajectory
         with torch.no_grad():
-            ref = unet_original(
-                x.expand(3, -1, -1, -1), t.expand(3), encoder_hidden_states=torch.cat([emb["safe"][k : k + 1], emb["malicious"][k : k + 1], null])
-            ).sample
+            ref = family.call_denoiser(
+                unet_original, x.expand(3, -1, -1, -1), t.expand(3), stacked([emb["safe"].rows([k]), emb["malicious"].rows([k]), null])
+            )
             eps_safe, eps_bad, eps_null = ref.chunk(3)
             f_safe = guided(eps_safe, eps_null, config.guidance)
             f_unsafe = guided(eps_bad, eps_null, config.guidance)
         draws = [(j, s) for j, s in enumerate(plan.regulariser[it]) if s is not None]
         xs = torch.cat([x, x] + [reg_latents[it, j : j + 1].to(device) for j, _ in draws])
         ts = torch.cat([t, t, torch.tensor([s.timestep for _, s in draws], device=device, dtype=torch.long)])
-        conds = torch.cat([emb["malicious"][k : k + 1], null, null.expand(len(draws), -1, -1)])
-        out = unet(xs, ts, encoder_hidden_states=conds).sample
+        conds = stacked([emb["malicious"].rows([k]), null, null.expand(len(draws))])
+        out = family.call_denoiser(unet, xs, ts, conds)
         target = (
             hinge_loss(out[0:1], f_safe, f_unsafe, config.beta, config.margin)
             + hinge_loss(out[1:2], f_safe, f_unsafe, config.beta, config.margin)
         ).mean() / 2
         if draws:
             with torch.no_grad():
-                reg_ref = unet_stage1(xs[2:], ts[2:], encoder_hidden_states=null.expand(len(draws), -1, -1)).sample
+                reg_ref = family.call_denoiser(unet_stage1, xs[2:], ts[2:], null.expand(len(draws)))
             reg_each = ((out[2:] - reg_ref) ** 2).mean(dim=(1, 2, 3))
             reg_sum = reg_each.sum()
         else:

@@ -34,6 +34,10 @@ class Conditioning:
     def fields(self) -> tuple:
         return (self.states, self.pooled, self.extra)
 
+    def rows(self, index) -> "Conditioning":
+        """The rows at ``index`` (a 1-D integer tensor or list) of every field, in that order."""
+        return Conditioning(*(None if x is None else x[torch.as_tensor(index, device=x.device)] for x in self.fields()))
+
 
 class Family:
     """One architecture of text-to-image pipeline. Subclasses fill in what differs."""
@@ -79,6 +83,10 @@ class Family:
 
     def predict(self, pipe, model_input, t, cond: Conditioning, guidance):
         """The denoiser's output for one step. ``guidance`` is per row; only embedded guidance uses it."""
+        return self.call_denoiser(getattr(pipe, self.denoiser), model_input, t, cond, guidance)
+
+    def call_denoiser(self, denoiser, model_input, t, cond: Conditioning, guidance=None):
+        """``predict`` on a given denoiser module (an eraser's frozen original or trained copy)."""
         raise NotImplementedError
 
     def unpack(self, tokens, rows: int, cols: int):

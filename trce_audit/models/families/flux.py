@@ -82,12 +82,12 @@ class Flux(FlowMatching):
         rows, cols = self.latent_grid(pipe, height, width)
         return Conditioning(cond.states, cond.pooled, image_ids(rows // 2, cols // 2, cond.states.device, cond.states.dtype))
 
-    def predict(self, pipe, model_input, t, cond, guidance):
+    def call_denoiser(self, denoiser, model_input, t, cond, guidance=None):
         n = model_input.shape[0]
         timestep = t.expand(n).to(model_input.dtype) / 1000
-        embedded = guidance.float() if pipe.transformer.config.guidance_embeds else None
+        embedded = guidance.float() if denoiser.config.guidance_embeds else None
         text_ids = torch.zeros(cond.states.shape[1], 3, device=cond.states.device, dtype=cond.states.dtype)
-        return pipe.transformer(
+        return denoiser(
             hidden_states=model_input, timestep=timestep, guidance=embedded, pooled_projections=cond.pooled,
             encoder_hidden_states=cond.states, txt_ids=text_ids, img_ids=cond.extra, return_dict=False,
         )[0]

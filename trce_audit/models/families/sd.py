@@ -43,5 +43,5 @@ class StableDiffusion(Family):
         encoder = pipe.text_encoder
         return Conditioning(encoder(ids, attention_mask=attention_mask(encoder, pipe.tokenizer, ids))[0].to(dtype))
 
-    def predict(self, pipe, model_input, t, cond, guidance):
-        return pipe.unet(model_input, t, encoder_hidden_states=cond.states).sample
+    def call_denoiser(self, denoiser, model_input, t, cond, guidance=None):
+        return denoiser(model_input, t, encoder_hidden_states=cond.states).sample

@@ -90,9 +90,9 @@ class StableDiffusion3(FlowMatching):
         seq_len = (shape[-2] // patch) * (shape[-1] // patch)
         scheduler.set_timesteps(steps, device=device, mu=flow_shift(seq_len, scheduler.config, 1.16))
 
-    def predict(self, pipe, model_input, t, cond, guidance):
+    def call_denoiser(self, denoiser, model_input, t, cond, guidance=None):
         timestep = t.expand(model_input.shape[0])
-        return pipe.transformer(
+        return denoiser(
             hidden_states=model_input, timestep=timestep, encoder_hidden_states=cond.states,
             pooled_projections=cond.pooled, return_dict=False,
         )[0]

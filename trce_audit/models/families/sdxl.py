@@ -42,9 +42,9 @@ class StableDiffusionXL(Family):
         ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=cond.states.dtype, device=cond.states.device)
         return Conditioning(cond.states, cond.pooled, ids.expand(cond.states.shape[0], -1))
 
-    def predict(self, pipe, model_input, t, cond, guidance):
+    def call_denoiser(self, denoiser, model_input, t, cond, guidance=None):
         added = {"text_embeds": cond.pooled, "time_ids": cond.extra}
-        return pipe.unet(model_input, t, encoder_hidden_states=cond.states, added_cond_kwargs=added).sample
+        return denoiser(model_input, t, encoder_hidden_states=cond.states, added_cond_kwargs=added).sample
 
     def encoded_latents(self, pipe, sample):
         mean, std = self.latent_statistics(pipe, sample)
