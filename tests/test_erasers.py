@@ -27,6 +27,7 @@ TINY = {
     },
     "esd-x": {"iterations": 2, "steps": 4, "latent_size": 8, "lr": 1e-3},
     "esd-u": {"iterations": 2, "steps": 4, "latent_size": 8, "lr": 1e-3},
+    "esd-x-strict": {"iterations": 2, "steps": 4, "latent_size": 8, "lr": 1e-3},
     "uce": {"n_preserve": 4},
     "sld": {"preset": "max", "safety_concept": "nude, naked body"},
     "safree": {"up_t": 4},
@@ -51,6 +52,7 @@ def _stage2(name: str) -> bool:
 ALLOWED = {
     "trce": lambda n: _xattn_kv(n) or _stage2(n),
     "esd-x": lambda n: ".attn2." in n,
+    "esd-x-strict": _xattn_kv,
     # the original ESD script leaves out the output layers (`out.`) and the time embedding
     "esd-u": lambda n: ".attn2." not in n and n.startswith("unet.") and not n.startswith(("unet.conv_out", "unet.time_embedding")),
     "uce": _xattn_kv,
@@ -166,7 +168,7 @@ def test_another_seed_trains_other_weights(name, store, workspace, tiny_sd_dir, 
 
 def test_closed_form_erasers_and_guards_have_no_seed():
     seeded = {n for n in registry.names("eraser") if registry.load("eraser", n).uses_seed()}
-    assert seeded == {"esd-x", "esd-u", "trce", "speed", "mace", "advunlearn"}
+    assert seeded == {"esd-x", "esd-x-strict", "esd-u", "trce", "speed", "mace", "advunlearn"}
     assert not registry.load("eraser", "trce").uses_seed((1,))  # TRCE's stage 1 alone is a closed form
 
 

@@ -19,6 +19,8 @@ FAMILIES = ("sdxl", "sd3", "flux")
 # Budgets that keep an erase on a tiny shape to seconds (the plumbing is under test, not the erasure).
 QUICK_ERASE = {
     "uce": {"n_preserve": 4},
+    "esd-x": {"iterations": 2, "steps": 4, "latent_size": 8},
+    "esd-x-strict": {"iterations": 2, "steps": 4, "latent_size": 8},
     "trce": {"concept_num": 2, "augment_num": 1, "n_captions": 4, "iterations": 2, "images_per_prompt": 1,
              "steps": 4, "max_early_step": 2, "n_uncond": 2, "reg_batch_size": 2, "latent_size": 8},
 }

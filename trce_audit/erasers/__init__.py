@@ -4,6 +4,7 @@ BUILTIN: dict[str, str] = {
     "trce": "trce_audit.erasers.trce:TRCE",
     "esd-x": "trce_audit.erasers.esd:ESDX",
     "esd-u": "trce_audit.erasers.esd:ESDU",
+    "esd-x-strict": "trce_audit.erasers.esd:ESDXStrict",
     "uce": "trce_audit.erasers.uce:UCE",
     "sld": "trce_audit.erasers.sld:SLD",
     "safree": "trce_audit.erasers.safree:SAFREE",

@@ -79,8 +79,10 @@ class Eraser:
             raise ConfigError(f"{self.name} expects a {self.Config.__qualname__}, got {type(self.config).__qualname__}")
 
     @classmethod
-    def make_config(cls, *, world: str = "sd", config_file=None, overrides=None, concept: str | None = None) -> EraserConfig:
-        return build_config(cls.Config, world=world, config_file=config_file, overrides=overrides, section=cls.name, concept=concept)
+    def make_config(cls, *, world: str = "sd", config_file=None, overrides=None, concept: str | None = None,
+                    family: str = "sd") -> EraserConfig:
+        return build_config(cls.Config, world=world, config_file=config_file, overrides=overrides, section=cls.name,
+                            concept=concept, family=family)
 
     @classmethod
     def check_stages(cls, stages: tuple[int, ...] | None) -> None:

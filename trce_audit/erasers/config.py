@@ -32,6 +32,12 @@ class EraserConfig:
         concept (TRCE's unsafe preset) overrides this, every other config uses ``for_world``."""
         return cls.for_world(world)
 
+    @classmethod
+    def for_family(cls, family: str, world: str = "sd", concept: str | None = None) -> "EraserConfig":
+        """The defaults on a model family other than SD 1.x/2.x, where the reference code sets its own
+        (ESD's SDXL script); the SD defaults where it does not."""
+        return cls.for_target(world, concept)
+
     def as_dict(self) -> dict[str, Any]:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in dataclasses.fields(self)}
 
@@ -82,9 +88,11 @@ def build_config(
     overrides: Mapping[str, Any] | None = None,
     section: str | None = None,
     concept: str | None = None,
+    family: str = "sd",
 ) -> EraserConfig:
-    """World (and concept) defaults, then the TOML file (top level, or its ``[section]`` table), then overrides."""
-    config = config_cls.for_target(world, concept)
+    """World, family (and concept) defaults, then the TOML file (top level, or its ``[section]`` table),
+    then overrides."""
+    config = config_cls.for_target(world, concept) if family == "sd" else config_cls.for_family(family, world, concept)
     if config_file is not None:
         data = read_config_file(config_file)
         if section and isinstance(data.get(section), dict):

@@ -46,6 +46,14 @@ class ESDConfig(EraserConfig):
             raise ConfigError(f"unknown world {world!r}; expected sd or pocket")
         return cls()
 
+    @classmethod
+    def for_family(cls, family: str, world: str = "sd", concept: str | None = None) -> "ESDConfig":
+        if family == "sdxl":
+            # esd_sdxl.py@7f51541 (rohitgandikota/erasing): --iterations 200, --lr 2e-4, --num_inference_steps
+            # 20, --guidance_scale 7 for the x_t it samples, --negative_guidance 1
+            return cls(lr=2e-4, iterations=200, steps=20, start_guidance=7.0, negative_guidance=1.0)
+        return super().for_family(family, world, concept)
+
     def validate(self) -> None:
         for key in ("lr", "iterations", "steps"):
             if getattr(self, key) <= 0:
@@ -79,6 +87,14 @@ class ESDX(_ESD):
     name: ClassVar[str] = "esd-x"
     method: ClassVar[str] = "xattn"
     description: ClassVar[str] = "ESD-x: erase by negative guidance, fine-tuning cross-attention only"
+    families: ClassVar[tuple[str, ...]] = ("sd", "sdxl")
+
+
+class ESDXStrict(_ESD):
+    name: ClassVar[str] = "esd-x-strict"
+    method: ClassVar[str] = "xattn-strict"
+    description: ClassVar[str] = "ESD-x-strict: erase by negative guidance, fine-tuning cross-attention keys and values only"
+    families: ClassVar[tuple[str, ...]] = ("sd", "sdxl")
 
 
 class ESDU(_ESD):

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .common import ddim_scheduler, encode_prompts, frozen_copy, latent_shape, sample_states
+from ..models.families import load_family, pipeline_family
+from .common import ddim_scheduler, encode_conditioning, frozen_copy, latent_shape, sample_states
 from .esd_target import negative_guidance_target
 
 if TYPE_CHECKING:
@@ -26,17 +27,23 @@ NOXATTN_EXCLUDED_PREFIXES = ("conv_out", "conv_norm_out", "time_embedding")
 
 
 def esd_parameters(unet, method: str) -> list[tuple[str, Any]]:
-    """Parameters of Linear/Conv2d modules inside (xattn) or outside (noxattn) the cross-attention;
-    noxattn leaves out the output and time-embedding layers, as the original script does."""
+    """Parameters of Linear/Conv2d modules inside (xattn) or outside (noxattn) the cross-attention, or of
+    its key and value projections alone (xattn-strict, esd_sdxl.py's esd-x-strict); noxattn leaves out
+    the output and time-embedding layers, as the original script does."""
     chosen = []
     unet.requires_grad_(False)
     for name, module in unet.named_modules():
         if not is_linear_or_conv(module):
             continue
         inside = "attn2" in name
+        if method == "xattn-strict":
+            inside = inside and name.endswith(("attn2.to_k", "attn2.to_v"))
+            method_inside = True
+        else:
+            method_inside = method == "xattn"
         if method == "noxattn" and name.startswith(NOXATTN_EXCLUDED_PREFIXES):
             continue
-        if (method == "xattn") == inside:
+        if method_inside == inside:
             for leaf, param in module.named_parameters(recurse=False):
                 param.requires_grad_(True)
                 chosen.append((f"{name}.{leaf}", param))
@@ -50,8 +57,9 @@ def fine_tune_unet(
     with an ``ESDConfig`` (untyped here: naming it would import esd.py, which imports this module)."""
     device = context.device
     prompts = [config.prompt] if config.prompt else concept.keywords
-    emb = encode_prompts(pipe, prompts, device)
-    null = encode_prompts(pipe, [""], device)
+    family = load_family(pipeline_family(pipe))
+    emb = encode_conditioning(pipe, prompts, device)
+    null = encode_conditioning(pipe, [""], device)
     scheduler = ddim_scheduler(pipe, config.steps)
     base = frozen_copy(pipe.unet).to(device)
     shape = latent_shape(pipe, config.latent_size)
@@ -62,9 +70,9 @@ def fine_tune_unet(
     order = sorted(range(len(plan)), key=lambda i: plan[i][1])
     noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(plan[i][2])) for i in order]).to(device)
     states = sample_states(
-        base, scheduler, emb[[plan[i][0] for i in order]], null, config.start_guidance, noise,
+        base, scheduler, emb.rows([plan[i][0] for i in order]), null, config.start_guidance, noise,
         [{plan[i][1]} for i in order], context.batch_size,
-        lambda done: context.progress(f"{label}: sampling x_t", done, len(order)),
+        lambda done: context.progress(f"{label}: sampling x_t", done, len(order)), family=family,
     )
     latents = {i: states[(j, plan[i][1])] for j, i in enumerate(order)}
     unet = pipe.unet
@@ -73,15 +81,15 @@ def fine_tune_unet(
     optimizer = torch.optim.Adam(params, lr=config.lr)
     losses: list[float] = []
     for it, (k, stop, _) in enumerate(plan):
-        cond = emb[k : k + 1]
+        cond = emb.rows([k])
         x = latents[it][None].to(device)
         t = scheduler.timesteps[stop]
         with torch.no_grad():
-            both = base(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([cond, null])).sample
+            both = family.call_denoiser(base, torch.cat([x, x]), t, cond.concat(null))
             eps_c, eps_u = both.chunk(2)
             target = negative_guidance_target(eps_c, eps_u, config.negative_guidance)
         optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.mse_loss(unet(x, t, encoder_hidden_states=cond).sample, target)
+        loss = torch.nn.functional.mse_loss(family.call_denoiser(unet, x, t, cond), target)
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))

@@ -41,7 +41,7 @@ def validate_components(spec: AuditSpec, world: str, family: str = "sd") -> dict
         config, stages = eraser_config(eraser.config)
         eraser_cls = registry.load("eraser", eraser.name)
         check_family("eraser", index, eraser_cls, family)
-        built = eraser_cls.make_config(world=world, overrides=config, concept=spec.concept)
+        built = eraser_cls.make_config(world=world, overrides=config, concept=spec.concept, family=family)
         stage_tuple = None
         if stages is not None:
             stage_tuple = parse_stages(stages)

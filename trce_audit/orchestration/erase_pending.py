@@ -88,10 +88,10 @@ def start_erase(
     cls.check_stages(stage_tuple)
     stage_tuple = stage_tuple or cls.default_stages  # "--stages 1,2" and no --stages are the same erase
     ref = model if isinstance(model, ModelRef) else resolve_model(model, store=store, workspace=workspace, allow_pickle=allow_pickle)
-    require_family(ref.path, cls.families, f"the {eraser} eraser")
+    family = require_family(ref.path, cls.families, f"the {eraser} eraser")
     if concept.world != ref.world:
         raise ConfigError(f"concept {concept.name!r} belongs to the {concept.world} world but model {ref.spec!r} to the {ref.world} world")
-    config = cls.make_config(world=ref.world, config_file=config_file, overrides=overrides, concept=concept.name)
+    config = cls.make_config(world=ref.world, config_file=config_file, overrides=overrides, concept=concept.name, family=family)
     run_fields = dict(
         kind="erase",
         component=eraser,
