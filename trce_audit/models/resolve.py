@@ -1,7 +1,9 @@
 """Model specs to pipeline folders, with a content fingerprint and safe-loading rules.
 
 A spec is one of: ``pocket`` (the shipped pocket-world model), ``artefact:ID`` or a bare integer (an
-erased model in the store), a local diffusers folder, or a Hugging Face hub id. A folder may carry an
+erased model in the store), a local diffusers folder, or a Hugging Face hub id; any of them followed by
+``+lora:PATH`` (repeatable) is that model with diffusers-format LoRA files folded into its weights
+(models/lora_files.py; each file's sha256 is part of the fingerprint). A folder may carry an
 inference-time guard (``trce_audit_guard.json``); it is part of the folder's fingerprint and
 ``load_pipeline`` attaches it.
 """
@@ -19,7 +21,7 @@ from ..errors import ModelError
 from ..hashing import hash_obj, sha256_file
 from ..workspace import temp_sibling
 from .device import torch_dtype
-from .families import PIPELINE_CLASS, family_name
+from .families import PIPELINE_CLASS, family_name, load_family
 from .folder import load_guard, read_guard_record, world_of
 
 if TYPE_CHECKING:
@@ -48,6 +50,7 @@ class ModelRef:
     world: str = "sd"  # "sd" or "pocket": which concept world the model lives in
     artefact_id: int | None = None
     guard: str | None = None  # the inference-time guard the folder carries (trce_audit_guard.json)
+    loras: tuple[tuple[str, str], ...] = ()  # (path, sha256) of LoRA files folded in when loaded
 
     def __post_init__(self) -> None:
         if self.guard is None:
@@ -63,6 +66,7 @@ class ModelRef:
             "world": self.world,
             "artefact_id": self.artefact_id,
             "guard": self.guard,
+            **({"loras": [list(entry) for entry in self.loras]} if self.loras else {}),
         }
 
 
@@ -129,6 +133,30 @@ def _download(spec: str, allow_pickle: bool) -> Path:
         raise ModelError(f"cannot download model {spec!r} from the hub: {type(exc).__name__}: {exc}") from exc
 
 
+LORA_MARK = "+lora:"
+
+
+def split_lora_spec(spec: str) -> tuple[str, list[str]]:
+    """(the base model's spec, the LoRA file paths) of ``BASE+lora:PATH[+lora:PATH…]``."""
+    base, *paths = spec.split(LORA_MARK)
+    return base.strip(), [p.strip() for p in paths]
+
+
+def with_loras(base: ModelRef, spec: str, paths: list[str]) -> ModelRef:
+    """``base`` with LoRA files to fold in: each must be a safetensors file; their sha256s join the fingerprint."""
+    entries = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if not raw or not path.is_file():
+            raise ModelError(f"LoRA file {raw!r} of model {spec!r} does not exist")
+        if path.suffix != ".safetensors":
+            raise ModelError(f"LoRA file {path} is not a .safetensors file (a pickle can run code when loaded)")
+        entries.append((str(path.resolve()), sha256_file(path)))
+    fingerprint = hash_obj({"base": base.fingerprint, "loras": [sha for _, sha in entries]})
+    return ModelRef(spec, base.kind, base.path, fingerprint, world=base.world, artefact_id=base.artefact_id,
+                    guard=base.guard, loras=tuple(entries))
+
+
 def resolve_model(
     spec: str,
     *,
@@ -139,13 +167,21 @@ def resolve_model(
     spec = spec.strip()
     if not spec:
         raise ModelError("empty model spec")
-    cache_dir = workspace.cache_dir if workspace else None
+    if LORA_MARK in spec:
+        base_spec, paths = split_lora_spec(spec)
+        if not base_spec:
+            raise ModelError(f"model {spec!r} names LoRA files but no base model before {LORA_MARK!r}")
+        base = resolve_model(base_spec, store=store, workspace=workspace, allow_pickle=allow_pickle)
+        return with_loras(base, spec, paths)
+    def cache_dir() -> Path | None:  # created when a fingerprint is written, not by a spec that fails first
+        return workspace.cache_dir if workspace else None
+
     if spec == "pocket":
         from ..pocket.models import MODEL_DIR as folder  # deferred: the pocket package imports torch
 
         if not _is_pipeline_folder(folder):
             raise ModelError(f"the pocket model is missing from the installation ({folder})")
-        return ModelRef(spec, "builtin", folder, fingerprint_folder(folder, cache_dir), world="pocket")
+        return ModelRef(spec, "builtin", folder, fingerprint_folder(folder, cache_dir()), world="pocket")
     artefact_id = None
     if spec.startswith("artefact:"):
         artefact_id = spec.split(":", 1)[1]
@@ -166,18 +202,36 @@ def resolve_model(
         if not local.is_dir() or not _is_pipeline_folder(local):
             raise ModelError(f"{local} is not a diffusers pipeline folder (no model_index.json)")
         check_pickle(local, allow_pickle)
-        return ModelRef(spec, "folder", local.resolve(), fingerprint_folder(local, cache_dir), world=world_of(local))
+        return ModelRef(spec, "folder", local.resolve(), fingerprint_folder(local, cache_dir()), world=world_of(local))
     if spec.count("/") != 1 or spec.startswith(("/", ".", "~")):
         raise ModelError(f"model {spec!r} is neither a local folder, an artefact id, 'pocket', nor a hub id")
     folder = _download(spec, allow_pickle)
     check_pickle(folder, allow_pickle)
-    return ModelRef(spec, "hub", folder, fingerprint_folder(folder, cache_dir), world=world_of(folder))
+    return ModelRef(spec, "hub", folder, fingerprint_folder(folder, cache_dir()), world=world_of(folder))
+
+
+def locate_model(spec: str, *, store: "Store | None" = None) -> Path | None:
+    """The pipeline folder ``spec`` names, found as ``resolve_model`` finds it but without fingerprinting
+    it (which writes the workspace's cache) or downloading anything: None for a hub id. Lets a caller
+    check what depends only on the folder before anything is written."""
+    spec = split_lora_spec(spec.strip())[0]
+    if spec == "pocket":
+        from ..pocket.models import MODEL_DIR  # deferred: the pocket package imports torch
+
+        return MODEL_DIR
+    if spec.startswith("artefact:") or spec.isdigit():
+        return resolve_model(spec, store=store).path  # an artefact's stored fingerprint: nothing is hashed
+    local = Path(spec).expanduser()
+    if local.exists() and local.is_dir() and _is_pipeline_folder(local):
+        return local.resolve()
+    return None
 
 
 def model_world(spec: str | None, *, store: "Store | None" = None, workspace: "Workspace | None" = None) -> str:
     """The concept world of a model spec, without downloading anything: a hub id is an SD model."""
     if spec is None:
         return "sd"
+    spec = split_lora_spec(spec)[0]
     if spec == "pocket":
         return "pocket"
     is_stored = spec.startswith("artefact:") or spec.isdigit()
@@ -220,6 +274,10 @@ def load_pipeline(ref: ModelRef, *, dtype: str = "fp32", device: str = "cpu", al
     except Exception as exc:
         raise ModelError(f"cannot load pipeline from {ref.path}: {type(exc).__name__}: {exc}") from exc
     pipe.set_progress_bar_config(disable=True)
+    if ref.loras:
+        from .lora_files import fold_lora_files  # torch at top: only a LoRA target needs it
+
+        fold_lora_files(pipe, list(ref.loras), load_family(family).denoiser)
     # An inference-time eraser (SLD, SAFREE) travels with its folder and guards every sampler of it.
     pipe.trce_guard = load_guard(ref.path)
     return pipe.to(device)
