@@ -35,6 +35,7 @@ ERASER_TINY = {
         "preserve_scale": "0.01",
     },
     "esd-x": {"iterations": "2", "steps": "4", "latent_size": "8", "lr": "0.001"},
+    "esd-x-strict": {"iterations": "2", "steps": "4", "latent_size": "8", "lr": "0.001"},
     "esd-u": {"iterations": "2", "steps": "4", "latent_size": "8", "lr": "0.001"},
     "uce": {"n_preserve": "4"},
     "sld": {"preset": "max", "safety_concept": "nude, naked body"},
@@ -52,6 +53,7 @@ ERASER_TYPES = {
         "token_weights": "1, 0.5, 0.25, 2", "preserve_scale": "none", "prior_rows": "prompt", "iterations": " null ",
     },
     "esd-x": {"prompt": "none", "latent_size": "", "negative_guidance": "2"},
+    "esd-x-strict": {"prompt": "none", "latent_size": "", "negative_guidance": "2"},
     "esd-u": {"prompt": "a nude person", "latent_size": "none", "seed": "7"},
     "uce": {"preserve_concepts": "cat;dog", "guide": "empty", "caption_set": "none"},
     "sld": {"warmup_steps": "none", "guidance_scale": "5", "threshold": "0.02"},
@@ -108,6 +110,13 @@ ERASER_PINS = {
         "types": "7bc9845ec398adb225f3fdf6a7ad3d37fc90e5fe88e32e9773bb2ef2f6514044",
     },
     "esd-x": {
+        "sd": "335959a163f6f84665a2df163ac64eb34ada7aee26a56f960b9fa2cb82f8b51a",
+        "pocket": "7b669d3c7606dff23fd479afde4ef53507494aaa0c062e18ed9412e0e5ac39b6",
+        "tiny": "7fa4c3499e6c7df40fbe7a2106d9bdf1671ce3888753f2fa63762c28a33b3f86",
+        "types": "526d76db3bd6e47b6426fdba175dfa3262863fe17c169cc0941a766952ee7a5c",
+    },
+    # added with the eraser (issue 27): ESD-x's config class, so ESD-x's hashes
+    "esd-x-strict": {
         "sd": "335959a163f6f84665a2df163ac64eb34ada7aee26a56f960b9fa2cb82f8b51a",
         "pocket": "7b669d3c7606dff23fd479afde4ef53507494aaa0c062e18ed9412e0e5ac39b6",
         "tiny": "7fa4c3499e6c7df40fbe7a2106d9bdf1671ce3888753f2fa63762c28a33b3f86",

@@ -61,6 +61,7 @@ class SLD(GuardEraser):
     version: ClassVar[str] = "1"
     Config: ClassVar[type[SLDConfig]] = SLDConfig
     description: ClassVar[str] = "SLD: safe latent diffusion, safety guidance at inference time (no weight changes)"
+    families: ClassVar[tuple[str, ...]] = ("sd", "sdxl")  # SDXL: an extension of ours (guards/sld.py)
 
     def guard_config(self, concept: "Concept", context):
         config: SLDConfig = self.config

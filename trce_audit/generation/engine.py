@@ -118,12 +118,12 @@ class BatchSampler:
 
         cond = self.condition([row.text for row in rows], rows)
         guard = getattr(pipe, "trce_guard", None)
-        if guard is not None and self.family.name != "sd":
-            raise ConfigError(f"the {guard.name} guard runs on the sd family only; this is a {self.family.name} model")
+        if guard is not None and self.family.name not in guard.families:
+            raise ConfigError(f"the {guard.name} guard runs on {', '.join(guard.families)} models; this is a {self.family.name} model")
         if guard is not None and getattr(guard, "retokenizes_prompts", False) and any(lt.learned_sha(r) for r in rows):
             raise ConfigError(f"the {guard.name} guard re-tokenises prompt text and cannot see a learned token embedding")
         if guard is not None:  # an inference-time eraser owns every step's prediction
-            state = guard.prepare(self, [row.text for row in rows], self.unconditional().expand(n).states, cond.states)
+            state = guard.prepare(self, [row.text for row in rows], self.unconditional().expand(n), cond)
         context = self.unconditional().expand(n).concat(cond) if any_cfg else cond
         context = self.family.with_image(context, pipe, settings.height, settings.width)
 

@@ -22,6 +22,8 @@ class Guard:
     # Guards that tokenise the prompt text again (SAFREE's trigger tokens) would see a learned token's
     # placeholder as plain text, so the engine refuses learned-token rows for them.
     retokenizes_prompts: ClassVar[bool] = False
+    # Model families whose sampling the guard can steer (the engine refuses any other in one line).
+    families: ClassVar[tuple[str, ...]] = ("sd",)
 
     def __init__(self, config: dict[str, Any]):
         self.config = dict(config)
@@ -30,7 +32,8 @@ class Guard:
         return {"name": self.name, "version": self.version, "config": self.config}
 
     def prepare(self, sampler: Any, texts: list[str], uncond: Any, cond: Any) -> dict[str, Any]:
-        """Per-batch state (the engine passes its own encoder through ``sampler``)."""
+        """Per-batch state from the batch's unconditional and conditional ``Conditioning`` (the engine
+        passes itself as ``sampler``: its family, encoder and settings)."""
         return {}
 
     def step_noise(self, unet: Any, latents: Any, t: Any, step: int, guidance: Any, state: dict[str, Any]) -> Any:

@@ -92,6 +92,7 @@ class SAFREEGuard(Guard):
         return plans
 
     def prepare(self, sampler, texts, uncond, cond):
+        uncond, cond = uncond.states, cond.states  # SD: the states are the whole conditioning
         pipe, n = sampler.pipe, cond.shape[0]
         plans = self._plans(pipe.tokenizer, pipe.text_encoder, texts, cond)
         negative = sampler.encode([", ".join(self.config["concept_space"])]) if self.config["negative_prompt"] else uncond[:1]
