@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 from ...errors import ConfigError
+from ...models.families import pipeline_family
 from ..base import EraseContext, Eraser
 from .config import TRCEConfig
 
@@ -22,7 +23,7 @@ class TRCE(Eraser):
     Config: ClassVar[type[TRCEConfig]] = TRCEConfig
     description: ClassVar[str] = "TRCE: closed-form cross-attention refinement + early-step contrastive fine-tuning"
     default_stages: ClassVar[tuple[int, ...]] = STAGES
-    families: ClassVar[tuple[str, ...]] = ("sd", "sdxl")
+    families: ClassVar[tuple[str, ...]] = ("sd", "sdxl", "flux")  # flux: stage 1 only (stage1_flux.py)
 
     @classmethod
     def check_stages(cls, stages: tuple[int, ...] | None) -> None:
@@ -40,4 +41,6 @@ class TRCE(Eraser):
 
         stages = tuple(sorted(context.stages or STAGES))
         self.check_stages(stages)
+        if 2 in stages and pipeline_family(pipe) == "flux":
+            raise ConfigError("trce's stage 2 is not built for flux models yet; erase with --stages 1")
         return run_stages(pipe, concept, self.config, context, stages)

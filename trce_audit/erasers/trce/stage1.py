@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ...hashing import hash_obj
+from ...models.families import pipeline_family
 from ...models.tokens import token_count
 from ...workspace import temp_sibling
 from ...models.families.sd import cross_attention_projections
@@ -66,7 +67,7 @@ def first_eot_index(tokenizer, prompt: str, reference: bool) -> int:
     return min(count + 1, last)
 
 
-def _find(sequence: Sequence, part: Sequence) -> int | None:
+def find_subsequence(sequence: Sequence, part: Sequence) -> int | None:
     for start in range(len(sequence) - len(part) + 1):
         if list(sequence[start : start + len(part)]) == list(part):
             return start
@@ -77,11 +78,11 @@ def keyword_positions(tokenizer, prompt: str, keyword: str, reference: bool) -> 
     if not keyword:
         return []
     if reference:
-        start = _find(prompt.split(), keyword.split())
+        start = find_subsequence(prompt.split(), keyword.split())
         return [] if start is None else [i + 1 for i in range(start, start + len(keyword.split()))]
     ids = tokenizer(prompt, truncation=True, max_length=tokenizer.model_max_length).input_ids
     part = tokenizer(keyword, add_special_tokens=False).input_ids
-    start = _find(ids, part)
+    start = find_subsequence(ids, part)
     return [] if start is None else list(range(start, start + len(part)))
 
 
@@ -110,6 +111,11 @@ def erase_moments(pipe, items: list[EditPrompt], maps: list[RowMap], device, bat
     """(X, E) with X = Σ w·c_safe·cᵀ / N and E = Σ w·c·cᵀ / N, in float64 [D, D]."""
     bad = encode_prompts(pipe, [i.malicious for i in items], device, batch_size).double()
     good = encode_prompts(pipe, [i.safe for i in items], device, batch_size).double()
+    return row_moments(bad, good, maps)
+
+
+def row_moments(bad: torch.Tensor, good: torch.Tensor, maps: list[RowMap]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(X, E) of ``erase_moments`` from the prompts' embeddings [N, L, D] (float64) and their row maps."""
     dim = bad.shape[-1]
     cross = torch.zeros(dim, dim, dtype=torch.float64, device=bad.device)
     second = torch.zeros_like(cross)
@@ -121,7 +127,7 @@ def erase_moments(pipe, items: list[EditPrompt], maps: list[RowMap], device, bat
         w = torch.tensor(rows.weights, dtype=torch.float64, device=bad.device)[:, None]
         cross += (target * w).T @ c
         second += (c * w).T @ c
-    return cross / len(items), second / len(items)
+    return cross / len(maps), second / len(maps)
 
 
 @torch.no_grad()
@@ -199,6 +205,10 @@ def refine(pipe, cross: torch.Tensor, second: torch.Tensor, prior: torch.Tensor,
 
 
 def run_stage1(pipe, concept: "Concept", config: "TRCEConfig", context: "EraseContext") -> dict[str, Any]:
+    if pipeline_family(pipe) == "flux":
+        from .stage1_flux import run_stage1_flux  # one family's module, loaded when that family is erased
+
+        return run_stage1_flux(pipe, concept, config, context)
     items = edit_prompts(concept, config)
     maps = [row_map(pipe.tokenizer, item, config.token_weights, config.reference) for item in items]
     context.progress("stage 1: closed form", 0, 1)
