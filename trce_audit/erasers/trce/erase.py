@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from ...models.families import pipeline_family
 from ..common import frozen_copy
 from .stage1 import run_stage1
+from .stage1_flux import run_stage1_flux
 from .stage2 import run_stage2
 
 if TYPE_CHECKING:
@@ -24,7 +26,8 @@ def run_stages(
     original = frozen_copy(pipe.unet) if 2 in stages else None
     started = time.perf_counter()
     if 1 in stages:
-        stats["stage1"] = run_stage1(pipe, concept, config, context)
+        stage1 = run_stage1_flux if pipeline_family(pipe) == "flux" else run_stage1
+        stats["stage1"] = stage1(pipe, concept, config, context)
         stats["stage1"]["seconds"] = time.perf_counter() - started
     if 2 in stages:
         started = time.perf_counter()

@@ -19,7 +19,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ...hashing import hash_obj
-from ...models.families import pipeline_family
 from ...models.tokens import token_count
 from ...workspace import temp_sibling
 from ...models.families.sd import cross_attention_projections
@@ -205,10 +204,6 @@ def refine(pipe, cross: torch.Tensor, second: torch.Tensor, prior: torch.Tensor,
 
 
 def run_stage1(pipe, concept: "Concept", config: "TRCEConfig", context: "EraseContext") -> dict[str, Any]:
-    if pipeline_family(pipe) == "flux":
-        from .stage1_flux import run_stage1_flux  # one family's module, loaded when that family is erased
-
-        return run_stage1_flux(pipe, concept, config, context)
     items = edit_prompts(concept, config)
     maps = [row_map(pipe.tokenizer, item, config.token_weights, config.reference) for item in items]
     context.progress("stage 1: closed form", 0, 1)
