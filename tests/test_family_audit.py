@@ -1,5 +1,6 @@
-"""An audit of a FLUX pipeline (tiny, built in code): replayed published prompts scored by NudeNet,
-resumed after kill -9, reported with its family and preset, and gated; an eraser or attack that does
+"""An audit of a FLUX pipeline (tiny, built in code): replayed published prompts scored by NudeNet, a
+Ring-A-Bell transfer, concept inversion and fine-tuning resurgence, resumed after kill -9, reported with
+its family and preset, and gated; an eraser or attack that does
 not run on FLUX is refused in one line before anything runs."""
 
 from __future__ import annotations
@@ -40,6 +41,16 @@ name = "ring-a-bell"
 transfer_from = "{source}"
 limit = 1
 budget = {{ population = 4, generations = 2, length = 3 }}
+[[attacks]]
+name = "concept-inversion"
+limit = 1
+budget = {{ steps = 2 }}
+config = {{ n_images = 2, train_batch_size = 1, gradient_accumulation = 1, target_steps = 1, eval_draws = 1, initializer = "a" }}
+[[attacks]]
+name = "finetune-resurgence"
+limit = 1
+budget = {{ steps = 2 }}
+config = {{ checkpoints = 2, n_images = 2, gradient_accumulation = 1, target_steps = 1 }}
 [gate]
 max_asr = {{ "*" = "100%" }}
 """
@@ -76,6 +87,8 @@ def test_flux_audit_resumes_reports_and_gates(flux_spec, tmp_path):
     expected = json.loads(straight.stdout)
     assert {(r["prompt_set"], r["attack"] or "") for r in expected["rows"]} >= {("i2p-sexual", ""), ("p4d", ""), ("mma-diffusion", "replay")}
     assert any((r["attack"] or "").startswith("ring-a-bell (transfer from ") for r in expected["rows"])
+    attacks = {(r["attack"] or "").split(" ")[0] for r in expected["rows"]}
+    assert {"concept-inversion", "finetune-resurgence"} <= attacks  # an embedding and a weights tier on FLUX
 
     killed = _cli(tmp_path / "b", "audit", str(flux_spec), "--json", wait=False)
     images = tmp_path / "b" / "images"
@@ -97,7 +110,7 @@ def test_flux_audit_resumes_reports_and_gates(flux_spec, tmp_path):
     assert gate.returncode == 0, gate.stdout + gate.stderr
 
 
-@pytest.mark.parametrize("table", ['[[erasers]]\nname = "uce"', '[[attacks]]\nname = "unlearndiff"'])
+@pytest.mark.parametrize("table", ['[[erasers]]\nname = "mace"', '[[attacks]]\nname = "mma-diffusion"'])
 def test_a_component_that_does_not_run_on_flux_is_refused_before_anything_runs(flux_spec, tmp_path, table):
     spec = tmp_path / "spec.toml"
     spec.write_text(flux_spec.read_text() + "\n" + table + "\n")

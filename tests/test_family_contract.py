@@ -26,6 +26,17 @@ QUICK_ERASE = {
              "steps": 4, "max_early_step": 2, "n_uncond": 2, "reg_batch_size": 2, "latent_size": 8},
 }
 
+# Budgets that keep an attack that runs on a tiny shape to seconds (tests/test_attack_contract.py's TINY).
+QUICK_ATTACK = {
+    "finetune-resurgence": {"steps": 2, "checkpoints": 2, "n_images": 2, "gradient_accumulation": 1, "target_steps": 1},
+    "concept-inversion": {"steps": 1, "n_images": 2, "train_batch_size": 1, "gradient_accumulation": 1,
+                          "target_steps": 1, "eval_draws": 1, "initializer": "a"},  # one token in every tiny tokenizer
+    # the judge (NudeNet on the target's 32-px images) still runs: after each timestep / evaluation
+    "unlearndiff": {"timesteps": 2, "iterations": 2, "k": 2, "target_steps": 2},
+    "p4d-n": {"iterations": 2, "prompt_len": 3, "eval_every": 1, "eval_draws": 1, "target_steps": 2},
+    "p4d-k": {"iterations": 2, "eval_every": 1, "eval_draws": 1, "target_steps": 2},
+}
+
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
@@ -44,7 +55,7 @@ def _refused(exc: pytest.ExceptionInfo, what: str, family: str) -> None:
 def test_attack_runs_or_refuses_in_one_line(shared_data, store, workspace, folders, family, name):
     cls = registry.load("attack", name)
     call = dict(name=name, model=folders[family], concept="nudity", prompts="mma-diffusion", limit=2,
-                settings={"steps": 2, "height": 32, "width": 32, "device": "cpu"})
+                budget=QUICK_ATTACK.get(name), settings={"steps": 2, "height": 32, "width": 32, "device": "cpu"})
     if family not in cls.families:
         with pytest.raises(ConfigError) as exc:
             api.attack(store, workspace, **call)

@@ -69,14 +69,14 @@ def test_checkpoints_are_loadable_hashed_and_keep_marker_and_guard(pipes, tuned)
 
 
 def test_rows_keep_the_seed_prompts_and_resume_reuses_checkpoints(pipes, tuned, monkeypatch):
-    from trce_audit.attacks import finetune
+    from trce_audit.attacks import finetune, finetune_training
     from trce_audit.attacks.base import AttackContext
 
     result, _ = tuned
     assert [(r.text, r.seed, r.guidance) for r in result.rows] == [(s.text, s.seed, s.guidance) for s in SEEDS]
     assert result.rows[0].meta["finetuned"] == result.rows[1].meta["finetuned"]
     assert len(result.stats["loss_curve"]) * result.stats["loss_curve_block"] >= 4
-    monkeypatch.setattr(finetune, "_train", lambda *a, **k: pytest.fail("fine-tuned again although a stored row names checkpoints"))
+    monkeypatch.setattr(finetune_training, "fine_tune", lambda *a, **k: pytest.fail("fine-tuned again although a stored row names checkpoints"))
     attack = finetune.FinetuneResurgence(finetune.FinetuneResurgence.Config().with_overrides(TINY))
     again = attack.run(pipes[0], CONCEPT, SEEDS, original_pipe=pipes[1], context=AttackContext(finished={0: result.rows[0]}), indices=[1])
     assert again.rows[0].meta == result.rows[1].meta and again.stats["reused_checkpoints"] is True

@@ -72,12 +72,17 @@ class P4D(Attack):
     Config = P4DConfig
     paper_budget = {"iterations": 3000}
     needs_original = True
+    families = ("sd", "sdxl", "sd3", "flux")  # the last three: ours, see family_search.py
     variant: ClassVar[str] = "n"
 
     def run(self, target_pipe, concept, seed_rows, *, original_pipe=None, context=None, indices=None) -> AttackResult:
         import torch  # torch stays off the light path: listing attacks imports this module
 
         context = context or AttackContext()
+        if dm.family(target_pipe).name != "sd":  # SDXL, SD3, FLUX: ours (family_search.py)
+            from . import family_search  # imports torch at its top
+
+            return family_search.p4d(self, target_pipe, concept, seed_rows, original_pipe, context, indices)
         config: P4DConfig = self.config
         device = context.device
         original_pipe, original_is_target, vocab = self.white_box_setup(target_pipe, original_pipe, concept, seed_rows, context)

@@ -6,6 +6,11 @@ over the training set), each image flipped left-right with probability ``flip_p`
 sample of it (× scaling factor), t uniform in [0, T), loss MSE(UNet(x_t, t, E(caption)), target) over
 the accumulated batch, AdamW on the one vector (the reference's AdamW updates the whole table and
 then restores every other row, which leaves the same update on the placeholder's row).
+
+The other families (SDXL, SD3, FLUX) learn one vector per text encoder (``family_caption_inputs``,
+``family_loss``): the caption laid out for each tokenizer with the placeholder as one slot, every
+encoder's lookup overridden there by its own vector, and the family's own loss (its forward process,
+denoiser call and target: models/families); AdamW on all the vectors at once.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from ..generation import learned_tokens as lt
 from ..generation.learned_tokens import layout
 from ..models import tokens as tk
 from ..records import PromptRow
@@ -87,14 +93,39 @@ def fixed_draws(posteriors: tuple[Any, Any], n_draws: int, n_train: int, seed: i
     return index, means[index], noise, t
 
 
-def optimise(pipe: Any, vector: Any, inputs: tuple[Any, Any, Any], posteriors: tuple[Any, Any], config: Any,
+def family_caption_inputs(pipe: Any, captions: list[str], token: str, slot_ids: dict[str, int], device: str,
+                          max_sequence_length: int | None = None) -> dict[str, tuple[Any, Any]]:
+    """{encoder key: (ids [n, L], slot mask [n, L, 1])} of the training captions, laid out for each
+    of the family's tokenizers as the engine lays out a row with the learned token."""
+    found = {}
+    for text in dm.family(pipe).text_inputs(pipe, max_sequence_length):
+        ids, mask, _ = lt.slot_batch(text, captions, [(token, slot_ids[text.key])] * len(captions), device)
+        found[text.key] = (ids, mask)
+    return found
+
+
+def family_loss(pipe: Any, vectors: dict[str, Any], inputs: dict[str, tuple[Any, Any]], x0: Any, noise: Any, t: Any,
+                guidance: Any, max_sequence_length: int | None = None) -> Any:
+    """The textual-inversion loss of one vector per text encoder on one batch (inputs already indexed
+    to it): the family's conditioning with the vectors at the slots, its noised latents, denoiser
+    call (``guidance`` per image: FLUX-dev's embedded guidance) and target; the mean squared error."""
+    family = dm.family(pipe)
+    dtype = getattr(pipe, family.denoiser).dtype
+    overrides = {key: (mask, vectors[key]) for key, (_, mask) in inputs.items()}
+    cond = lt.encode_injected(family, pipe, {key: ids for key, (ids, _) in inputs.items()}, overrides, dtype, max_sequence_length)
+    pred = family.training_prediction(pipe, family.noised(pipe, x0, noise, t), t, cond, guidance)
+    return (pred.float() - family.training_target(pipe, x0, noise, t).float()).square().mean()
+
+
+def optimise(pipe: Any, params: list[Any], loss_of: Any, posteriors: tuple[Any, Any], config: Any,
              generator: Any, report: Any) -> list[float]:
-    """Train ``vector`` (a leaf tensor) in place; returns the loss of every optimiser step."""
+    """Train ``params`` (leaf tensors) in place on ``loss_of(image index, x0, noise, t)`` of each
+    micro-batch; returns the loss of every optimiser step."""
     import torch
 
     to_latents, n_train = dm.latents_of(pipe), dm.train_timesteps(pipe)
     scale = config.train_batch_size * config.gradient_accumulation if config.scale_lr else 1
-    optimizer = torch.optim.AdamW([vector], lr=config.lr * scale, betas=(0.9, 0.999), weight_decay=config.weight_decay, eps=1e-8)
+    optimizer = torch.optim.AdamW(params, lr=config.lr * scale, betas=(0.9, 0.999), weight_decay=config.weight_decay, eps=1e-8)
     queue: list[int] = []
     losses = []
     for step in range(config.budget.steps):
@@ -102,8 +133,7 @@ def optimise(pipe: Any, vector: Any, inputs: tuple[Any, Any, Any], posteriors: t
         total = 0.0
         for _ in range(config.gradient_accumulation):
             index, x0, noise, t = draw_batch(posteriors, queue, config.train_batch_size, config.flip_p, to_latents, n_train, generator)
-            batch = tuple(part[index.to(part.device)] for part in inputs)
-            loss = denoising_loss(pipe, vector, batch, x0, noise, t) / config.gradient_accumulation
+            loss = loss_of(index, x0, noise, t) / config.gradient_accumulation
             loss.backward()
             total += loss.item()
         optimizer.step()

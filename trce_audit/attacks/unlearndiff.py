@@ -82,11 +82,17 @@ class UnlearnDiff(Attack):
     Config = UnlearnDiffConfig
     paper_budget = {"iterations": 40, "timesteps": 50}
     needs_original = True
+    families = ("sd", "sdxl", "sd3", "flux")  # the last three: ours, see family_search.py
 
     def run(self, target_pipe, concept, seed_rows, *, original_pipe=None, context=None, indices=None) -> AttackResult:
         import torch
 
         context = context or AttackContext()
+        if dm.family(target_pipe).name != "sd":  # SDXL, SD3, FLUX: ours (family_search.py)
+            from . import family_search  # imports torch at its top
+
+            return family_search.unlearndiff(self, target_pipe, concept, seed_rows, original_pipe, context, indices,
+                                             project=project_to_simplex, sample=_straight_through_sample())
         config: UnlearnDiffConfig = self.config
         device = context.device
         original_pipe, original_is_target, vocab = self.white_box_setup(target_pipe, original_pipe, concept, seed_rows, context)

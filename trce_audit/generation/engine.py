@@ -27,7 +27,7 @@ from ..errors import ConfigError
 from ..models.determinism import deterministic
 from ..models.families import load_family, pipeline_family
 from ..models.families.base import Conditioning
-from ..models.families.sd import attention_mask, padded_ids  # learned tokens: the SD text path only
+from ..models.families.sd import attention_mask, padded_ids  # learned tokens: the SD text path
 from ..models.device import torch_dtype
 from ..models.tokens import substituted_token_embeddings
 from ..records import PromptRow
@@ -62,21 +62,23 @@ class BatchSampler:
     def condition(self, texts: Sequence[str], rows: Sequence[PromptRow] = ()) -> Conditioning:
         """The family's text conditioning of ``texts`` (``rows``, the same prompts, may carry learned tokens)."""
         if any(lt.learned_sha(row) for row in rows):
-            return Conditioning(self._encode_learned(texts, rows))
+            return self._encode_learned(texts, rows)
         return self.family.encode(self.pipe, texts, self.device, self.dtype, self.settings.max_sequence_length)
 
     def encode(self, texts: Sequence[str], rows: Sequence[PromptRow] = ()) -> torch.Tensor:
         """Encoder states of ``texts`` (what the SD guards consult)."""
         return self.condition(texts, rows).states
 
-    def _encode_learned(self, texts: Sequence[str], rows: Sequence[PromptRow]) -> torch.Tensor:
-        """SD encoder states with the rows' learned token vectors in place of their placeholder tokens."""
+    def _encode_learned(self, texts: Sequence[str], rows: Sequence[PromptRow]) -> Conditioning:
+        """The conditioning with the rows' learned token vectors in place of their placeholder tokens:
+        SD's one vector in its one encoder, the other families' one vector per text encoder."""
         if self.family.name != "sd":
-            raise ConfigError(f"a learned token embedding is sampled on the sd family only; this is a {self.family.name} model")
+            return lt.learned_condition(self.family, self.pipe, texts, rows, self.device, self.dtype,
+                                        self.settings.max_sequence_length, self._learned)
         tokenizer, encoder = self.pipe.tokenizer, self.pipe.text_encoder
         ids, embeds = lt.learned_inputs(tokenizer, encoder, padded_ids(tokenizer, texts, self.device), rows, self._learned)
         with substituted_token_embeddings(encoder, embeds):
-            return encoder(ids, attention_mask=attention_mask(encoder, tokenizer, ids))[0].to(self.dtype)
+            return Conditioning(encoder(ids, attention_mask=attention_mask(encoder, tokenizer, ids))[0].to(self.dtype))
 
     def unconditional(self) -> Conditioning:
         if self._uncond is None:

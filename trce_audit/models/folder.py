@@ -24,7 +24,7 @@ def read_marker(folder: Path) -> dict[str, Any]:
     path = Path(folder) / WORLD_MARKER
     try:
         found = json.loads(path.read_text()) if path.is_file() else {}
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the JSON parser goes
         found = {}
     return found if isinstance(found, dict) else {}
 
@@ -36,7 +36,8 @@ def write_marker(folder: Path, marker: dict[str, Any]) -> None:
 
 def world_of(folder: Path) -> str:
     """``sd`` unless the marker says otherwise: a folder from elsewhere is a Stable Diffusion model."""
-    return read_marker(folder).get("world", "sd")
+    world = read_marker(folder).get("world", "sd")
+    return world if isinstance(world, str) else "sd"  # a marker whose world is no name says nothing
 
 
 def write_guard_record(folder: Path, record: dict[str, Any]) -> None:
@@ -49,10 +50,12 @@ def read_guard_record(folder: Path) -> dict[str, Any] | None:
         return None
     try:
         record = json.loads(path.read_text())
-    except ValueError as exc:
-        raise ModelError(f"{path} is not valid JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:
+        raise ModelError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(record, dict) or not isinstance(record.get("name"), str):
         raise ModelError(f"{path} names no guard")
+    if record.get("config") is not None and not isinstance(record["config"], dict):
+        raise ModelError(f"{path}: 'config' must be a table of the guard's settings")
     return record
 
 
@@ -89,10 +92,12 @@ def save_erased_pipeline(pipe, out_dir: Path, parent_dir: Path | None, meta: dic
     out_dir.mkdir(parents=True, exist_ok=True)
     # A fast tokenizer saves the truncation and padding of its last call: clear them, so that the
     # folder's bytes do not depend on what the eraser encoded last (or on which executor it ran).
-    backend = getattr(getattr(pipe, "tokenizer", None), "_tokenizer", None)
-    if backend is not None and hasattr(backend, "no_truncation"):
-        backend.no_truncation()
-        backend.no_padding()
+    # SDXL, SD3 and FLUX carry a second (and third) tokenizer, T5's padded to the run's length.
+    for name in ("tokenizer", "tokenizer_2", "tokenizer_3"):
+        backend = getattr(getattr(pipe, name, None), "_tokenizer", None)
+        if backend is not None and hasattr(backend, "no_truncation"):
+            backend.no_truncation()
+            backend.no_padding()
     pipe.save_pretrained(str(out_dir), safe_serialization=True)
     marker = read_marker(parent_dir) if parent_dir is not None else {}
     marker["erasure"] = meta

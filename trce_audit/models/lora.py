@@ -50,11 +50,13 @@ class LoRALinear(nn.Module):
         self.base = base
         base.requires_grad_(False)
         device = base.weight.device
-        self.down = nn.Linear(base.in_features, rank, bias=False, device=device, dtype=torch.float32)
-        self.up = nn.Linear(rank, base.out_features, bias=False, device=device, dtype=torch.float32)
-        with torch.no_grad():  # drawn on the CPU: the same adapter on every device
-            self.down.weight.copy_(torch.randn(self.down.weight.shape, generator=generator) / rank)
-            self.up.weight.zero_()
+        # Built on the meta device (nn.Linear's own initialisation would draw from the global RNG), then
+        # given their weights: down drawn on the CPU (the same adapter on every device), up zero.
+        self.down = nn.Linear(base.in_features, rank, bias=False, device="meta")
+        self.up = nn.Linear(rank, base.out_features, bias=False, device="meta")
+        down = torch.randn((rank, base.in_features), generator=generator, dtype=torch.float32) / rank
+        self.down.weight = nn.Parameter(down.to(device))
+        self.up.weight = nn.Parameter(torch.zeros((base.out_features, rank), dtype=torch.float32, device=device))
         self.rank, self.alpha, self.scale = rank, float(alpha), float(alpha) / rank
 
     def forward(self, x):

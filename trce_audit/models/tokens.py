@@ -144,6 +144,34 @@ def substituted_token_embeddings(text_encoder: Any, embeds: Any) -> Iterator[Non
         handle.remove()
 
 
+def input_lookup(text_encoder: Any) -> Any:
+    """The embedding module a text encoder's forward looks its input ids up in: CLIP's token embedding,
+    T5's ``encoder.embed_tokens`` (in transformers 5 a module of its own, tied to ``shared`` by weight,
+    so a hook on ``get_input_embeddings()`` would never fire)."""
+    embeddings = getattr(text_root(text_encoder), "embeddings", None)
+    if embeddings is not None and hasattr(embeddings, "token_embedding"):
+        return embeddings.token_embedding
+    stack = getattr(text_encoder, "encoder", None)
+    if stack is not None and getattr(stack, "embed_tokens", None) is not None:
+        return stack.embed_tokens
+    return text_encoder.get_input_embeddings()
+
+
+@contextlib.contextmanager
+def replaced_lookups(replacements: Sequence[tuple[Any, Any]]) -> Iterator[None]:
+    """Within the block, each (text encoder, replace) pair's input-embedding lookup returns
+    ``replace(looked_up)``: the encoder's own lookup, positional embeddings, masks and layers, whatever
+    the architecture, with chosen positions overridden (gradients flow into what ``replace`` inserts)."""
+    handles = []
+    try:
+        for encoder, replace in replacements:
+            handles.append(input_lookup(encoder).register_forward_hook(lambda module, inputs, output, replace=replace: replace(output)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def encode_embeds(text_encoder: Any, ids: Any, embeds: Any) -> Any:
     """Hidden states (the full sequence output the UNet attends to) for token embeddings ``embeds``;
     ``ids`` (same batch/length) only locate the end token for the pooled output, which is unused."""
@@ -161,3 +189,68 @@ def nearest_tokens(embeds: Any, vocab_unit: Any, vocab_ids: Any) -> Any:
     import torch.nn.functional as F  # deferred: importing this module must not load torch
 
     return vocab_ids[(F.normalize(embeds, dim=-1) @ vocab_unit.T).argmax(dim=-1)]
+
+
+# Any tokenizer, CLIP or T5, at a pipeline's own sequence length: the white-box attacks on SDXL, SD3
+# and FLUX (attacks/searched_text.py) search the vocabulary of whichever encoder feeds the image its
+# text sequence. T5 has no start token and the pipelines pad it to their own length, not to the
+# tokenizer's ``model_max_length``.
+def capacity(tokenizer: Any, length: int) -> int:
+    """Content tokens that fit a sequence of ``length`` beside the start (if any) and end tokens."""
+    return int(length) - (1 if tokenizer.bos_token_id is None else 2)
+
+
+def framed_ids(tokenizer: Any, content: Sequence[int], length: int) -> list[int]:
+    """[start] + content + end, padded to ``length`` with the tokenizer's pad token, as the pipelines
+    tokenise a prompt (``full_ids`` at a given length, for tokenizers without a start token too)."""
+    start = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+    ids = [*start, *list(content)[: capacity(tokenizer, length)], tokenizer.eos_token_id]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return ids + [pad] * (int(length) - len(ids))
+
+
+def content_ids_at(tokenizer: Any, text: str, length: int) -> list[int]:
+    """``content_ids`` for a pipeline that truncates at ``length``."""
+    ids = tokenizer(text, truncation=True, max_length=int(length)).input_ids
+    return [i for i in ids if i not in (tokenizer.bos_token_id, tokenizer.eos_token_id)][: capacity(tokenizer, length)]
+
+
+def roundtrip_at(tokenizers: Sequence[Any], content: Sequence[int], length: int) -> Roundtrip:
+    """``roundtrip`` against every tokenizer that reads the optimised ids (SDXL's two CLIPs share one
+    vocabulary): the text is the first one's decoding; it matches when each gives the ids back."""
+    content = [int(i) for i in content]
+    text = decode(tokenizers[0], content)
+    for tokenizer in tokenizers:
+        again = content_ids_at(tokenizer, text, length)
+        if again != content:
+            first = next((i for i, (a, b) in enumerate(zip(content, again)) if a != b), min(len(content), len(again)))
+            mismatch = {"first_mismatch": first, "n_optimised": len(content), "n_retokenized": len(again), "retokenized_ids": again}
+            return Roundtrip(text, False, mismatch)
+    return Roundtrip(text, True, None)
+
+
+def whole_words(tokenizer: Any, ids: Sequence[int], length: int) -> list[int]:
+    """The ids that are a word on their own: decoded alone, the text tokenises back to that one id.
+
+    Both tokenizer kinds split text on whitespace before sub-word segmentation (CLIP's pattern never
+    spans a space; T5's pre-tokenizer splits on it), so whole words written one after another, and
+    next to whole words of other text, re-tokenise to the same ids: a prompt searched over them is
+    text that gives back the tokens found."""
+    texts = [decode(tokenizer, [int(i)]) for i in ids]
+    return [int(i) for i, text in zip(ids, texts) if text and content_ids_at(tokenizer, text, length) == [int(i)]]
+
+
+def word_boundaries(tokenizer: Any, content: Sequence[int], length: int) -> list[int]:
+    """Positions in ``content`` where a word starts or ends: the start, the end, and every cut where the
+    decoded text already has a space and whose left side re-tokenises to itself. A whole word
+    inserted there, or a cut made there, leaves how the rest tokenises unchanged (a word that
+    truncation left unfinished at the end stays one word too)."""
+    content = [int(i) for i in content]
+    whole = decode(tokenizer, content)
+    cuts = [0]
+    for cut in range(1, len(content)):
+        left, right = content[:cut], content[cut:]
+        text = decode(tokenizer, left)
+        if f"{text} {decode(tokenizer, right)}".strip() == whole and content_ids_at(tokenizer, text, length) == left:
+            cuts.append(cut)
+    return cuts + [len(content)] if content else cuts

@@ -39,6 +39,17 @@ class Conditioning:
         return Conditioning(*(None if x is None else x[torch.as_tensor(index, device=x.device)] for x in self.fields()))
 
 
+@dataclass(frozen=True)
+class TextInput:
+    """One text encoder of a family as its ``encode`` tokenises for it."""
+
+    key: str  # its name in a learned-embedding file: "clip_l", "clip_g" or "t5" (diffusers' pivotal-tuning keys)
+    component: str  # the pipeline attribute of its tokenizer ("tokenizer_2"), for messages
+    tokenizer: Any
+    encoder: Any
+    length: int  # the padded length the family's pipeline tokenises prompts to
+
+
 class Family:
     """One architecture of text-to-image pipeline. Subclasses fill in what differs."""
 
@@ -54,6 +65,16 @@ class Family:
 
     def encode(self, pipe, texts: Sequence[str], device, dtype, max_sequence_length: int | None) -> Conditioning:
         raise NotImplementedError
+
+    def text_inputs(self, pipe, max_sequence_length: int | None = None) -> list[TextInput]:
+        """The text encoders ``encode`` runs, in its order, with how it tokenises for each (the
+        families whose learned tokens travel one vector per encoder; SD's travel as one vector)."""
+        raise ConfigError(f"the {self.name} family does not list its text encoders (text_inputs)")
+
+    def encode_ids(self, pipe, ids: dict[str, Any], dtype, max_sequence_length: int | None = None) -> Conditioning:
+        """``encode`` from token ids already laid out for each of ``text_inputs`` (by key): what
+        ``encode`` returns when ``ids`` are its own tokenisation of the texts."""
+        raise ConfigError(f"the {self.name} family cannot encode from token ids (encode_ids)")
 
     def unconditional(self, pipe, device, dtype, max_sequence_length: int | None) -> Conditioning:
         """The one-row conditioning of the empty prompt, as the family's pipeline builds it."""

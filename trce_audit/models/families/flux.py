@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from . import FLUX_SAMPLE_SIZE
-from .base import Conditioning
+from .base import Conditioning, TextInput
 from .sd import padded_ids
 from .sd3 import FlowMatching, flow_shift, joint_projections
 
@@ -50,6 +50,15 @@ class Flux(FlowMatching):
         pooled = pipe.text_encoder(ids, output_hidden_states=False).pooler_output
         t5_ids = padded_ids(pipe.tokenizer_2, texts, device, max_sequence_length or T5_LENGTH)
         states = pipe.text_encoder_2(t5_ids, output_hidden_states=False)[0]
+        return Conditioning(states.to(dtype), pooled.to(dtype))
+
+    def text_inputs(self, pipe, max_sequence_length=None) -> list[TextInput]:
+        return [TextInput("clip_l", "tokenizer", pipe.tokenizer, pipe.text_encoder, int(pipe.tokenizer_max_length)),
+                TextInput("t5", "tokenizer_2", pipe.tokenizer_2, pipe.text_encoder_2, max_sequence_length or T5_LENGTH)]
+
+    def encode_ids(self, pipe, ids, dtype, max_sequence_length=None) -> Conditioning:
+        pooled = pipe.text_encoder(ids["clip_l"], output_hidden_states=False).pooler_output  # CLIP: pooled only
+        states = pipe.text_encoder_2(ids["t5"], output_hidden_states=False)[0]
         return Conditioning(states.to(dtype), pooled.to(dtype))
 
     def native_size(self, pipe) -> int:

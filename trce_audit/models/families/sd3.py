@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import Conditioning, Family
+from .base import Conditioning, Family, TextInput
 from .sd import padded_ids
 
 T5_LENGTH = 256  # the SD3 pipeline's default max_sequence_length
@@ -72,6 +72,29 @@ class StableDiffusion3(FlowMatching):
             states.append(out.hidden_states[-2])
         clip = torch.cat(states, dim=-1)
         t5 = self.t5_states(pipe, texts, device, max_sequence_length or T5_LENGTH, clip.dtype)
+        clip = F.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))
+        return Conditioning(torch.cat([clip, t5], dim=-2).to(dtype), torch.cat(pooled, dim=-1).to(dtype))
+
+    def text_inputs(self, pipe, max_sequence_length=None) -> list[TextInput]:
+        clip = int(pipe.tokenizer_max_length)
+        found = [TextInput("clip_l", "tokenizer", pipe.tokenizer, pipe.text_encoder, clip),
+                 TextInput("clip_g", "tokenizer_2", pipe.tokenizer_2, pipe.text_encoder_2, clip)]
+        if pipe.text_encoder_3 is not None:
+            found.append(TextInput("t5", "tokenizer_3", pipe.tokenizer_3, pipe.text_encoder_3, max_sequence_length or T5_LENGTH))
+        return found
+
+    def encode_ids(self, pipe, ids, dtype, max_sequence_length=None) -> Conditioning:
+        states, pooled = [], []
+        for key, encoder in (("clip_l", pipe.text_encoder), ("clip_g", pipe.text_encoder_2)):
+            out = encoder(ids[key], output_hidden_states=True)
+            pooled.append(out[0])
+            states.append(out.hidden_states[-2])
+        clip = torch.cat(states, dim=-1)
+        if pipe.text_encoder_3 is None:  # as t5_states: zeros in T5's place
+            width = pipe.transformer.config.joint_attention_dim
+            t5 = torch.zeros((clip.shape[0], max_sequence_length or T5_LENGTH, width), device=clip.device, dtype=clip.dtype)
+        else:
+            t5 = pipe.text_encoder_3(ids["t5"])[0].to(pipe.text_encoder_3.dtype)
         clip = F.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))
         return Conditioning(torch.cat([clip, t5], dim=-2).to(dtype), torch.cat(pooled, dim=-1).to(dtype))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Conditioning, Family
+from .base import Conditioning, Family, TextInput
 from .sd import cross_attention_projections, padded_ids
 
 
@@ -26,6 +26,19 @@ class StableDiffusionXL(Family):
             # The pipeline keeps the first 2-D output it meets: the projected pooled embedding of the
             # encoder with a projection (text_encoder_2).
             if pooled is None and out[0].ndim == 2:
+                pooled = out[0]
+            states.append(out.hidden_states[-2])
+        return Conditioning(torch.cat(states, dim=-1).to(dtype), pooled.to(dtype))
+
+    def text_inputs(self, pipe, max_sequence_length=None) -> list[TextInput]:
+        pairs = (("clip_l", "tokenizer", pipe.tokenizer, pipe.text_encoder), ("clip_g", "tokenizer_2", pipe.tokenizer_2, pipe.text_encoder_2))
+        return [TextInput(key, name, tok, enc, int(tok.model_max_length)) for key, name, tok, enc in pairs if enc is not None]
+
+    def encode_ids(self, pipe, ids, dtype, max_sequence_length=None) -> Conditioning:
+        states, pooled = [], None
+        for text in self.text_inputs(pipe):
+            out = text.encoder(ids[text.key], output_hidden_states=True)
+            if pooled is None and out[0].ndim == 2:  # as in encode
                 pooled = out[0]
             states.append(out.hidden_states[-2])
         return Conditioning(torch.cat(states, dim=-1).to(dtype), pooled.to(dtype))
