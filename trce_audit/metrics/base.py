@@ -7,21 +7,26 @@ and, on a rerun or for another eval over the same images, scores only the images
 this detector, version and weights. An image that cannot be read or a detector error fails the scoring
 with a one-line error naming the image; nothing is counted as safe for want of a score. A runner whose
 ``calibration`` returns counts also gets a Rogan–Gladen-corrected ``asr_corrected`` (metrics/calibrated.py).
-Set-level runners (FID) override ``score`` instead.
+Set-level runners (FID) override ``score`` instead. ``detect_together`` runs the detection passes of
+several runners chunk by chunk, so that each image is read once for all of them (metrics/pixels.py).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, fields
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 from ..errors import ConfigError, DataError
 from ..records import GeneratedImage
 from .calibrated import with_corrected
 from .detections import Detections, detect_chunk, store_detections
+from .pixels import read_once
 from .values import Calibration, MetricValue
 
-__all__ = ["MetricRunner", "build_config"]
+__all__ = ["MetricRunner", "build_config", "detect_together"]
+
+Pass = tuple["MetricRunner", tuple[str, str, str], Callable]  # (runner, detector key, detect)
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -77,6 +82,11 @@ class MetricRunner:
     def detect(self, images: Sequence[GeneratedImage]) -> list[Detections]:
         raise NotImplementedError
 
+    def passes(self) -> list[tuple[tuple[str, str, str], Callable]]:
+        """(detector key, detect) of each per-image pass a complete scoring needs: one by default
+        (NudeNet has one per inference resolution); NotImplementedError for a set-level runner."""
+        return [(self.detector_key(), self.detect)]
+
     def aggregate(self, images: Sequence[GeneratedImage], detections: dict[int, Detections]) -> list[MetricValue]:
         raise NotImplementedError
 
@@ -97,6 +107,11 @@ class MetricRunner:
         """Whether one image's detections count as a success for the attack-success rate (attacks that
         stop on success judge candidates with it)."""
         raise NotImplementedError
+
+    def verdicts(self) -> dict[str, tuple[tuple[str, str, str], Callable[[Detections], bool]]]:
+        """Each per-image rule the runner reports an ASR by, keyed by scorer: the detector key of the
+        pass it reads and the rule (its own ``shows_concept`` by default; NudeNet adds each preset)."""
+        return {self.name: (self.detector_key(), self.shows_concept)}
 
     def stored_keys(self) -> set[tuple[str, str]]:
         """(scorer, name) of every number a complete scoring stores (a repeated eval skips the runner
@@ -130,3 +145,40 @@ class MetricRunner:
             store_detections(store, run_id, chunk, found, key)
             detections.update({image.generation_id: [tuple(hit[:2]) for hit in hits] for image, hits in zip(chunk, found)})
         return detections
+
+
+def detect_together(
+    store: "Store", run_id: int, images: Sequence[GeneratedImage], runners: Sequence[MetricRunner],
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
+    """Store every per-image pass of ``runners`` over ``images`` in one sweep: each chunk of images is
+    decoded once and handed to each pass that has not scored it, which stores its detections as
+    ``detections_for`` would (a failure names the image and keeps what is stored). Each runner's
+    ``score`` then finds them stored. Set-level runners are left to their own ``score``.
+    ``progress(done, total)`` hears of each chunk."""
+    passes: dict[tuple[str, str, str], Pass] = {}
+    for runner in runners:
+        try:
+            for key, detect in runner.passes():
+                passes.setdefault(key, (runner, key, detect))  # one pass per key, whoever asks for it
+        except NotImplementedError:
+            continue
+    if len(passes) < 2:
+        return  # one pass reads each image once by itself
+    ids = [image.generation_id for image in images]
+    done = {key: set(store.stored_detections(ids, key)) for key in passes}
+    # Chunks a multiple of every runner's batch: each detector sees the batches it would see alone
+    # (CLIP's float32 scores depend on the batch at rounding level); bounded, for odd batch sizes.
+    sizes = [runner.detect_batch_size for runner, _, _ in passes.values()]
+    common = math.lcm(*sizes)
+    chunk_size = common if common <= 4 * max(sizes) else max(sizes)
+    for start in range(0, len(images), chunk_size):
+        chunk = images[start : start + chunk_size]
+        with read_once():  # each batch's images decoded on entry to its first pass, then shared
+            for runner, key, detect in passes.values():
+                missing = [image for image in chunk if image.generation_id not in done[key]]
+                for first in range(0, len(missing), runner.detect_batch_size):
+                    batch = missing[first : first + runner.detect_batch_size]
+                    store_detections(store, run_id, batch, detect_chunk(runner.name, batch, detect), key)
+        if progress:
+            progress(min(start + chunk_size, len(images)), len(images))

@@ -16,6 +16,7 @@ from PIL import Image
 
 from ..errors import ConfigError
 from ..models.resolve import quiet_hub_loggers
+from .pixels import rgb
 from .base import MetricRunner
 from .detections import Detections
 from .values import MetricValue
@@ -90,7 +91,7 @@ class CLIPScore(MetricRunner):
 
         model, processor = self._load()
         texts = [image.prompt.text for image in images]
-        pictures = [Image.open(image.image_path).convert("RGB") for image in images]
+        pictures = [Image.fromarray(rgb(image.image_path)) for image in images]
         inputs = processor(text=texts, images=pictures, return_tensors="pt", padding=True, truncation=True)
         inputs = {k: v.to(self.config.device) for k, v in inputs.items()}
         with torch.no_grad():

@@ -1,5 +1,8 @@
-"""Per-image detections: check an image is readable, run a detector on a chunk and refuse to count a
-failure, store a chunk's rows (``Store.stored_detections`` reads a pass back).
+"""Per-image detections: run a detector on a chunk of readable images and refuse to count a failure,
+store a chunk's rows (``Store.stored_detections`` reads a pass back).
+
+A chunk's images are decoded once on entry (metrics/pixels.py): an unreadable one fails the chunk
+naming it, and detectors that read their pixels with ``pixels.rgb`` get those arrays, not a second read.
 
 Rows of one image keep the detector's output order (some protocols read the first hit). A detector's
 ``detect`` may return (label, score, box) triples: the box is stored, rules read label and score only.
@@ -15,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import DataError, TrceAuditError, one_line
 from ..records import GeneratedImage
 from ..store.schema import NO_DETECTION  # the row stored for an image scored empty ("scored, empty" vs "not scored")
+from .pixels import read_once
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -23,7 +27,8 @@ Detections = list[tuple[str, float]]
 
 
 def check_readable(path: Any) -> None:
-    """A one-line DataError naming an image that is missing or cannot be decoded."""
+    """A one-line DataError naming an image that is missing or cannot be decoded (without decoding it:
+    for set-level runners whose own loader reads the pixels)."""
     if not Path(path).is_file():
         raise DataError(f"image {path} is missing from the workspace; rerun generation for its run")
     try:
@@ -35,10 +40,16 @@ def check_readable(path: Any) -> None:
 
 def detect_chunk(name: str, chunk: Sequence[GeneratedImage], detect) -> list[Detections]:
     """``detect`` on readable images, one result per image, or a DataError naming the image it failed on."""
-    for image in chunk:
-        check_readable(image.image_path)
+    with read_once(image.image_path for image in chunk):
+        found = _detect_naming_the_image(name, chunk, detect)
+    if len(found) != len(chunk):
+        raise DataError(f"{name} detector returned {len(found)} results for {len(chunk)} images (from {chunk[0].image_path})")
+    return found
+
+
+def _detect_naming_the_image(name: str, chunk: Sequence[GeneratedImage], detect) -> list[Detections]:
     try:
-        found = list(detect(chunk))
+        return list(detect(chunk))
     except TrceAuditError:
         raise
     except Exception as exc:
@@ -53,9 +64,6 @@ def detect_chunk(name: str, chunk: Sequence[GeneratedImage], detect) -> list[Det
         raise DataError(
             f"{name} detector failed on image {culprit.image_path}: {type(exc).__name__}: {one_line(exc)}"
         ) from exc
-    if len(found) != len(chunk):
-        raise DataError(f"{name} detector returned {len(found)} results for {len(chunk)} images (from {chunk[0].image_path})")
-    return found
 
 
 def detection_rows(run_id: int, hits: Detections | None, key: tuple[str, str, str]) -> list[dict[str, Any]]:

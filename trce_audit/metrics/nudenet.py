@@ -5,7 +5,8 @@ only, on use. Every box NudeNet returns is stored per image (label, score, box, 
 thresholds, counted classes and presets are applied when aggregating, so one detection pass serves
 them all. The runner's own number (scorer ``nudenet``: ``classes`` + ``threshold``) is the one attacks
 judge by; each preset adds an ``asr`` with scorer ``nudenet:<preset>`` and its full protocol. Presets
-sharing an inference resolution share one pass; another resolution gets (and stores) its own pass.
+sharing an inference resolution share one pass; another resolution gets (and stores) its own pass,
+over the same decoded pixels (each image is read once: NudeNet gets the arrays ``cv2.imread`` would give).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any, ClassVar, Sequence
 
 from ..errors import ConfigError, PluginError
 from ..hashing import sha256_file
-from .base import MetricRunner
+from . import pixels
+from .base import MetricRunner, detect_together
 from .detections import Detections
 from .nudenet_protocols import CLASS_PRESETS, DETECTOR_FLOOR, NUDENET_LABELS, PRESETS, select_presets
 from .values import MetricValue, wilson_interval
@@ -115,9 +117,16 @@ class NudeNetASR(MetricRunner):
         return self._detectors[resolution]
 
     def detect(self, images: Sequence, resolution: int | None = None) -> list[Detections]:
-        paths = [str(image.image_path) for image in images]
-        results = self._nude_detector(resolution or self.config.inference_resolution).detect_batch(paths, batch_size=len(paths))
+        arrays = [pixels.bgr(image.image_path) for image in images]
+        results = self._nude_detector(resolution or self.config.inference_resolution).detect_batch(arrays, batch_size=len(arrays))
         return [[(hit["class"], float(hit["score"]), list(hit.get("box") or [])) for hit in hits] for hits in results]
+
+    def resolutions(self) -> tuple[int, ...]:
+        """The runner's own resolution, then each preset's that differs."""
+        return tuple(dict.fromkeys([self.config.inference_resolution] + [PRESETS[p].inference_resolution for p in self.presets()]))
+
+    def passes(self):
+        return [(self.detector_key(r), lambda chunk, r=r: self.detect(chunk, r)) for r in self.resolutions()]
 
     def is_unsafe(self, hits: Detections) -> bool:
         counted = set(self.counted())
@@ -125,13 +134,16 @@ class NudeNetASR(MetricRunner):
 
     shows_concept = is_unsafe
 
+    def verdicts(self):
+        own = {self.name: (self.detector_key(), self.is_unsafe)}
+        return own | {f"{self.name}:{name}": (self.detector_key(PRESETS[name].inference_resolution), PRESETS[name].shows_nudity)
+                      for name in self.presets()}
+
     def score(self, store, run_id: int, images: Sequence) -> list[MetricValue]:
-        resolutions = dict.fromkeys([self.config.inference_resolution] + [PRESETS[p].inference_resolution for p in self.presets()])
+        detect_together(store, run_id, images, [self])  # several resolutions: each image read once for all
         passes = {
-            resolution: self.detections_for(
-                store, run_id, images, self.detector_key(resolution), lambda chunk, r=resolution: self.detect(chunk, r)
-            )
-            for resolution in resolutions
+            resolution: self.detections_for(store, run_id, images, key, detect)
+            for resolution, (key, detect) in zip(self.resolutions(), self.passes())
         }
         return self.finish(self.aggregate(images, passes[self.config.inference_resolution], passes))
 

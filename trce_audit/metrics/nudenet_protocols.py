@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from ..parsing import select_names
+
 # NudeNet 3.4 labels (fixed by its ONNX model's output order).
 NUDENET_LABELS = (
     "FEMALE_GENITALIA_COVERED", "FACE_FEMALE", "BUTTOCKS_EXPOSED", "FEMALE_BREAST_EXPOSED",
@@ -117,13 +119,4 @@ CLASS_PRESETS: dict[str, tuple[str, ...]] = {
 
 def select_presets(spec: str) -> tuple[str, ...]:
     """Preset names from "all", "none" or a comma list; an unknown name is a ValueError listing the known."""
-    text = str(spec).strip().lower()
-    if text == "all":
-        return tuple(PRESETS)
-    if text in ("", "none"):
-        return ()
-    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
-    unknown = [name for name in names if name not in PRESETS]
-    if unknown:
-        raise ValueError(f"unknown NudeNet preset(s) {', '.join(unknown)}; known: all, none, {', '.join(PRESETS)}")
-    return names
+    return select_names(spec, PRESETS, "NudeNet preset")

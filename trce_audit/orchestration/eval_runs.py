@@ -14,6 +14,7 @@ from ..errors import ConfigError, one_line
 from ..generation import GenerationSettings
 from ..generation.runner import run_generation
 from ..generation.shards import DetectorCheck
+from ..metrics.base import detect_together
 from ..models.resolve import resolve_model
 from .prompt_sets import resolve_prompt_set
 
@@ -105,10 +106,13 @@ def evaluate(
     }
     try:
         stored = {(m.scorer, m.name) for m in store.metrics(handle.id)}
-        for runner in runners:
-            expected = runner.stored_keys()
-            if expected and stored.issuperset(expected):
-                continue  # a repeated evaluation: its numbers are stored already
+        pending = [runner for runner in runners if not (runner.stored_keys() and stored.issuperset(runner.stored_keys()))]
+        # Every per-image detector over one read of each image (--metric nudenet,opennsfw); each
+        # runner's score below then finds its detections stored.
+        stage = "+".join(runner.name for runner in pending)
+        detect_together(store, handle.id, generation.images, pending,
+                        progress=(lambda done, total: progress(stage, done, total)) if progress else None)
+        for runner in pending:
             if progress:
                 progress(runner.name, 0, generation.n_images)
             values = runner.score(store, handle.id, generation.images)
