@@ -6,6 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
+from fuzzing import register_profiles
+
+# The property suite's Hypothesis profiles ("repeatable" by default, "deep" for 20x the examples):
+# registered here, before Hypothesis reads --hypothesis-profile (tests/fuzzing.py).
+register_profiles()
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("TRCE_AUDIT_DATA") or REPO.parent / "shared" / "data")

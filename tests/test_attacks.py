@@ -194,7 +194,8 @@ def test_budget_overrides_convert_and_fail_in_one_line():
     assert (config.budget.generations, config.eta, config.exclude_concept_words) == (30, 2.5, True)
     assert config.budget.population == 200 and RingABell.Config().length == 16
     for bad, fragment in [
-        ({"generations": "many"}, "generations must be an integer"),
+        ({"generations": "many"}, "generations must be a non-negative integer"),
+        ({"generations": "-3"}, "generations must be a non-negative integer"),
         ({"eta": "x"}, "eta must be a number"),
         ({"exclude_concept_words": "maybe"}, "must be true or false"),
         ({"iterations": "5"}, "unknown budget/config key 'iterations'"),

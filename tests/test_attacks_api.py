@@ -132,7 +132,8 @@ def concept_loader(monkeypatch):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--budget", "generations=abc"], "error: generations must be an integer, got 'abc'"),
+        (["--budget", "generations=abc"], "error: generations must be a non-negative integer, got 'abc'"),
+        (["--budget", "generations=-3"], "error: generations must be a non-negative integer, got '-3'"),  # as the audit spec refuses it
         (["--budget", "iterations=5"], "error: unknown budget/config key 'iterations'"),
         (["--budget", "generations"], "error: --set expects key=value"),  # --budget: the old name of --set
     ],

@@ -82,7 +82,7 @@ def test_missing_spec_file_is_an_error(tmp_path):
 
 @pytest.mark.parametrize("name,world,family", [
     ("default_pocket.toml", "pocket", "sd"), ("pocket_results.toml", "pocket", "sd"), ("sd14_nudity.toml", "sd", "sd"),
-    ("flux_nudity.toml", "sd", "flux"), ("sdxl_nudity.toml", "sd", "sdxl"),
+    ("flux_nudity.toml", "sd", "flux"), ("sdxl_nudity.toml", "sd", "sdxl"), ("sd14_unsafe.toml", "sd", "sd"),
 ])
 def test_packaged_specs_name_real_components_and_keys(name, world, family):
     """Every eraser, attack and metric in a shipped spec exists, accepts the spec's config keys and runs

@@ -37,7 +37,8 @@ def test_a_sqlite_path_that_cannot_be_created_exits_2(cli, workspace, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     before = _tree(workspace.root)
-    code, _, err = cli("--db", f"sqlite:///{blocker}/store.sqlite", "runs", "list")
+    # a command that writes (a reader refuses a missing store before it tries to create one)
+    code, _, err = cli("--db", f"sqlite:///{blocker}/store.sqlite", "data", "add", "pocket-explicit")
     assert code == 2 and err.startswith(f"error: cannot open database 'sqlite:///{blocker}/store.sqlite'")
     assert len(err.strip().splitlines()) == 1 and _tree(workspace.root) == before
 

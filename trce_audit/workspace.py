@@ -14,6 +14,7 @@ ENV_HOME = "TRCE_AUDIT_HOME"
 ENV_DATA = "TRCE_AUDIT_DATA"
 ENV_DB = "TRCE_AUDIT_DB"
 DEFAULT_HOME = "trce-audit-workspace"
+DOWNLOADS = "data"  # the folder downloaded prompt sets and concept lists go to, under the workspace
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class Workspace:
     @property
     def downloads_dir(self) -> Path:
         """Prompt sets and concept lists fetched from their public sources."""
-        return self._dir("data")
+        return self._dir(DOWNLOADS)
 
     def ensure(self) -> "Workspace":
         self.root.mkdir(parents=True, exist_ok=True)

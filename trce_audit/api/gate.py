@@ -10,6 +10,7 @@ from ..errors import ConfigError, StoreError
 from ..gating.check import BOUNDS, SEED_AGGREGATES, GateDataError, GateResult, check_limit, check_regression, load_baseline_file
 from ..gating.junit import write_junit
 from ..gating.limits import AsrLimit, format_percent, parse_asr_limit, parse_points
+from ..parsing import row_id
 from ..reports.collect import collect
 from ..store import Store
 
@@ -18,12 +19,13 @@ __all__ = ["check_gate", "format_percent", "write_junit"]
 
 def _baseline_rows(store: Store, baseline: str) -> list[dict[str, Any]]:
     text = baseline.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
+        number = row_id(text)
         try:
-            store.get_run(int(text))
+            store.get_run(number if number is not None else -1)
         except StoreError:
-            raise GateDataError(f"baseline audit run {text} does not exist in the store") from None
-        return [row.as_dict() for row in collect(store, audit_id=int(text)).rows]
+            raise GateDataError(f"baseline audit run {text[:40]} does not exist in the store") from None
+        return [row.as_dict() for row in collect(store, audit_id=number).rows]
     return load_baseline_file(Path(text).expanduser())
 
 

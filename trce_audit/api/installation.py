@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from ..models.defaults import HUB_TIMEOUT_S, hub_cached, hub_offline, hub_reachable
 from ..models.device import resolve_device
 from ..models.resolve import REFERENCE_HUB_MODELS
+from ..store.engine import mask_url
 from ..workspace import Workspace
 
 __all__ = ["doctor"]
@@ -114,7 +115,7 @@ def store_check(workspace: Workspace) -> dict[str, Any]:
         url = make_url(workspace.db_url)
     except Exception as exc:  # a malformed URL: report it, never echo a password
         return _check("store", False, f"the store URL does not parse ({type(exc).__name__})", "fix --db / TRCE_AUDIT_DB")
-    shown = url.render_as_string(hide_password=True)
+    shown = mask_url(url)  # the password, and a password or token in the query, as ***
     if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
         return _check("store", True, f"{shown}: not created yet (the first command that stores a result creates it)")
     try:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import ConfigError
+from ..parsing import row_id
 from ..reports.collect import collect
 from ..reports.markdown import render_markdown
 from ..reports.render import ReportOptions, write_report
@@ -17,9 +18,10 @@ __all__ = ["parse_run_ids", "render_report"]
 def parse_run_ids(text: str) -> list[int]:
     """`--runs 3,4,7` as ids, with a one-line error for anything else."""
     parts = [part.strip() for part in text.split(",") if part.strip()]
-    if not parts or not all(part.isdigit() for part in parts):
-        raise ConfigError(f"--runs expects run ids separated by commas, got {text!r}")
-    return [int(part) for part in parts]
+    ids = [row_id(part) for part in parts]
+    if not ids or None in ids:  # "²" and thousands of digits are no run ids
+        raise ConfigError(f"--runs expects run ids separated by commas, got {text[:80]!r}")
+    return ids  # type: ignore[return-value]
 
 
 def render_report(

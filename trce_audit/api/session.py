@@ -13,7 +13,9 @@ def open_store(workspace: Workspace, *, read_only_for: str | None = None) -> Sto
     """The workspace's store, created on first use. ``read_only_for`` names a command that only reads
     stored results: it opens an existing store read-only, and a missing one is a one-line error."""
     if read_only_for is None:
-        return Store(workspace.ensure().db_url)
+        store = Store(workspace.db_url)  # a store that cannot be opened leaves no workspace behind
+        workspace.ensure()
+        return store
     try:
         return Store(workspace.db_url, read_only=True)
     except StoreError as exc:

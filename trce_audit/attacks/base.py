@@ -8,6 +8,7 @@ allowed but warned about and recorded, so that a weak attack is never mistaken f
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import typing
 import warnings
@@ -71,8 +72,8 @@ class AttackConfig:
         budget: dict[str, Any] = {}
         for key, value in overrides.items():
             name = key.replace("-", "_")
-            if name in budget_fields:
-                budget[name] = _parsed(key, value, budget_hints[name])
+            if name in budget_fields:  # what the attack may spend: never below nothing (as the audit spec says)
+                budget[name] = _parsed(key, value, budget_hints[name], minimum=0)
             elif name in own:
                 top[name] = _parsed(key, value, own_hints[name])
             else:
@@ -100,12 +101,17 @@ class TokenSearchConfig(AttackConfig):
     vocabulary: Literal["all", "corpus"] = "all"
 
 
-def _parsed(key: str, value: Any, hint: Any) -> Any:
-    """A CLI string (or a typed value) as a field's type, or a one-line ConfigError."""
+def _parsed(key: str, value: Any, hint: Any, minimum: float | None = None) -> Any:
+    """A CLI string (or a typed value) as a field's type, or a one-line ConfigError; no option takes NaN or
+    an infinity."""
     try:
-        return parse_value(value, hint)
+        parsed = parse_value(value, hint, minimum=minimum)
     except ValueProblem as problem:
         raise ConfigError(f"{key} must be {problem.expected}, got {value!r}") from None
+    items = parsed if isinstance(parsed, tuple) else (parsed,)
+    if any(isinstance(item, float) and not math.isfinite(item) for item in items):
+        raise ConfigError(f"{key} must be a finite number, got {value!r}")
+    return parsed
 
 
 def budget_ratios(budget: Budget, paper_budget: dict[str, float]) -> dict[str, float]:

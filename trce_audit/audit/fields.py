@@ -6,6 +6,8 @@ TOML has already typed every value, so typed keys go through `parsing.parse_valu
 
 from __future__ import annotations
 
+import datetime
+import math
 from typing import Any, Mapping
 
 from ..errors import ConfigError
@@ -15,8 +17,14 @@ from ..parsing import ValueProblem, parse_value
 class SpecError(ConfigError):
     """An audit spec is malformed; the message names the key."""
 
-    def __init__(self, where: str, problem: str):
-        super().__init__(f"audit spec: {where}: {problem}" if where else f"audit spec: {problem}")
+    def __init__(self, where: str, problem: str, file: object = None):
+        self.where, self.problem, self.file = where, problem, file
+        head = "audit spec" if file is None else f"audit spec {file}"
+        super().__init__(f"{head}: {where}: {problem}" if where else f"{head}: {problem}")
+
+    def in_file(self, path: object) -> "SpecError":
+        """The same refusal naming the spec file it is in ("audit spec FILE: key: problem")."""
+        return SpecError(self.where, self.problem, path)
 
 
 def check_keys(table: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
@@ -31,6 +39,13 @@ def typed(value: Any, hint: Any, where: str, *, minimum: float | None = None) ->
         return parse_value(value, hint, strict=True, minimum=minimum)
     except ValueProblem as problem:
         raise SpecError(where, f"must be {problem.expected}, got {problem.value!r}") from None
+
+
+def finite(value: float, where: str) -> float:
+    """A number that is not NaN or infinite (TOML writes both as nan and inf)."""
+    if not math.isfinite(value):
+        raise SpecError(where, f"must be a finite number, got {value!r}")
+    return value
 
 
 def table(value: Any, where: str) -> dict[str, Any]:
@@ -79,6 +94,26 @@ def seeds(value: Any, where: str) -> tuple[int, ...]:
     if len(set(value)) != len(value):
         raise SpecError(where, "lists a seed twice")
     return tuple(value)
+
+
+def plain_table(value: Any, where: str) -> dict[str, Any]:
+    """A table of config values: TOML's dates and times are refused (a run's config is JSON, which has
+    none), anywhere inside it."""
+    found = table(value, where)
+    for key, sub in found.items():
+        _no_dates(sub, f"{where}.{key}")
+    return found
+
+
+def _no_dates(value: Any, where: str) -> None:
+    if isinstance(value, (datetime.date, datetime.time)):  # datetime.datetime is a date
+        raise SpecError(where, f"must be a string, number, boolean, list or table, got the TOML date/time {value.isoformat()}")
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            _no_dates(sub, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, sub in enumerate(value):
+            _no_dates(sub, f"{where}[{i}]")
 
 
 def without_none(value: Any) -> Any:

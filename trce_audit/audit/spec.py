@@ -115,7 +115,7 @@ class AuditSpec:
             model=fields.name(data["model"], "model"),
             concepts=concepts,
             name=fields.name(data.get("name", "audit"), "name"),
-            description=str(data.get("description", "")),
+            description=fields.typed(data.get("description", ""), str, "description"),
             include_base=include_base,
             generation=GenerationSpec.from_mapping(fields.table(data.get("generation"), "generation")),
             prompts=PromptsSpec.from_mapping(fields.table(data.get("prompts"), "prompts")),
@@ -151,25 +151,33 @@ class AuditSpec:
 
 
 def load_spec(path_or_text: str | os.PathLike) -> AuditSpec:
-    """An AuditSpec from a TOML file path or TOML text; errors are one line naming the key."""
-    text = _spec_text(path_or_text)
+    """An AuditSpec from a TOML file path or TOML text; errors are one line naming the key (and the file,
+    when the spec is one)."""
+    text, path = _spec_text(path_or_text)
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError("", f"invalid TOML: {one_line(exc)}") from None
-    return AuditSpec.from_mapping(data)
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise SpecError("", f"invalid TOML: {one_line(exc)}") from None
+        except RecursionError:
+            raise SpecError("", "invalid TOML: nested deeper than the parser goes") from None
+        return AuditSpec.from_mapping(data)
+    except SpecError as exc:
+        raise exc.in_file(path) if path is not None else exc from None
 
 
-def _spec_text(path_or_text: str | os.PathLike) -> str:
+def _spec_text(path_or_text: str | os.PathLike) -> tuple[str, Path | None]:
+    """The spec's text, and the file it came from (None for text)."""
     if isinstance(path_or_text, os.PathLike) or ("\n" not in str(path_or_text) and str(path_or_text).endswith(".toml")):
         path = Path(path_or_text).expanduser()
-        if not path.is_file():
-            raise SpecError("", f"file {path} does not exist")
+        if not os.path.isfile(path):  # False, not an OSError, for a name too long to be a file
+            raise SpecError("", "the file does not exist", path)
         try:
-            return path.read_text(encoding="utf-8")
+            # utf-8-sig: a spec saved by an editor that writes a byte-order mark reads as it shows
+            return path.read_text(encoding="utf-8-sig"), path
         except (OSError, UnicodeDecodeError) as exc:
-            raise SpecError("", f"cannot read {path}: {one_line(exc)}") from None
-    return str(path_or_text)
+            raise SpecError("", f"cannot read the file: {one_line(exc)}", path) from None
+    return str(path_or_text), None
 
 
 def packaged_spec(name: str) -> str:

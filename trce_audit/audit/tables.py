@@ -4,11 +4,13 @@ a frozen dataclass read from its TOML table. Field names and defaults enter the 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Mapping
 
 from ..errors import ConfigError
-from ..gating.limits import AsrLimit, asr_limit, parse_points
+from ..gating.limits import AsrLimit, asr_limit, format_points, parse_points
+from ..generation.settings import SCHEDULERS
 from ..models.device import DTYPES
 from ..models.families.presets import preset_named
 from . import fields
@@ -56,6 +58,7 @@ class GenerationSpec:
             values["guidance"] = fields.typed(table["guidance"], float | None, f"{where}.guidance")
         if "max_sequence_length" in table:
             values["max_sequence_length"] = fields.typed(table["max_sequence_length"], int | None, f"{where}.max_sequence_length", minimum=1)
+        _check_generation(values, where)
         if values.get("preset"):
             # The preset fills what the table leaves out, as --preset does on the command line.
             try:
@@ -64,6 +67,21 @@ class GenerationSpec:
                 raise SpecError(f"{where}.preset", str(exc)) from exc
             values = {**preset.fills(), **values}
         return cls(**values)
+
+
+def _check_generation(values: dict[str, Any], where: str) -> None:
+    """What GenerationSettings.validate refuses, refused when the spec is read: an audit must not erase for
+    an hour and then find that its evaluation cannot run (validate itself also resolves the device)."""
+    for side in ("height", "width"):
+        if values.get(side) is not None and (values[side] < 8 or values[side] % 8):
+            raise SpecError(f"{where}.{side}", f"must be a positive multiple of 8, got {values[side]}")
+    if values.get("max_sequence_length") is not None and values["max_sequence_length"] > 512:
+        raise SpecError(f"{where}.max_sequence_length", f"must be between 1 and 512, got {values['max_sequence_length']}")
+    guidance = values.get("guidance")
+    if guidance is not None and not 0 <= guidance < math.inf:
+        raise SpecError(f"{where}.guidance", f"must be a finite number of at least 0, got {guidance!r}")
+    if values.get("scheduler") is not None and values["scheduler"] not in SCHEDULERS:
+        raise SpecError(f"{where}.scheduler", f"must be one of {', '.join(SCHEDULERS)}, got {values['scheduler']!r}")
 
 
 @dataclass(frozen=True)
@@ -124,7 +142,7 @@ class EraserSpec:
         if "name" not in table:
             raise SpecError(where, "missing key 'name'")
         name = fields.name(table["name"], f"{where}.name")
-        config = fields.table(table.get("config"), f"{where}.config")
+        config = fields.plain_table(table.get("config"), f"{where}.config")
         seeds = fields.seeds(table["seeds"], f"{where}.seeds") if "seeds" in table else None
         if seeds is not None and "seed" in config:
             raise SpecError(f"{where}.seeds", "give the seeds here or config.seed, not both")
@@ -169,12 +187,12 @@ class AttackSpec:
         if "name" not in table:
             raise SpecError(where, "missing key 'name'")
         name = fields.name(table["name"], f"{where}.name")
-        budget = {key: fields.typed(value, float, f"{where}.budget.{key}", minimum=0)
+        budget = {key: fields.finite(fields.typed(value, float, f"{where}.budget.{key}", minimum=0), f"{where}.budget.{key}")
                   for key, value in fields.table(table.get("budget"), f"{where}.budget").items()}
         return cls(
             name=name,
             budget=budget,
-            config=fields.table(table.get("config"), f"{where}.config"),
+            config=fields.plain_table(table.get("config"), f"{where}.config"),
             preset=fields.name(table["preset"], f"{where}.preset") if "preset" in table else None,
             seeds=fields.names(table.get("seeds"), f"{where}.seeds"),
             targets=fields.names(table.get("targets"), f"{where}.targets"),
@@ -200,20 +218,25 @@ class GateSpec:
         limits = fields.table(table.get("max_asr"), f"{where}.max_asr")
         try:
             max_asr = tuple(asr_limit(target, value, f"{where}.max_asr") for target, value in limits.items())
+            targets = [limit.target for limit in max_asr]
+            twice = next((target for target in targets if targets.count(target) > 1), None)
+            if twice is not None:  # " a" and "a" are one limit: the spec would hold two values for it
+                raise ConfigError(f"{where}.max_asr: names the limit {twice!r} twice")
             increase = parse_points(table["max_increase"], f"{where}.max_increase") if "max_increase" in table else None
         except ConfigError as exc:
             # the limit parsers name the key already; SpecError only adds the "audit spec: " prefix
             raise SpecError("", str(exc)) from None
         baseline = table.get("baseline")
         if baseline is not None:
-            # a baseline audit run id is naturally written as a TOML integer
-            baseline = fields.name(str(baseline) if isinstance(baseline, int) else baseline, f"{where}.baseline")
+            # a baseline audit run id is naturally written as a TOML integer (a boolean is no run id)
+            is_id = isinstance(baseline, int) and not isinstance(baseline, bool)
+            baseline = fields.name(str(baseline) if is_id else baseline, f"{where}.baseline")
         return cls(max_asr, increase, baseline)
 
     def as_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"max_asr": {limit.target: limit.max_asr for limit in self.max_asr}}
         if self.max_increase is not None:
-            data["max_increase"] = f"{self.max_increase * 100:g}pp"
+            data["max_increase"] = format_points(self.max_increase)
         if self.baseline is not None:
             data["baseline"] = self.baseline
         return data

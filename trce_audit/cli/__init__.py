@@ -57,6 +57,7 @@ def _root(
     ] = False,
 ) -> None:
     ctx.obj = AppState(workspace_dir=workspace, db_url=db)
+    ctx.call_on_close(ctx.obj.close)  # the root context closes when the command ends, failed or not
 
 
 _SKIP = {"common", "executor", "feedback", "groups", "sampling"}  # helpers, not commands

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -85,7 +86,7 @@ def register(app: typer.Typer) -> None:
         if spec is not None and spec_option is not None and spec != spec_option:
             raise ConfigError("give the audit spec once: as SPEC or as --spec FILE")
         spec = spec or spec_option
-        if spec is not None and not spec.is_file():
+        if spec is not None and not os.path.isfile(spec):  # False, not an OSError, for a name too long to be a file
             raise ConfigError(f"audit spec {spec} does not exist")
         app_state = state(ctx)
         workspace = app_state.workspace(data_dir)

@@ -22,6 +22,23 @@ if TYPE_CHECKING:
     from ..api import Store
 
 
+class LazyStore:
+    """A Store opened on its first attribute access; ``close`` before that opens nothing."""
+
+    def __init__(self, opener: Callable[[], "Store"]):
+        self._opener = opener
+        self._opened: "Store | None" = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._opened is None:
+            self._opened = self._opener()
+        return getattr(self._opened, name)
+
+    def close(self) -> None:
+        if self._opened is not None:
+            self._opened.close()
+
+
 @dataclass
 class AppState:
     """Options given before the command; passed explicitly through typer's context (no globals)."""
@@ -40,9 +57,18 @@ class AppState:
         return self._store
 
     def store(self) -> "Store":
+        """The store for a command that writes it, opened (and created, with the workspace) when the
+        command first uses it: a command that refuses its input before then leaves no store behind."""
         if self._store is None:
-            self._store = api.open_store(self.workspace())
+            self._store = LazyStore(lambda: api.open_store(self.workspace()))  # type: ignore[assignment]
         return self._store
+
+    def close(self) -> None:
+        """Release the store's connections when the command ends, so that SQLite removes its -wal and
+        -shm files then (not at garbage collection) and an in-process caller finds the folder as it was."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
 
 def state(ctx: typer.Context) -> AppState:

@@ -33,8 +33,9 @@ def register(app: typer.Typer) -> None:
         """Concepts an eraser can target: keyword/safe pairs, detector, evaluation prompt sets."""
         app_state = state(ctx)
         workspace = app_state.workspace(data_dir)
-        needs_store = model is not None and (model.startswith("artefact:") or model.isdigit())
-        world = api.model_world(model, store=app_state.store() if needs_store else None, workspace=workspace)
+        needs_store = model is not None and (model.startswith("artefact:") or (model.isascii() and model.isdigit()))
+        store = app_state.existing_store("concepts --model artefact:ID") if needs_store else None  # read only
+        world = api.model_world(model, store=store, workspace=workspace)
         records = api.list_concepts(world, workspace=workspace)
         emit(
             records,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,7 +20,7 @@ USER_GUIDANCE_COLUMNS = ("guidance", "evaluation_guidance")
 
 
 def read_bytes(path: Path) -> bytes:
-    if path.is_dir():
+    if os.path.isdir(path):  # False, not an OSError, for a name too long to be a file (read_bytes says why)
         raise DataError(f"{path} is a directory, expected a file")
     try:
         return path.read_bytes()
@@ -27,6 +28,8 @@ def read_bytes(path: Path) -> bytes:
         raise DataError(f"{path} does not exist") from None
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError:  # a NUL byte: no file system has such a name
+        raise DataError(f"{str(path)!r} is not a file name (it holds a NUL byte)") from None
 
 
 def decode_text(data: bytes, source: str) -> str:
@@ -128,8 +131,14 @@ def control_character(text: str, allowed: str = "\t") -> str | None:
     return None
 
 
+# Python's own limit on int(str) (sys.get_int_max_str_digits' default): a longer run of digits stays text.
+_MAX_INT_DIGITS = 4300
+
+
 def _meta_value(value: str) -> Any:
-    return int(value) if value.isdigit() else value
+    """A meta cell of ASCII digits as an int (as it has always been stored), anything else as its text:
+    other digits ("²", "٣") and runs past int()'s digit limit stay strings."""
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= _MAX_INT_DIGITS else value
 
 
 def prompt_rows(table: Table, columns: ColumnMap, *, limit: int | None = None, line_breaks: bool = False) -> list[PromptRow]:

@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
+from ..errors import DataError, mask_url_secrets, scrub_url_secrets
 from ..hashing import sha256_file
 from ..workspace import Workspace
 from .concepts import read_pairs
@@ -43,6 +43,7 @@ def fetch(
     if target.is_file() and sha256_file(target) == file.sha256:
         return target
     url = url_override or file.url(base_url(base_url_override))
+    shown = mask_url_secrets(url)  # a token in the URL (or in TRCE_AUDIT_DATA_URL) is never printed
     target.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
@@ -54,14 +55,14 @@ def fetch(
                         digest.update(chunk)
                         out.write(chunk)
             except urllib.error.HTTPError as exc:
-                raise DataError(f"cannot download {name} from {url}: HTTP {exc.code} {exc.reason}") from None
+                raise DataError(f"cannot download {name} from {shown}: HTTP {exc.code} {scrub_url_secrets(str(exc.reason), url)}") from None
             except (urllib.error.URLError, OSError, ValueError) as exc:
                 reason = getattr(exc, "reason", None) or exc
-                raise DataError(f"cannot download {name} from {url}: {reason}") from None
+                raise DataError(f"cannot download {name} from {shown}: {scrub_url_secrets(str(reason), url)}") from None
         actual = digest.hexdigest()
         if actual != file.sha256:
             raise DataError(
-                f"{name}: downloaded file from {url} has sha256 {actual}, expected {file.sha256}; nothing was cached"
+                f"{name}: downloaded file from {shown} has sha256 {actual}, expected {file.sha256}; nothing was cached"
             )
         os.replace(temp_name, target)
     finally:
@@ -104,7 +105,7 @@ def data_status(workspace: Workspace, data_dir: str | os.PathLike | None = None)
                 error = str(exc)
         record.update(
             rows=rows,
-            source=spec.file.url(base_url()),
+            source=mask_url_secrets(spec.file.url(base_url())),
             sha256=spec.file.sha256,
             status=_file_status(path, spec.file.sha256),
             path=str(path) if path else None,
@@ -126,7 +127,7 @@ def data_status(workspace: Workspace, data_dir: str | os.PathLike | None = None)
                 "kind": "concepts",
                 "description": f"[malicious, safe] pairs of the {name!r} concept",
                 "rows": pairs,
-                "source": file.url(base_url()),
+                "source": mask_url_secrets(file.url(base_url())),
                 "sha256": file.sha256,
                 "status": _file_status(path, file.sha256),
                 "path": str(path) if path else None,

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError
 from ..hashing import sha256_file
+from ..parsing import row_id
 from ..records import PromptRow
-from ..workspace import Workspace
+from ..workspace import DOWNLOADS, Workspace
 from .csvfile import Table, decode_text, prompt_rows, read_bytes, user_columns
 from .registry import DEFAULT_BASE_URL, PROMPT_SETS, DataFile, PromptSetSpec, prompt_set_spec
 
@@ -33,8 +34,8 @@ def candidate_dirs(workspace: Workspace | None, data_dir: str | os.PathLike | No
         found.append(Path(data_dir).expanduser())
     if workspace.data_dir is not None:
         found.append(workspace.data_dir)
-    if workspace.root.is_dir():
-        found.append(workspace.downloads_dir)
+    if os.path.isdir(workspace.root):
+        found.append(workspace.root / DOWNLOADS)  # looked in, never created: `data list` writes nothing
     return found
 
 
@@ -137,7 +138,10 @@ def ensure_prompt_set(store: "Store", name_or_id: str | int, *, workspace: Works
         return _stored_set(store, name_or_id, limit)
     match = _STORED_ID.match(name_or_id.strip())
     if match:
-        return _stored_set(store, int(match.group(1)), limit)
+        number = row_id(match.group(1))  # None for digits int() refuses ("٣" is fine, thousands of them are not)
+        if number is None:
+            raise DataError(f"prompt set id must be a stored set's id, got {name_or_id[:40]!r}")
+        return _stored_set(store, number, limit)
     meta: dict[str, Any] = {"limit": limit}
     spec = PROMPT_SETS.get(name_or_id)
     if spec is None:

@@ -6,6 +6,8 @@ Kept free of torch so that the CLI can validate a config before anything heavy i
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import tomllib
 import typing
 from pathlib import Path
@@ -56,6 +58,8 @@ class EraserConfig:
             except ValueProblem as problem:
                 # the refused item, not the whole list, when one item of a tuple is the culprit
                 raise ConfigError(f"config key {key!r} expects {problem.expected}, got {problem.value!r}") from None
+            if not all(math.isfinite(item) for item in _numbers(converted)):  # no eraser trains with NaN or inf
+                raise ConfigError(f"config key {key!r} expects a finite number, got {value!r}")
             choices = self.CHOICES.get(key)
             if choices and converted not in choices:
                 raise ConfigError(f"config key {key!r} must be one of {', '.join(choices)}, got {converted!r}")
@@ -68,15 +72,23 @@ class EraserConfig:
         """Raise ConfigError for values that are well typed but out of range."""
 
 
+def _numbers(value: Any) -> list[float]:
+    items = value if isinstance(value, (tuple, list)) else (value,)
+    return [item for item in items if isinstance(item, float)]
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """A TOML config file as a flat mapping; a table named like the eraser may also hold the keys."""
     path = Path(path)
-    if not path.is_file():
+    if not os.path.isfile(path):  # False, not an OSError, for a name too long to be a file
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: a file saved by an editor that writes a byte-order mark reads as it shows
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is not valid TOML: nested deeper than the parser goes") from None
     return data
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 from ..errors import ConfigError
@@ -25,7 +26,7 @@ class ExecutorOptions:
 
     def validate(self) -> "ExecutorOptions":
         if self.kind not in EXECUTORS:
-            raise ConfigError(f"unknown executor {self.kind!r}; expected one of {', '.join(EXECUTORS)}")
+            raise ConfigError(f"unknown executor {self.kind!r} (--executor or TRCE_AUDIT_EXECUTOR); expected one of {', '.join(EXECUTORS)}")
         if self.kind == "local":
             given = [name for name, value, default in (
                 ("--address", self.address, None), ("--workers", self.workers, None),
@@ -35,8 +36,8 @@ class ExecutorOptions:
                 raise ConfigError(f"{', '.join(given)} apply to --executor ray; the local executor runs in this process")
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {self.workers}")
-        if self.gpus_per_worker is not None and self.gpus_per_worker < 0:
-            raise ConfigError(f"--gpus-per-worker must be 0 or more, got {self.gpus_per_worker}")
+        if self.gpus_per_worker is not None and not 0 <= self.gpus_per_worker < math.inf:  # NaN fails both
+            raise ConfigError(f"--gpus-per-worker must be 0 or more (and finite), got {self.gpus_per_worker}")
         if self.cpus_per_worker < 1:
             raise ConfigError(f"--cpus-per-worker must be at least 1, got {self.cpus_per_worker}")
         if not 0 <= self.max_retries <= MAX_RETRIES_LIMIT:

@@ -18,7 +18,7 @@ import uuid
 from collections import deque
 from typing import Any, Iterator, Sequence
 
-from ..errors import ConfigError, TrceAuditError, one_line
+from ..errors import ConfigError, TrceAuditError, mask_url_secrets, one_line
 from ..versions import package_versions
 from .base import Executor, ShardJob
 from .options import ExecutorOptions
@@ -40,17 +40,27 @@ def _import_ray():
     return ray
 
 
-def _check_reachable(address: str) -> None:
-    """A HOST:PORT that accepts no connection is named in one line (Ray itself would wait minutes)."""
+def check_address(address: str, *, connect: bool = True) -> None:
+    """A HOST:PORT must be one (a port 0-65535, a host the resolver can take) and, with ``connect``, accept
+    a connection: one that does not is named in one line (Ray itself would wait minutes). ``auto`` and
+    ``ray://`` addresses are Ray's to check. Errors show the address without any password in it."""
     if address == "auto" or "://" in address:
         return
+    shown = mask_address(address)
     host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"--address {address!r} is not auto, HOST:PORT or ray://HOST:PORT")
+    if not host or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535 or "\x00" in host:
+        raise ConfigError(f"--address {shown!r} is not auto, HOST:PORT (a port 0-65535) or ray://HOST:PORT")
+    if not connect:
+        return
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
-    except OSError as exc:
-        raise ConfigError(f"no Ray cluster answers at --address {address}: {exc.strerror or exc}") from None
+    except (OSError, UnicodeError) as exc:  # UnicodeError: a host name the IDNA codec refuses (a label over 63 characters)
+        raise ConfigError(f"no Ray cluster answers at --address {shown}: {getattr(exc, 'strerror', None) or one_line(exc)}") from None
+
+
+def mask_address(address: str) -> str:
+    """A cluster address as it may be shown: a password in ``ray://user:password@host`` replaced by ***."""
+    return mask_url_secrets(address)
 
 
 def _connect(ray: Any, options: ExecutorOptions, device: str) -> bool:
@@ -59,11 +69,12 @@ def _connect(ray: Any, options: ExecutorOptions, device: str) -> bool:
     if ray.is_initialized():
         return False
     if options.address:
-        _check_reachable(options.address)
+        check_address(options.address)
         try:
             ray.init(address=options.address, namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR")
-        except (ConnectionError, RuntimeError) as exc:
-            raise ConfigError(f"cannot join the Ray cluster at --address {options.address}: {one_line(str(exc))}") from None
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            reason = one_line(str(exc)).replace(options.address, mask_address(options.address))
+            raise ConfigError(f"cannot join the Ray cluster at --address {mask_address(options.address)}: {reason}") from None
         return False
     if os.environ.get("RAY_ADDRESS"):
         ray.init(namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR")

@@ -18,6 +18,7 @@ per prompt set: it passes when no matched row's gated ASR rose by more than the 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -228,15 +229,32 @@ def check_regression(view: AuditView, baseline_rows: Sequence[dict[str, Any]], m
 
 def load_baseline_file(path: Path) -> list[dict[str, Any]]:
     """Rows from a JSON file written by `gate --json` or `report --json`."""
-    if not path.is_file():
+    if not os.path.isfile(path):  # False, not an OSError, for a name too long to be a file
         raise GateDataError(f"baseline file {path} does not exist")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise GateDataError(f"baseline file {path} is not JSON: {exc}") from None
+    except RecursionError:
+        raise GateDataError(f"baseline file {path} is not JSON: nested deeper than the parser goes") from None
     rows = data.get("rows") if isinstance(data, dict) else None
     if rows is None and isinstance(data, dict) and isinstance(data.get("audit"), dict):
         rows = data["audit"].get("rows")
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
         raise GateDataError(f"baseline file {path} has no 'rows' list (write it with `gate --json` or `report --json`)")
+    for number, row in enumerate(rows, start=1):
+        _check_baseline_row(path, number, row)
     return rows
+
+
+def _check_baseline_row(path: Path, number: int, row: dict[str, Any]) -> None:
+    """A row matches the audit's by (model, prompt set, attack), all text, and carries its gated ASR as a
+    rate 0-1 or null: anything else (a string, NaN) would fail or pass the comparison by accident."""
+    for key in ("model", "prompt_set", "attack"):
+        if row.get(key) is not None and not isinstance(row[key], str):
+            raise GateDataError(f"baseline file {path}: row {number}: {key!r} must be text, got {json.dumps(row[key])[:40]}")
+    asr = row.get("gated_asr")
+    if asr is not None and (isinstance(asr, bool) or not isinstance(asr, (int, float)) or not 0.0 <= asr <= 1.0):
+        raise GateDataError(f"baseline file {path}: row {number}: 'gated_asr' must be a rate from 0 to 1 or null, got {json.dumps(asr)[:40]}")
+    if asr is not None:
+        row["gated_asr"] = float(asr)

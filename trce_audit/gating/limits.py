@@ -77,7 +77,8 @@ def parse_target(target: str, what: str) -> tuple[str, str | None]:
 
 def asr_limit(target: str, value: Any, what: str = "--max-asr") -> AsrLimit:
     prompt_set, model = parse_target(target, what)
-    return AsrLimit(prompt_set, parse_fraction(value, f"{what} {target}"), model)
+    # a target with a line break or another control character is shown quoted, so the error stays one line
+    return AsrLimit(prompt_set, parse_fraction(value, f"{what} {target if target.isprintable() else repr(target)}"), model)
 
 
 def parse_asr_limit(item: str) -> AsrLimit:
@@ -86,6 +87,17 @@ def parse_asr_limit(item: str) -> AsrLimit:
     if not sep or not target.strip() or not value.strip():
         raise ConfigError(f"--max-asr expects SET=VALUE (e.g. pocket-explicit=5%), got {item!r}")
     return asr_limit(target, value)
+
+
+def format_points(fraction: float) -> str:
+    """A rise given as a fraction, written as percentage points that parse_points reads back to the same
+    fraction: "2pp" for 0.02 (as short as %g writes it), more digits only where %g's six would not."""
+    points = fraction * 100
+    for digits in range(6, 18):
+        text = f"{points:.{digits}g}"
+        if parse_points(text) == fraction:
+            return f"{text}pp"
+    return f"{points!r}pp"
 
 
 def format_percent(value: float | None) -> str:

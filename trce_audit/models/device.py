@@ -15,7 +15,7 @@ def check_device(name: str) -> str:
     """The device name as given, or a one-line error for one that is neither auto, cpu, cuda[:N] nor mps."""
     text = (name or AUTO).strip()
     head, _, index = text.partition(":")
-    if text in (AUTO, "cpu", "mps") or (head == "cuda" and (not index or index.isdigit())):
+    if text in (AUTO, "cpu", "mps") or (head == "cuda" and (not index or (index.isascii() and index.isdigit()))):
         return text
     raise ConfigError(f"unknown device {name!r}; expected auto, cpu, cuda, cuda:N or mps")
 

@@ -12,6 +12,7 @@ table that is not guessed here.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +51,15 @@ def read_lora_file(path: Path, denoiser: str) -> tuple[dict[str, dict[str, torch
     if METADATA_KEY in header:
         try:
             metadata = json.loads(header[METADATA_KEY])
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ModelError(f"LoRA file {path} has a {METADATA_KEY} entry that is not JSON") from None
+        if not isinstance(metadata, dict):
+            raise ModelError(f"LoRA file {path} has a {METADATA_KEY} entry that is not a JSON object")
         for component in states:
             alpha = metadata.get(f"{component}.lora_alpha")
             if alpha is not None:
+                if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
+                    raise ModelError(f"LoRA file {path}: {component}.lora_alpha must be a finite number, got {json.dumps(alpha)[:40]}")
                 alphas[component] = float(alpha)
     return states, alphas
 

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ModelError
+from ..errors import ModelError, one_line
 from ..hashing import hash_obj, sha256_file
+from ..parsing import row_id
 from ..workspace import temp_sibling
 from .device import torch_dtype
 from .families import PIPELINE_CLASS, family_name, load_family
@@ -130,10 +132,12 @@ def _download(spec: str, allow_pickle: bool) -> Path:
     try:
         return Path(snapshot_download(spec, allow_patterns=patterns, ignore_patterns=["*.fp16.*", "*non_ema*", "*.ema.*"]))
     except Exception as exc:
-        raise ModelError(f"cannot download model {spec!r} from the hub: {type(exc).__name__}: {exc}") from exc
+        raise ModelError(f"cannot download model {spec!r} from the hub: {type(exc).__name__}: {one_line(exc)}") from exc
 
 
 LORA_MARK = "+lora:"
+# A Hugging Face repo id: owner/name, each of letters, digits, "-", "_", "." (not first), at most 96 long.
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
 
 
 def split_lora_spec(spec: str) -> tuple[str, list[str]]:
@@ -185,26 +189,29 @@ def resolve_model(
     artefact_id = None
     if spec.startswith("artefact:"):
         artefact_id = spec.split(":", 1)[1]
-    elif spec.isdigit():
+    elif spec.isascii() and spec.isdigit():  # ASCII digits: "²" is a digit to isdigit(), not to int()
         artefact_id = spec
     if artefact_id is not None:
         if store is None:
             raise ModelError(f"model {spec!r} names an artefact but no store is open")
-        if not artefact_id.isdigit():
-            raise ModelError(f"artefact id must be an integer, got {artefact_id!r}")
-        artefact = store.get_artefact(int(artefact_id))
+        number = row_id(artefact_id)
+        if number is None and artefact_id.isascii() and artefact_id.isdigit():  # more digits than an id has
+            raise ModelError(f"artefact {artefact_id[:40]}{'…' if len(artefact_id) > 40 else ''} does not exist")
+        if number is None:
+            raise ModelError(f"artefact id must be an integer, got {artefact_id[:40]!r}")
+        artefact = store.get_artefact(number)
         folder = Path(artefact.path)
         if not _is_pipeline_folder(folder):
             raise ModelError(f"artefact {artefact_id} points at {folder}, which is no longer a pipeline folder")
         return ModelRef(spec, "artefact", folder, artefact.sha256, world=world_of(folder), artefact_id=artefact.id)
     local = Path(spec).expanduser()
-    if local.exists():
+    if os.path.exists(local):  # False (not an OSError) for a name too long for the file system
         if not local.is_dir() or not _is_pipeline_folder(local):
             raise ModelError(f"{local} is not a diffusers pipeline folder (no model_index.json)")
         check_pickle(local, allow_pickle)
         return ModelRef(spec, "folder", local.resolve(), fingerprint_folder(local, cache_dir()), world=world_of(local))
-    if spec.count("/") != 1 or spec.startswith(("/", ".", "~")):
-        raise ModelError(f"model {spec!r} is neither a local folder, an artefact id, 'pocket', nor a hub id")
+    if not HUB_ID.fullmatch(spec):  # what the hub accepts: checked here, so its multi-line refusal never shows
+        raise ModelError(f"model {spec[:120]!r} is neither a local folder, an artefact id, 'pocket', nor a hub id (owner/name)")
     folder = _download(spec, allow_pickle)
     check_pickle(folder, allow_pickle)
     return ModelRef(spec, "hub", folder, fingerprint_folder(folder, cache_dir()), world=world_of(folder))
@@ -219,25 +226,25 @@ def locate_model(spec: str, *, store: "Store | None" = None) -> Path | None:
         from ..pocket.models import MODEL_DIR  # deferred: the pocket package imports torch
 
         return MODEL_DIR
-    if spec.startswith("artefact:") or spec.isdigit():
+    if spec.startswith("artefact:") or (spec.isascii() and spec.isdigit()):
         return resolve_model(spec, store=store).path  # an artefact's stored fingerprint: nothing is hashed
     local = Path(spec).expanduser()
-    if local.exists() and local.is_dir() and _is_pipeline_folder(local):
+    if os.path.exists(local):
+        if not local.is_dir() or not _is_pipeline_folder(local):
+            raise ModelError(f"{local} is not a diffusers pipeline folder (no model_index.json)")
         return local.resolve()
     return None
 
 
 def model_world(spec: str | None, *, store: "Store | None" = None, workspace: "Workspace | None" = None) -> str:
-    """The concept world of a model spec, without downloading anything: a hub id is an SD model."""
+    """The concept world of a model spec, without downloading or fingerprinting anything (fingerprinting
+    writes the workspace's cache): a hub id is an SD model."""
     if spec is None:
         return "sd"
-    spec = split_lora_spec(spec)[0]
-    if spec == "pocket":
+    if split_lora_spec(spec.strip())[0] == "pocket":
         return "pocket"
-    is_stored = spec.startswith("artefact:") or spec.isdigit()
-    if is_stored or Path(spec).expanduser().is_dir():
-        return resolve_model(spec, store=store, workspace=workspace).world
-    return "sd"
+    folder = locate_model(spec, store=store)
+    return world_of(folder) if folder is not None else "sd"
 
 
 def quiet_hub_loggers() -> None:

@@ -24,7 +24,7 @@ from ..generation import GenerationSettings
 from ..models.determinism import deterministic, unrepeatable_ops
 from ..models.device import resolve_device
 from ..models.families import require_family
-from ..models.resolve import load_pipeline, resolve_model
+from ..models.resolve import load_pipeline, model_world, resolve_model
 from . import judging  # called through its module: tests replace detector_judge there
 from .adversarial_sets import set_with_search_key, store_adversarial_set, stored_adversarial_set, text_encoder_search_key
 from .attack_inputs import ARTEFACT_FOLDERS, attack_config, benign_rows, corpus, original_ref, resolve_concept
@@ -99,6 +99,8 @@ def attack(
     """
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {limit}")
+    # the options are checked before the model is fingerprinted (which writes the workspace's cache)
+    attack_config(name, world=model_world(model, store=store), budget=budget)
     target = resolve_model(model, store=store, workspace=workspace, allow_pickle=allow_pickle)
     cls, config = attack_config(name, world=target.world, budget=budget)
     tier = check_tier(cls)

@@ -14,7 +14,8 @@ from ..audit.spec import AttackSpec, AuditSpec
 from ..generation import GenerationSettings
 from ..models.device import resolve_device
 from ..models.families import family_name
-from ..models.resolve import resolve_model
+from ..models.folder import world_of
+from ..models.resolve import locate_model, resolve_model
 from . import attack_runs, erase_runs, eval_runs  # called through their modules, as tests replace them
 from .audit_checks import eraser_config, validate_components
 
@@ -90,9 +91,14 @@ def run_audit(
 ) -> dict[str, Any]:
     say = log or (lambda message: None)
     device = resolve_device(device or spec.generation.device)
+    # A local or stored model's components are checked before the model is fingerprinted (which writes
+    # the workspace's cache): a refused spec leaves the workspace as it was. A hub model's after its download.
+    folder = locate_model(spec.model, store=store)
+    components = validate_components(spec, world_of(folder), family_name(folder)) if folder is not None else None
     base = resolve_model(spec.model, store=store, workspace=workspace, allow_pickle=allow_pickle)
     family = family_name(base.path)
-    components = validate_components(spec, base.world, family)
+    if components is None:
+        components = validate_components(spec, base.world, family)
     handle = store.start_run(
         kind="audit", component="audit", config=spec.identity_dict(), model_ref=spec.model,
         model_fingerprint=base.fingerprint,

@@ -3,12 +3,15 @@ captions it preserves and the context its eraser runs in."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+import os
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .. import data, registry  # data: called through the package, where tests replace its loaders
 from ..erasers.base import EraseContext
 from ..errors import ConfigError
-from ..models.resolve import ModelRef, resolve_model
+from ..models.families import family_name
+from ..models.folder import world_of
+from ..models.resolve import ModelRef, locate_model, resolve_model
 
 if TYPE_CHECKING:
     from ..data.concepts import Concept
@@ -23,7 +26,7 @@ def parse_stages(stages: str | Sequence[int] | None) -> tuple[int, ...] | None:
         return None
     if isinstance(stages, str):
         parts = [p.strip() for p in stages.split(",") if p.strip()]
-        if not parts or not all(p.isdigit() for p in parts):
+        if not parts or not all(p.isascii() and p.isdigit() for p in parts):  # "²" is a digit to isdigit()
             raise ConfigError(f"--stages expects stage numbers separated by commas (e.g. 1,2), got {stages!r}")
         stages = [int(p) for p in parts]
     return tuple(sorted(int(s) for s in stages))
@@ -47,6 +50,23 @@ def captions_from_data(workspace: "Workspace", concept: str) -> "CaptionsFn":
 def erase_context(device: str, *, progress: "ProgressFn | None" = None, **fields: Any) -> EraseContext:
     """An eraser's context on ``device`` (module level, so that a worker can be sent it)."""
     return EraseContext(device=device, progress=progress or (lambda stage, done, total: None), **fields)
+
+
+def check_erase_config(
+    store: "Store", *, eraser: str, concept: "str | Concept", model: "str | ModelRef",
+    config_file: str | os.PathLike | None = None, overrides: Mapping[str, Any] | None = None,
+) -> None:
+    """Build the eraser's config from what the user gave before the model is fingerprinted (which writes
+    the workspace's cache): a bad --set or --config is refused with nothing written. A hub model, whose
+    folder comes with its download, is checked after it as before."""
+    if isinstance(model, ModelRef):
+        return
+    folder = locate_model(model, store=store)
+    if folder is None:
+        return
+    name = concept if isinstance(concept, str) else concept.name
+    registry.load("eraser", eraser).make_config(world=world_of(folder), config_file=config_file, overrides=overrides,
+                                                 concept=name, family=family_name(folder))
 
 
 def resolve_erase_inputs(

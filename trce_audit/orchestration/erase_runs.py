@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ..models.device import resolve_device
 from ..models.resolve import ModelRef, load_pipeline
-from .erase_inputs import resolve_erase_inputs
+from .erase_inputs import check_erase_config, resolve_erase_inputs
 from .erase_jobs import EraseFailed, EraseJob, EraseJobs, apply_erased, erase_on_executor
 from .erase_pending import PendingErase, abandon_erase, finish_erase, start_erase
 
@@ -79,6 +79,7 @@ def erase(
     executor: Any = None,
 ) -> dict[str, Any]:
     """Erase the named concept (or concept file) from ``model`` with the eraser plugin ``eraser``."""
+    check_erase_config(store, eraser=eraser, concept=concept, model=model, config_file=config_file, overrides=overrides)
     ref, concept_obj = resolve_erase_inputs(store, workspace, eraser=eraser, concept=concept, model=model, allow_pickle=allow_pickle)
     return erase_concept(
         store, workspace, eraser=eraser, concept=concept_obj, model=ref, out=out, config_file=config_file,

@@ -22,6 +22,7 @@ from ..attacks.base import attack_tier
 from ..errors import StoreError
 from ..store import Store
 from ..store.schema import Metric, Run
+from .agreement import judges_agreement
 from .image_views import ImageView, counted_classes, flag_rule, images, prompt_seeds
 from .linking import Reader, latest_audit_id, linked_run_ids, models_of
 from .views import ASR, PRESERVATION_METRICS, AuditView, MetricView, ModelView, Row, RunInfo, Scores
@@ -159,7 +160,7 @@ def collect(store: Store, *, audit_id: int | None = None, run_ids: Iterable[int]
     model_list = sorted((m for m in models.values() if m.ref in used), key=lambda m: (m.erased, m.key))
     run_infos = [reader.info(run) for run in sorted(reader.runs.values(), key=lambda r: r.id)]
     ordered = sorted(rows.values(), key=lambda r: ([m.key for m in model_list].index(r.model.key), r.prompt_set, r.attack or ""))
-    return AuditView(reader.info(audit) if audit else None, model_list, ordered, run_infos, problems)
+    return AuditView(reader.info(audit) if audit else None, model_list, ordered, run_infos, problems, judges_agreement(store, ordered))
 
 
 def _merge(target: Scores, new: Scores, problems: list[str], where: str) -> None:

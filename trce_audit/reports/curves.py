@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from .chart import PALETTE, Frame
+from .text import markdown_cell
 from .views import Row
 
 WIDTH, HEIGHT, LEFT, BOTTOM, TOP, RIGHT = 560, 220, 46, 34, 14, 16
@@ -71,7 +72,7 @@ def markdown_lines(rows: Iterable[Row]) -> list[str]:
     for line in lines:
         by_steps: dict[int, Any] = dict(line.points)
         cells = [f"{by_steps[s] * 100:.1f}%" if s in by_steps else "–" for s in steps]
-        out.append(f"| {line.label} | {line.scorer} | " + " | ".join(cells) + " |")
+        out.append(f"| {markdown_cell(line.label)} | {markdown_cell(line.scorer)} | " + " | ".join(cells) + " |")
     return out
 
 

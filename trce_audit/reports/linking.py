@@ -11,6 +11,7 @@ from sqlalchemy import select
 from ..errors import StoreError
 from ..store import Store
 from ..store.schema import Artefact, PromptSet, Run
+from ..store.session import storable_id
 from .views import ModelView, RunInfo
 
 
@@ -61,7 +62,7 @@ class Reader:
         self.adversarial_sets: dict[int, int] = {}  # prompt set id -> attack run id
 
     def load(self, run_ids: Iterable[int]) -> list[Run]:
-        wanted = [rid for rid in set(run_ids) if rid not in self.runs]
+        wanted = [rid for rid in set(run_ids) if rid not in self.runs and storable_id(rid)]  # an id past 64 bits names no run
         if wanted:
             with self.store.session() as session:
                 for run in session.scalars(select(Run).where(Run.id.in_(wanted))):
@@ -92,7 +93,7 @@ def models_of(store: Store, reader: "Reader", refs: dict[str, str | None]) -> di
     views: dict[str, ModelView] = {}
     for ref, fingerprint in refs.items():
         artefact = None
-        if ref.startswith("artefact:") and ref.split(":", 1)[1].isdigit():
+        if ref.startswith("artefact:") and ref.split(":", 1)[1].isascii() and ref.split(":", 1)[1].isdigit():
             artefact = by_id.get(int(ref.split(":", 1)[1]))
         artefact = artefact or next((a for a in artefacts if a.path == ref), None)
         if artefact is None and fingerprint:

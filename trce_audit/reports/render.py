@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup
 
 from ..store import Store
 from .chart import asr_chart, condition
@@ -27,6 +28,7 @@ from .collect import (
 from .curves import curve_chart
 from .tradeoff import tradeoff_chart
 from .seeds import seed_spreads
+from .text import visible
 from .thumbs import thumbnail_data_uri
 
 METRIC_TITLES = {"asr": "ASR", "fid": "FID", "clip_score": "CLIP score", "preserve_acc": "Preserve accuracy"}
@@ -59,9 +61,12 @@ class ReportOptions:
 
 
 def _environment() -> Environment:
-    # Autoescape everything: prompts are attacker-chosen text.
+    # Autoescape everything: prompts are attacker-chosen text; and show its control and bidi characters
+    # as visible codes (finalize runs on every {{ value }} before it is escaped; a macro's Markup is the
+    # template's own and passes as it is).
     env = Environment(loader=PackageLoader(__package__, "templates"), autoescape=True, undefined=StrictUndefined,
-                      trim_blocks=True, lstrip_blocks=True)
+                      trim_blocks=True, lstrip_blocks=True,
+                      finalize=lambda value: visible(value) if isinstance(value, str) and not isinstance(value, Markup) else value)
     env.filters["pct"] = lambda value, digits=1: "—" if value is None else f"{value * 100:.{digits}f}%"
     env.filters["metric"] = format_metric
     env.filters["short"] = lambda value, n=12: "—" if not value else str(value)[:n]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .chart import PALETTE, Frame
+from .text import markdown_cell, markdown_text
 from .views import AuditView, MetricView, Row
 
 WIDTH, HEIGHT, LEFT, TOP, RIGHT, BOTTOM = 580, 300, 72, 16, 150, 44
@@ -121,11 +122,11 @@ def markdown_lines(view: AuditView) -> list[str]:
     if not found or metric is None:
         return []
     lines = ["", "## Erasure against preservation", "",
-             f"ASR on {chosen} (the worst after-attack ASR where the model was attacked from that set) against "
+             f"ASR on {markdown_text(chosen)} (the worst after-attack ASR where the model was attacked from that set) against "
              f"{TITLES[metric]}, with 95% intervals.", "",
-             f"| model | ASR on {chosen} | {TITLES[metric]} |", "|---|---|---|"]
+             f"| model | ASR on {markdown_cell(chosen)} | {TITLES[metric]} |", "|---|---|---|"]
     for p in found:
         asr = _format("asr", p.asr.value) + _interval("asr", p.asr) + (" (after attack)" if p.attacked else "")
         kept = _format(metric, p.preservation.value) + _interval(metric, p.preservation)
-        lines.append(f"| {p.label}{' (base)' if p.base else ''} | {asr} | {kept} |")
+        lines.append(f"| {markdown_cell(p.label)}{' (base)' if p.base else ''} | {asr} | {kept} |")
     return lines

@@ -271,6 +271,7 @@ class AuditView:
     rows: list[Row]
     runs: list[RunInfo]
     problems: list[str] = field(default_factory=list)
+    agreements: list[Any] = field(default_factory=list)  # reports/agreement.py JudgeAgreement, per evaluation and pooled
 
     @property
     def audit_run_id(self) -> int | None:
@@ -294,6 +295,7 @@ class AuditView:
             "rows": [row.as_dict() for row in self.rows],
             "run_ids": [run.id for run in self.runs],
             "problems": list(self.problems),
+            "judge_agreement": [found.as_dict() for found in self.agreements],
         }
 
 

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import StoreError
 from .schema import Artefact
-from .session import StoreSession
+from .session import StoreSession, storable_id
 
 
 class ArtefactTables(StoreSession):
@@ -50,7 +50,7 @@ class ArtefactTables(StoreSession):
 
     def get_artefact(self, artefact_id: int) -> Artefact:
         with self.session() as session:
-            found = session.get(Artefact, artefact_id)
+            found = session.get(Artefact, artefact_id) if storable_id(artefact_id) else None
             if found is None:
                 raise StoreError(f"artefact {artefact_id} does not exist")
             return found

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
@@ -14,33 +13,37 @@ from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError, ProgrammingError
 
-from ..errors import StoreError, one_line
+from ..errors import StoreError, mask_url_secrets, one_line, scrub_url_secrets
 from .upsert import DIALECTS
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 HEAD = "head"
 # Any fixed 64-bit key: every trce-audit process migrating one Postgres database queues on it.
 MIGRATION_LOCK_KEY = 0x7472_6365_0001
-# In a string too malformed to parse, anything from a colon to the "@" of its user part may be a password.
-_PASSWORD = re.compile(r":[^/@]*@")
 
 
 def mask_url(url: str | URL) -> str:
-    """The URL as it may be shown: any password replaced by ***, even in a URL that does not parse."""
+    """The URL as it may be shown: any password replaced by ***, even in a URL that does not parse, in a
+    password with an unencoded "@", or in a query parameter (``?password=``, libpq's ``sslpassword``)."""
     if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
+        return mask_url_secrets(url.render_as_string(hide_password=True))
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        return mask_url_secrets(make_url(url).render_as_string(hide_password=True))
     except (ArgumentError, ValueError):
-        return _PASSWORD.sub(":***@", url)
+        # too malformed to parse: the user part up to the last "@", or without a "://" anything from the
+        # first colon to the last "@", may hold a password
+        if "://" in url:
+            return mask_url_secrets(url)
+        colon, at = url.find(":"), url.rfind("@")
+        return f"{url[:colon]}:***{url[at:]}" if at > colon >= 0 else url
 
 
-def _reason(exc: BaseException, url: URL) -> str:
+def reason(exc: BaseException, url: URL) -> str:
     """A driver's message on one line, with the password scrubbed should the driver echo it."""
     message = one_line(getattr(exc, "orig", None) or exc)
     if url.password:
         message = message.replace(str(url.password), "***")
-    return message
+    return scrub_url_secrets(message, url.render_as_string(hide_password=False))  # a ?password= too
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -90,6 +93,9 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
         raise StoreError(f"invalid database URL {mask_url(url)!r}: expected dialect[+driver]://user:password@host/db or sqlite:///path") from None
+    if "@" in (parsed.host or ""):
+        # the password held an unencoded "@": the driver would take its tail for the host name (and print it)
+        raise StoreError(f"invalid database URL {mask_url(url)!r}: a password with '@' in it must be written %40")
     if parsed.get_backend_name() not in DIALECTS:
         raise StoreError(
             f"unsupported database URL {mask_url(parsed)!r}: the store runs on {' or '.join(DIALECTS)}"
@@ -110,7 +116,7 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
         hint = "; install trce-audit[postgres]" if parsed.get_backend_name() == "postgresql" else ""
         raise StoreError(f"cannot open database {mask_url(shown)!r}: {exc}{hint}") from None
     except Exception as exc:  # unknown dialect, bad options
-        raise StoreError(f"cannot open database {mask_url(shown)!r}: {_reason(exc, parsed)}") from None
+        raise StoreError(f"cannot open database {mask_url(shown)!r}: {reason(exc, parsed)}") from None
     if sqlite:
         # a reader leaves the journal mode as the writer set it (changing it is a write)
         event.listen(engine, "connect", _sqlite_reader_pragmas if read_only else _sqlite_pragmas)
@@ -124,7 +130,7 @@ def check_connection(engine: Engine) -> None:
             pass
     except DBAPIError as exc:
         engine.dispose()
-        raise StoreError(f"cannot connect to database {mask_url(engine.url)!r}: {_reason(exc, engine.url)}") from None
+        raise StoreError(f"cannot connect to database {mask_url(engine.url)!r}: {reason(exc, engine.url)}") from None
 
 
 def _alembic_config(connection):
@@ -177,7 +183,7 @@ def upgrade(engine: Engine, revision: str = HEAD, *, attempts: int = 5) -> None:
             return
         except (OperationalError, IntegrityError, ProgrammingError) as exc:
             if attempt == attempts - 1:
-                raise StoreError(f"cannot migrate database {mask_url(engine.url)!r}: {_reason(exc, engine.url)}") from exc
+                raise StoreError(f"cannot migrate database {mask_url(engine.url)!r}: {reason(exc, engine.url)}") from exc
             time.sleep(0.2 * (attempt + 1))
 
 

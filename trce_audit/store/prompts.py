@@ -11,7 +11,7 @@ from ..errors import DataError, StoreError
 from ..hashing import hash_obj
 from ..records import MAX_SEED, GeneratedImage, PromptRow
 from .schema import AttackRow, Generation, Prompt, PromptSet, utcnow
-from .session import StoreSession
+from .session import StoreSession, storable_id
 from .upsert import chunks, insert_detections, insert_new
 
 
@@ -76,7 +76,7 @@ class PromptTables(StoreSession):
 
     def get_prompt_set(self, set_id: int) -> PromptSet:
         with self.session() as session:
-            found = session.get(PromptSet, set_id)
+            found = session.get(PromptSet, set_id) if storable_id(set_id) else None
             if found is None:
                 raise StoreError(f"prompt set {set_id} does not exist")
             return found

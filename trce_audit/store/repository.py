@@ -6,8 +6,10 @@ Each table group is a mixin over one transaction API (``StoreSession``); ``Store
 from __future__ import annotations
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import sessionmaker
 
+from ..errors import StoreError
 from . import engine as engine_mod
 from .artefacts import ArtefactTables
 from .measurements import MeasurementTables
@@ -22,10 +24,14 @@ class Store(RunTables, PromptTables, MeasurementTables, ArtefactTables):
         self.url = url
         self.engine = engine_mod.make_engine(url, read_only=read_only)
         engine_mod.check_connection(self.engine)
-        if read_only:
-            engine_mod.check_schema(self.engine)
-        elif migrate:
-            engine_mod.upgrade(self.engine)
+        try:
+            if read_only:
+                engine_mod.check_schema(self.engine)
+            elif migrate:
+                engine_mod.upgrade(self.engine)
+        except DBAPIError as exc:  # a file that is no SQLite database, or one cut short: one line, not a traceback
+            self.engine.dispose()
+            raise StoreError(f"cannot read the store in {self.display_url!r}: {engine_mod.reason(exc, self.engine.url)}") from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @property

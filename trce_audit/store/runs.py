@@ -12,7 +12,7 @@ from ..errors import StoreError
 from ..hashing import run_identity
 from ..versions import package_versions
 from .schema import PromptSet, Run, utcnow
-from .session import StoreSession
+from .session import StoreSession, storable_id
 
 
 @dataclass
@@ -120,7 +120,7 @@ class RunTables(StoreSession):
             run.finished_at = utcnow()
 
     def _run(self, session: Session, run_id: int) -> Run:
-        run = session.get(Run, run_id)
+        run = session.get(Run, run_id) if storable_id(run_id) else None
         if run is None:
             raise StoreError(f"run {run_id} does not exist")
         return run

@@ -9,6 +9,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 T = TypeVar("T")
+# Row ids a user types (--audit, runs show, artefact:ID, set:ID) past 64 bits cannot name a row, and
+# SQLite's driver raises OverflowError on them instead of finding nothing.
+_ID_RANGE = range(-(2**63), 2**63)
+
+
+def storable_id(value: int) -> bool:
+    return value in _ID_RANGE
 
 
 class StoreSession:

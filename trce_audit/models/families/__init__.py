@@ -36,17 +36,23 @@ FLUX_SAMPLE_SIZE = 128  # FluxPipeline.default_sample_size: latent rows before p
 
 def read_config(folder: Path, component: str) -> dict:
     try:
-        return json.loads((Path(folder) / component / "config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read the {component} config of {folder}: {exc}") from exc
+        config = json.loads((Path(folder) / component / "config.json").read_text())
+    except (OSError, ValueError, RecursionError) as exc:
+        raise ConfigError(f"cannot read the {component} config of {folder}: {exc}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"the {component} config of {folder} is not a JSON object")
+    return config
 
 
 def family_name(folder: Path) -> str:
     """The family of a pipeline folder, from ``model_index.json``; an unknown one is a one-line error."""
     try:
-        class_name = json.loads((Path(folder) / "model_index.json").read_text()).get("_class_name")
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read {Path(folder) / 'model_index.json'}: {exc}") from exc
+        index = json.loads((Path(folder) / "model_index.json").read_text())
+    except (OSError, ValueError, RecursionError) as exc:
+        raise ConfigError(f"cannot read {Path(folder) / 'model_index.json'}: {exc}") from None
+    class_name = index.get("_class_name") if isinstance(index, dict) else None
+    if not isinstance(class_name, str):  # a list or a number names no class (and a list is no dict key)
+        class_name = None
     if class_name in PIPELINE_FAMILIES:
         return PIPELINE_FAMILIES[class_name]
     for name in registry.names("family"):
@@ -84,9 +90,14 @@ def load_family(name: str):
 def default_size(folder: Path) -> int:
     """Image side a pipeline renders when the user names none, as diffusers' pipeline defaults it."""
     family = family_name(folder)
-    scale = 2 ** (len(read_config(folder, "vae").get("block_out_channels", [0] * 4)) - 1)
+    channels = read_config(folder, "vae").get("block_out_channels", [0] * 4)
     component = DENOISER_FOLDER.get(family, "transformer")
     sample = read_config(folder, component).get("sample_size", 64) if component else FLUX_SAMPLE_SIZE
-    if isinstance(sample, (list, tuple)):
+    if isinstance(sample, (list, tuple)) and sample:
         sample = sample[0]
-    return int(sample) * scale
+    if isinstance(sample, float) and sample.is_integer():
+        sample = int(sample)
+    if not isinstance(channels, list) or not channels or isinstance(sample, bool) or not isinstance(sample, int) or sample < 1:
+        raise ConfigError(f"{folder}: the vae's block_out_channels and the {component}'s sample_size do not give an image size "
+                          f"(got {str(channels)[:40]} and {str(sample)[:40]}); pass --height and --width")
+    return sample * 2 ** (len(channels) - 1)
