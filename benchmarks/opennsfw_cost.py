@@ -8,7 +8,8 @@ sample photographs at shifted offsets and zooms, so no two are the same. Both sc
 (metrics.base.detect_together, then each runner's score: one read of each image, every NudeNet preset,
 every OpenNSFW preset) after each detector has loaded its ONNX session on one other image: the
 sessions' start-up is printed apart. The machine's load average is printed with the numbers, since
-other work on a shared CPU slows both.
+other work on a shared CPU slows both; so are the process's CPU seconds, which it inflates less.
+benchmarks/opennsfw_profile.py splits the cost by step.
 """
 
 from __future__ import annotations
@@ -62,8 +63,10 @@ def stored(root: Path, arrays: list[np.ndarray]):
     return store, store.generated_images(run.id)
 
 
-def scoring_seconds(root: Path, arrays: list[np.ndarray], metrics: list[str], warm: Path) -> tuple[float, float]:
-    """(session start-up, scoring) seconds of an eval's scoring with ``metrics`` in a fresh store."""
+def scoring_seconds(root: Path, arrays: list[np.ndarray], metrics: list[str], warm: Path) -> tuple[float, float, float]:
+    """(session start-up, scoring, scoring's CPU) seconds of an eval's scoring with ``metrics`` in a
+    fresh store. The CPU seconds are the process's, every thread's: other jobs on the machine inflate
+    them less than the wall time (not at all, were it not for the caches and the sessions' spinning)."""
     store, images = stored(root, arrays)
     runners = [load("metric", name).from_options({}) for name in metrics]
     start = time.perf_counter()
@@ -71,12 +74,13 @@ def scoring_seconds(root: Path, arrays: list[np.ndarray], metrics: list[str], wa
         runner.detect([type("Warm", (), {"image_path": str(warm)})()])
     loaded = time.perf_counter()
     run_id = store.start_run(kind="eval", component="+".join(metrics), config={}).id
+    cpu = time.process_time()
     detect_together(store, run_id, images, runners)
     for runner in runners:
         runner.score(store, run_id, images)
-    done = time.perf_counter()
+    done, cpu = time.perf_counter(), time.process_time() - cpu
     store.close()
-    return loaded - start, done - loaded
+    return loaded - start, done - loaded, cpu
 
 
 def main(argv=None) -> dict:
@@ -96,6 +100,8 @@ def main(argv=None) -> dict:
         "load_average_before": [round(x, 2) for x in load_before], "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "nudenet_s": round(nudenet[1], 2), "nudenet_opennsfw_s": round(both[1], 2),
         "added": round(both[1] / nudenet[1] - 1, 3),
+        "nudenet_cpu_s": round(nudenet[2], 2), "nudenet_opennsfw_cpu_s": round(both[2], 2),
+        "added_cpu": round(both[2] / nudenet[2] - 1, 3),
         "session_startup_s": {"nudenet": round(nudenet[0], 2), "nudenet+opennsfw": round(both[0], 2)},
     }
     print(json.dumps(report, indent=2))

@@ -61,6 +61,9 @@ def test_eval_nudenet_json_and_repeat_reuses_everything(cli, store, tiny_sd_dir)
     "extra, message",
     [
         (("--metric", "nosuch"), "unknown metric 'nosuch'"),
+        (("--metric", "nudenet,nosuch"), "unknown metric 'nosuch'"),  # each name of a comma list is checked
+        (("--metric", "nudenet,"), "--metric 'nudenet,' has an empty name"),
+        (("--metric", "nudenet,opennsfw", "--metric", "nudenet"), "a metric is named twice"),
         (("--metric", "nudenet", "--classes", "lenient"), "unknown NudeNet class preset"),
         (("--metric", "nudenet", "--fid-ref", "/nonexistent"), "belong to --metric fid"),
         (("--metric", "nudenet", "--dtype", "fp8"), "unknown dtype"),

@@ -143,6 +143,27 @@ def test_one_read_serves_both_judges_and_their_table_matches_the_pixels(store, t
     assert reads == []
 
 
+def test_on_an_executor_each_shard_image_is_read_once_for_both_judges(store, workspace, fake_judges, monkeypatch):
+    """The fused path (generation/shards.py: an executor's worker scores the PNGs it drew) shares one
+    read between the judges as the driver's sweep does; the driver then finds both passes stored."""
+    from trce_audit.api import evaluate
+    from trce_audit.execution.local import LocalExecutor
+    from trce_audit.generation import GenerationSettings
+
+    reads: list[str] = []
+    real = pixels.decode
+    monkeypatch.setattr(pixels, "decode", lambda path: reads.append(str(path)) or real(path))
+    # two shards of three; the judges' batches (4 and 2) cut them differently
+    result = evaluate(store, workspace, model="pocket", prompts="pocket-explicit", metrics=["fake-bright", "fake-red"],
+                      limit=6, settings=GenerationSettings(steps=2, batch_size=3, device="cpu"), executor=LocalExecutor())
+    images = store.generated_images(result["generation_run_id"])
+    assert len(reads) == len(set(reads)) == len(images) == 6  # one read per image, for both judges
+    assert not {image.image_path for image in images} & set(reads)  # the driver read nothing: the worker scored all
+    written = [real(image.image_path) for image in images]
+    [(_, _, table)] = rule_agreements(store, images, BrightJudge(), RedJudge())
+    assert table == expected_table(written)
+
+
 def test_a_sweep_stops_at_an_unreadable_image_and_keeps_the_batches_before_it(store, tmp_path):
     from trce_audit.errors import DataError
 

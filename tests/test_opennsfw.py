@@ -88,14 +88,13 @@ def test_without_the_extra_it_names_the_install(monkeypatch):
         opennsfw.OpenNSFW.from_options({}).detector_key()
 
 
-def test_nudenet_and_opennsfw_in_one_eval_read_each_image_once(store, workspace, tiny_sd_dir, monkeypatch):
+def test_nudenet_and_opennsfw_in_one_eval_read_each_image_once(cli, store, tiny_sd_dir, monkeypatch):
     """`eval --metric nudenet,opennsfw`: every image is decoded once and both detectors score those
-    pixels (NudeNet never opens the file itself); both passes are stored, and a repeat reads nothing."""
+    pixels (NudeNet never opens the file itself); both passes are stored, and a repeat, spelled
+    `--metric nudenet --metric opennsfw`, is the same evaluation and reads nothing."""
     pytest.importorskip("nudenet")
     from nudenet import nudenet as nudenet_module
 
-    from trce_audit.api import evaluate
-    from trce_audit.generation import GenerationSettings
     from trce_audit.metrics import pixels
 
     decoded: list[str] = []
@@ -107,8 +106,10 @@ def test_nudenet_and_opennsfw_in_one_eval_read_each_image_once(store, workspace,
     monkeypatch.setattr(Image, "open", lambda fp, *a, **k: opened.append(str(fp)) or real_open(fp, *a, **k))
 
     set_id = six_prompts(store)
-    settings = GenerationSettings(steps=2, height=32, width=32, batch_size=4)
-    result = evaluate(store, workspace, model=str(tiny_sd_dir), prompts=set_id, metrics=["nudenet", "opennsfw"], settings=settings)
+    base = ("eval", "--model", str(tiny_sd_dir), "--prompts", str(set_id), *GEN, "--json")
+    code, out, err = cli(*base, "--metric", "nudenet,opennsfw")
+    assert code == 0, err
+    result = json.loads(out)
     paths = sorted(g.image_path for g in store.generations(result["generation_run_id"]))
     assert sorted(decoded) == paths and sorted(p for p in opened if p in paths) == paths  # one read each
     scored = [set(store.detected_generation_ids(result["run_id"], detector)) for detector in ("nudenet", "opennsfw")]
@@ -116,8 +117,9 @@ def test_nudenet_and_opennsfw_in_one_eval_read_each_image_once(store, workspace,
     assert {m["scorer"] for m in result["metrics"]} >= {"nudenet", "opennsfw"}
 
     decoded.clear()
-    evaluate(store, workspace, model=str(tiny_sd_dir), prompts=set_id, metrics=["nudenet", "opennsfw"], settings=settings)
-    assert decoded == []
+    code, out, err = cli(*base, "--metric", "nudenet", "--metric", "opennsfw")
+    assert code == 0, err
+    assert json.loads(out)["run_id"] == result["run_id"] and decoded == []
 
 
 # ------------------------------------------------------------------- nudity audits on real models

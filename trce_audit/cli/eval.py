@@ -19,6 +19,18 @@ if TYPE_CHECKING:
     from ..api import ExecutorOptions, GenerationSettings
 
 
+def metric_names(given: list[str]) -> list[str]:
+    """The metrics ``--metric`` asks for, in order: each use names one or a comma list
+    (``--metric nudenet,opennsfw`` is ``--metric nudenet --metric opennsfw``)."""
+    names = []
+    for value in given:
+        parts = [part.strip() for part in value.split(",")]
+        if not all(parts):
+            raise ConfigError(f"--metric {value!r} has an empty name; pass names such as nudenet,opennsfw")
+        names.extend(parts)
+    return names
+
+
 def metric_options(
     metrics: list[str], threshold, classes, nudenet_weights, fid_ref, inception, clip_model, presets=None
 ) -> dict[str, dict[str, Any]]:
@@ -67,7 +79,7 @@ def register(app: typer.Typer) -> None:
     def eval_cmd(
         ctx: typer.Context,
         prompts: PromptsOpt,
-        metric: Annotated[list[str], typer.Option("--metric", metavar="METRIC", help="Metric to compute (repeatable): nudenet, fid, clip, …")],
+        metric: Annotated[list[str], typer.Option("--metric", metavar="METRIC", help="Metric(s) to compute (repeatable, or a comma list): nudenet, opennsfw, fid, clip, …")],
         model: TargetModelOpt = None,
         limit: LimitOpt = None,
         settings: GenerationSettings = None,  # the sampling options, checked: see sampling.py
@@ -91,6 +103,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Generate (reusing stored images) and measure (reusing stored detections); stores an eval run."""
         app_state = state(ctx)
+        metric = metric_names(metric)
         options = metric_options(metric, threshold, classes, nudenet_weights, fid_ref, inception, clip_model, presets)
         with api.open_executor(executor_opts, settings.device) as pool:
             model, concept = pick_model(app_state, model, concept)

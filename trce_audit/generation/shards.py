@@ -4,7 +4,8 @@ A shard has the rows of exactly one local batch (same boundaries, same order), b
 batch-invariant only up to float noise: the same shards give the same bytes with any number of
 workers. The worker returns PNG bytes and, for an eval, each per-image detector's findings on them
 (generation fused with scoring, so a cluster's detectors run beside its samplers, not on the
-driver); the driver writes the files and commits a shard's rows and detections in one transaction.
+driver; each image is decoded once for all of them); the driver writes the files and commits a
+shard's rows and detections in one transaction.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from PIL import Image
 from .. import registry
 from ..errors import ConfigError
 from ..metrics.detections import detect_all
+from ..metrics.pixels import read_once
 from ..models.resolve import load_pipeline
 from ..records import GeneratedImage, PromptRow
 from .settings import GenerationSettings
@@ -104,7 +106,9 @@ class RenderJob:
 
 def _score(runners: Sequence[Any], shard: Sequence[PromptRow], pngs: Sequence[bytes]) -> tuple[list[Any], ...]:
     """Each runner's detections of the shard's images, read back from the PNG bytes the driver stores
-    (not from the sampler's arrays), so a worker scores exactly what the driver would."""
+    (not from the sampler's arrays), so a worker scores exactly what the driver would. Each image is
+    decoded once for every runner, as on the driver (metrics/pixels.py): a shard is one sampler
+    batch, so its arrays are held for the whole shard."""
     if not runners:
         return ()
     with tempfile.TemporaryDirectory(prefix="trce-shard-") as folder:
@@ -113,4 +117,5 @@ def _score(runners: Sequence[Any], shard: Sequence[PromptRow], pngs: Sequence[by
             path = Path(folder) / f"{row.idx:06d}.png"
             path.write_bytes(png)
             images.append(GeneratedImage(0, row, str(path), "", ""))
-        return tuple(detect_all(r.name, images, r.detect, r.detect_batch_size) for r in runners)
+        with read_once(image.image_path for image in images):
+            return tuple(detect_all(r.name, images, r.detect, r.detect_batch_size) for r in runners)
