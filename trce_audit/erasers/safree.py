@@ -1,6 +1,8 @@
 """SAFREE (Yoon et al., ICLR 2025): training-free token projection away from the toxic subspace and
 self-validating filtering, with the defaults of jaehong31/SAFREE@b8b2c3f (generate_safree.py:
---sf_alpha 0.01, --up_t 10, --re_attn_t -1,1001, -svf; the nudity space of 17 phrases).
+--sf_alpha 0.01, --up_t 10, --re_attn_t -1,1001, -svf; the nudity space of 17 phrases). On SDXL, the
+defaults of its SDXL run (scripts/run_nudity_sdxl.sh: --safree alone, so no self-validating filter and
+the projection at every step; the SDXL pipeline reads no -svf).
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ class SAFREEConfig(EraserConfig):
     negative_prompt: bool = True  # the joined concept space is CFG's negative prompt, as the reference runs
     concept_space: tuple[str, ...] = ()  # (): the reference's 17 nudity phrases (sd nudity) or the concept's keywords
 
+    @classmethod
+    def for_family(cls, family: str, world: str = "sd", concept: str | None = None) -> "SAFREEConfig":
+        if family == "sdxl":  # run_nudity_sdxl.sh passes no -svf; --re_attn_t -1,1001 covers every step
+            return cls(self_validation=False)
+        return super().for_family(family, world, concept)
+
     def validate(self) -> None:
         if self.alpha < 0 or self.up_t < 0:
             raise ConfigError("config keys 'alpha' and 'up_t' must be >= 0")
@@ -43,6 +51,7 @@ class SAFREE(GuardEraser):
     version: ClassVar[str] = "1"
     Config: ClassVar[type[SAFREEConfig]] = SAFREEConfig
     description: ClassVar[str] = "SAFREE: training-free token projection and self-validating filtering (no weight changes)"
+    families: ClassVar[tuple[str, ...]] = ("sd", "sdxl")
 
     def guard_config(self, concept: "Concept", context):
         config = self.config.as_dict()

@@ -1,117 +1,91 @@
-"""SAFREE (Yoon et al., ICLR 2025) as a guard, after jaehong31/SAFREE@b8b2c3f
-(models/modified_stable_diffusion_pipeline.py, generate_safree.py):
+"""SAFREE (Yoon et al., ICLR 2025) as a guard, after jaehong31/SAFREE@b8b2c3f: the per-prompt projection
+of guards/safree_projection.py on the family's trigger encoder, and the concept phrases, joined, as the
+negative (unconditional) prompt of CFG, as the reference runs.
 
-* toxic subspace C: the pooled text embeddings of the concept's phrases, projector P_c;
-* trigger tokens: token i is one when the prompt with token i masked (pooled) lies farther from C
-  than (1 + alpha) times the mean distance of the other masked prompts;
-* trigger tokens' embeddings become (I - P_c)·P_m·e, with P_m the projector onto the masked prompts'
-  span (the input space), the other tokens keep theirs;
-* self-validating filtering: the projected embeddings are used for the first
-  round(up_t · sigmoid(2k(10β - t₀))) steps, β = 1 - mean cosine(projected, original) over the
-  prompt's active tokens;
-* the concept phrases, joined, are the negative (unconditional) prompt of CFG, as the reference runs.
+SD 1.x/2.x (models/modified_stable_diffusion_pipeline.py): the one CLIP pools, and its token states are
+projected. SDXL (models/modified_stable_diffusion_xl_pipeline.py): the second encoder (OpenCLIP bigG)
+pools with its projection, and only its columns of the concatenated token states are projected
+(``text_embeddings[..., 768:]``); the first encoder's columns and the pooled embedding stay the prompt's.
+The negative prompt is encoded as SDXL encodes any prompt (both encoders, its own pooled embedding).
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 
-from ..models.device import widened
+from ..errors import ConfigError
+from ..models.families import pipeline_family
+from ..models.families.base import Conditioning
 from ..models.tokens import tokenize
 from .base import Guard
+from .safree_projection import pooled, projector, row_plan, safe_embeddings
 
 
-def projector(columns: torch.Tensor) -> torch.Tensor:
-    """Projector onto the span of ``columns`` (D × K), E(EᵀE)⁺Eᵀ as the reference computes it."""
-    return columns @ torch.pinverse(columns.T @ columns) @ columns.T
-
-
-def project(cond: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
-    return (matrix @ widened(cond).T).T.to(cond.dtype)
-
-
-def filter_steps(beta: float, up_t: int, midpoint: float, slope: float) -> int:
-    return round(up_t / (1 + math.exp(-2.0 * slope * (10 * beta - midpoint))))
+def trigger_text(pipe, family: str):
+    """(tokenizer, encoder, first projected column): the encoder whose pooled embeddings decide the
+    trigger tokens, and where its columns start in the family's token states."""
+    if family == "sdxl":  # the reference's 768: CLIP-L's width, ahead of bigG's columns
+        first = int(pipe.text_encoder.config.hidden_size) if pipe.text_encoder is not None else 0
+        return pipe.tokenizer_2, pipe.text_encoder_2, first
+    return pipe.tokenizer, pipe.text_encoder, 0
 
 
 class SAFREEGuard(Guard):
     name: ClassVar[str] = "safree"
     version: ClassVar[str] = "1"
     retokenizes_prompts: ClassVar[bool] = True
-
-    def _pooled(self, encoder, ids: torch.Tensor) -> torch.Tensor:
-        return widened(encoder(ids).pooler_output)
+    families: ClassVar[tuple[str, ...]] = ("sd", "sdxl")
 
     def concept_projector(self, tokenizer, encoder, device) -> torch.Tensor:
-        key = str(device)
+        key = (id(encoder), str(device))
         cache = self.__dict__.setdefault("_projectors", {})
         if key not in cache:
             with torch.no_grad():
-                pooled = self._pooled(encoder, tokenize(tokenizer, self.config["concept_space"]).to(device))
-            cache[key] = projector(pooled.T)
+                space = pooled(encoder, tokenize(tokenizer, self.config["concept_space"]).to(device))
+            cache[key] = projector(space.T)
         return cache[key]
 
-    @torch.no_grad()
-    def row_plan(self, encoder, ids: list[int], cond: torch.Tensor, p_c: torch.Tensor):
-        """(tokens kept [L], projection (I - P_c)·P_m [D, D], steps with the safe embeddings) for one
-        prompt's token ids and embeddings [L, D]."""
-        n_t = len(ids) - 2
-        eye = torch.eye(p_c.shape[0], device=cond.device)
-        if n_t < 1:
-            return torch.ones(cond.shape[0], dtype=torch.bool, device=cond.device), eye, 0
-        masked = torch.tensor([ids] * n_t, device=cond.device)
-        masked[torch.arange(n_t), torch.arange(1, n_t + 1)] = 0  # the reference masks with token id 0
-        pooled = self._pooled(encoder, masked)
-        p_m = projector(pooled.T)
-        dist = ((eye - p_c) @ pooled.T).norm(dim=0)
-        others = (dist.sum() - dist) / max(n_t - 1, 1)
-        trigger = dist >= (1.0 + self.config["alpha"]) * others
-        matrix = (eye - p_c) @ p_m
-        keep = torch.ones(cond.shape[0], dtype=torch.bool, device=cond.device)
-        keep[1 : n_t + 1] = ~trigger
-        if not self.config["self_validation"]:
-            return keep, matrix, self.config["re_attn_last_step"]
-        active = slice(0, n_t + 2)
-        beta = 1.0 - F.cosine_similarity(widened(project(cond, matrix)[active]), widened(cond[active])).mean().item()
-        return keep, matrix, filter_steps(beta, self.config["up_t"], self.config["midpoint"], self.config["slope"])
-
-    def safe_embeddings(self, keep, matrix, cond):
-        return torch.where(keep[:, None], cond, project(cond, matrix))
-
-    def _plans(self, tokenizer, encoder, texts, cond):
-        p_c = self.concept_projector(tokenizer, encoder, cond.device)
-        plans = []
-        for text, row in zip(texts, cond):
+    def plans(self, tokenizer, encoder, texts, states) -> list[tuple[torch.Tensor, int]]:
+        """(safe token states, steps that use them) per prompt, for ``states`` [B, L, D] of ``encoder``."""
+        p_c = self.concept_projector(tokenizer, encoder, states.device)
+        found = []
+        for text, row in zip(texts, states):
             ids = tokenizer(text, truncation=True, max_length=tokenizer.model_max_length).input_ids
-            keep, matrix, steps = self.row_plan(encoder, ids, row, p_c)
-            plans.append((self.safe_embeddings(keep, matrix, row), steps))
-        return plans
+            keep, matrix, steps = row_plan(encoder, ids, row, p_c, self.config)
+            found.append((safe_embeddings(keep, matrix, row), steps))
+        return found
 
     def prepare(self, sampler, texts, uncond, cond):
-        uncond, cond = uncond.states, cond.states  # SD: the states are the whole conditioning
-        pipe, n = sampler.pipe, cond.shape[0]
-        plans = self._plans(pipe.tokenizer, pipe.text_encoder, texts, cond)
-        negative = sampler.encode([", ".join(self.config["concept_space"])]) if self.config["negative_prompt"] else uncond[:1]
+        pipe, family, settings = sampler.pipe, sampler.family, sampler.settings
+        tokenizer, encoder, first = trigger_text(pipe, family.name)
+        plans = self.plans(tokenizer, encoder, texts, cond.states[..., first:])
+        n = cond.states.shape[0]
+        if self.config["negative_prompt"]:
+            negative = sampler.condition([", ".join(self.config["concept_space"])])
+        else:
+            negative = uncond.rows([0])
         return {
-            "uncond": negative.expand(n, -1, -1),
-            "cond": cond,
-            "safe": torch.stack([safe for safe, _ in plans]),
-            "until": torch.tensor([steps for _, steps in plans], device=cond.device),
+            "family": family,
+            "uncond": family.with_image(negative.expand(n), pipe, settings.height, settings.width),
+            "cond": family.with_image(cond, pipe, settings.height, settings.width),
+            "safe": torch.cat([cond.states[..., :first], torch.stack([safe for safe, _ in plans])], dim=-1),
+            "until": torch.tensor([steps for _, steps in plans], device=cond.states.device),
         }
 
     def step_noise(self, unet, latents, t, step, guidance, state):
         use_safe = (step <= state["until"]).view(-1, 1, 1)
-        cond = torch.where(use_safe, state["safe"], state["cond"])
-        noise = unet(torch.cat([latents] * 2), t, encoder_hidden_states=torch.cat([state["uncond"], cond])).sample
+        cond = state["cond"]
+        rows = Conditioning(torch.where(use_safe, state["safe"], cond.states), cond.pooled, cond.extra)
+        noise = state["family"].call_denoiser(unet, torch.cat([latents] * 2), t, state["uncond"].concat(rows))
         eps_u, eps_c = noise.chunk(2)
         g = guidance.view(-1, 1, 1, 1)
         return torch.where(g > 1.0, eps_u + g * (eps_c - eps_u), eps_c)
 
     def attack_noise(self, pipe, x_t, t, hidden, ids):
+        if pipeline_family(pipe) != "sd":  # the white-box attacks' guarded prediction is SD's
+            raise ConfigError(f"white-box attacks through the {self.name} guard run on sd models; this is a {pipeline_family(pipe)} model")
         # Which tokens are triggers is a threshold on re-encoded token ids (no gradient): decided
         # without grad for the current tokens, then the projection is applied differentiably, at every
         # timestep (the self-validating filter counts sampling steps, which a one-timestep loss lacks).
@@ -120,6 +94,6 @@ class SAFREEGuard(Guard):
         rows = []
         for row_ids, row in zip(ids.tolist(), hidden):
             eos = row_ids.index(tokenizer.eos_token_id) if tokenizer.eos_token_id in row_ids else len(row_ids) - 1
-            keep, matrix, _ = self.row_plan(pipe.text_encoder, row_ids[: eos + 1], row.detach(), p_c)
-            rows.append(self.safe_embeddings(keep, matrix, row))
+            keep, matrix, _ = row_plan(pipe.text_encoder, row_ids[: eos + 1], row.detach(), p_c, self.config)
+            rows.append(safe_embeddings(keep, matrix, row))
         return pipe.unet(x_t, t, encoder_hidden_states=torch.stack(rows)).sample
