@@ -29,15 +29,23 @@ def encode_prompts(pipe, prompts: Sequence[str], device: str | torch.device, bat
 
 
 @torch.no_grad()
-def encode_conditioning(pipe, prompts: Sequence[str], device: str | torch.device, batch_size: int = 16) -> Conditioning:
+def encode_conditioning(
+    pipe, prompts: Sequence[str], device: str | torch.device, batch_size: int = 16, *,
+    image_terms: bool = True, max_sequence_length: int | None = None,
+) -> Conditioning:
     """Everything the denoiser is conditioned on for each prompt (SDXL: states, pooled embedding and the
-    time ids of the native image size), as the family encodes it; SD's is its states alone."""
+    time ids of the native image size), as the family encodes it; SD's is its states alone. Without
+    ``image_terms`` the caller adds them per call (``Family.grid_prediction``), as FLUX's must be."""
     family = load_family(pipeline_family(pipe))
     if family.name == "sd":
         return Conditioning(encode_prompts(pipe, prompts, device, batch_size))
     size = family.native_size(pipe)
-    parts = [family.with_image(family.encode(pipe, prompts[start : start + batch_size], device, torch.float32, None), pipe, size, size)
-             for start in range(0, len(prompts), batch_size)]
+
+    def encoded(texts: Sequence[str]) -> Conditioning:
+        cond = family.encode(pipe, texts, device, torch.float32, max_sequence_length)
+        return family.with_image(cond, pipe, size, size) if image_terms else cond
+
+    parts = [encoded(prompts[start : start + batch_size]) for start in range(0, len(prompts), batch_size)]
     fields = [None if part[0] is None else torch.cat([widened(x) for x in part]) for part in zip(*(c.fields() for c in parts))]
     return Conditioning(*fields)
 
@@ -96,16 +104,26 @@ def latent_shape(pipe, latent_size: int | None) -> tuple[int, int, int]:
 @torch.no_grad()
 def sample_states(
     unet, scheduler, cond, uncond, guidance: float, noise: torch.Tensor,
-    wanted: list[set[int]], batch_size: int, report=None, family=None,
+    wanted: list[set[int]], batch_size: int, report=None, family=None, pipe=None,
 ) -> dict[tuple[int, int], torch.Tensor]:
-    """DDIM (eta 0) trajectories from ``noise``; returns the latents at the wanted state indices.
+    """Deterministic trajectories from ``noise`` on ``scheduler`` (DDIM at eta 0, or a flow-matching
+    Euler scheduler); returns the (unpacked) latents at the wanted state indices.
 
     ``cond`` (rows per trajectory) and ``uncond`` (one row) are states tensors or a ``family``'s
-    Conditioning (``family`` None: SD's); ``cond`` None samples unconditionally (one UNet call per step)."""
+    Conditioning (``family`` None: SD's); ``cond`` None samples unconditionally (one UNet call per step).
+    A family with embedded guidance (FLUX) takes ``guidance`` as that input in one call per step, as its
+    pipeline samples. With ``pipe`` the image-size terms of the latents' grid are added per call
+    (``Family.grid_prediction``); without it the conditioning carries them."""
     family = family or load_family("sd")
     uncond = as_conditioning(uncond)
     cond = None if cond is None else as_conditioning(cond)
     kept: dict[tuple[int, int], torch.Tensor] = {}
+
+    def predict(latents, t, conditioning, scales):
+        if pipe is None:
+            return family.call_denoiser(unet, latents, t, conditioning, scales)
+        return family.grid_prediction(pipe, unet, latents, t, conditioning, scales)
+
     for start in range(0, noise.shape[0], batch_size):
         idx = list(range(start, min(start + batch_size, noise.shape[0])))
         last = max((max(wanted[i]) for i in idx if wanted[i]), default=-1)
@@ -113,20 +131,25 @@ def sample_states(
             continue
         x = noise[idx].to(unet.dtype, copy=True)  # draws are float32 whatever the model computes in
         null = cast_conditioning(uncond, unet.dtype).expand(len(idx))
+        scale = torch.full((len(idx),), float(guidance), device=x.device)
+        # flow-matching schedulers count the steps taken: each batch starts from a fresh copy at step 0
+        steps = copy.deepcopy(scheduler)
+
         for state in range(last + 1):
             for i, row in zip(idx, x):
                 if state in wanted[i]:
                     kept[(i, state)] = row.detach().cpu().clone()
             if state == last:
                 break
-            t = scheduler.timesteps[state]
-            if cond is None:
-                eps = family.call_denoiser(unet, x, t, null)
+            t = steps.timesteps[state]
+            if cond is None or family.embedded_guidance:
+                rows = null if cond is None else cast_conditioning(cond.rows(idx), unet.dtype)
+                eps = predict(x, t, rows, scale)
             else:
-                both = family.call_denoiser(unet, torch.cat([x, x]), t, cast_conditioning(cond.rows(idx), unet.dtype).concat(null))
+                both = predict(torch.cat([x, x]), t, cast_conditioning(cond.rows(idx), unet.dtype).concat(null), scale.repeat(2))
                 eps_c, eps_u = both.chunk(2)
                 eps = eps_u + guidance * (eps_c - eps_u)
-            x = scheduler.step(eps, t, x, eta=0.0).prev_sample
+            x = steps.step(eps, t, x).prev_sample  # DDIM's eta defaults to 0
         if report is not None:
             report(idx[-1] + 1)
     return kept

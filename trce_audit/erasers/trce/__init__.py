@@ -23,7 +23,8 @@ class TRCE(Eraser):
     Config: ClassVar[type[TRCEConfig]] = TRCEConfig
     description: ClassVar[str] = "TRCE: closed-form cross-attention refinement + early-step contrastive fine-tuning"
     default_stages: ClassVar[tuple[int, ...]] = STAGES
-    families: ClassVar[tuple[str, ...]] = ("sd", "sdxl", "flux")  # flux: stage 1 only (stage1_flux.py)
+    # flux: both stages are an extension of ours (stage1_flux.py; stage 2 through the family seam)
+    families: ClassVar[tuple[str, ...]] = ("sd", "sdxl", "flux")
 
     @classmethod
     def check_stages(cls, stages: tuple[int, ...] | None) -> None:
@@ -41,6 +42,6 @@ class TRCE(Eraser):
 
         stages = tuple(sorted(context.stages or STAGES))
         self.check_stages(stages)
-        if 2 in stages and pipeline_family(pipe) == "flux":
-            raise ConfigError("trce's stage 2 is not built for flux models yet; erase with --stages 1")
+        if self.config.reference and pipeline_family(pipe) == "flux":  # before stage 1 or 2 spends any time
+            raise ConfigError("trce's reference mode reproduces the SD 1.4 code; on flux use mode=default")
         return run_stages(pipe, concept, self.config, context, stages)

@@ -4,7 +4,7 @@ pocket preset is ours (see docs/fidelity.md)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar, Optional
 
 from ...errors import ConfigError
@@ -38,7 +38,7 @@ class TRCEConfig(EraserConfig):
     caption_set: Optional[str] = None  # None: coco-3k (sd) or pocket-general (pocket)
     n_captions: Optional[int] = None  # None: the whole caption set
     prior_rows: str = "all"  # "all" 77 rows per caption, or "prompt" rows up to the first [EoT]
-    # stage 2: fine-tuning attn1.* and attn2.to_q on early denoising steps
+    # stage 2: fine-tuning attn1.* and attn2.to_q (FLUX: the joint blocks' text attention) on early steps
     lr: float = 1e-6
     epochs: int = 3
     iterations: Optional[int] = None  # None: epochs x number of malicious trajectories
@@ -55,7 +55,7 @@ class TRCEConfig(EraserConfig):
     reg_batch_size: int = 4
     n_uncond: int = 400
     weight_decay: float = 0.01
-    latent_size: Optional[int] = None  # None: the UNet's sample_size
+    latent_size: Optional[int] = None  # None: the denoiser's native image (the FLUX preset sets 64)
 
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
         "mode": ("default", "reference"), "prior_rows": ("all", "prompt"), "preset": tuple(PRESET_PRESERVE_SCALES),
@@ -85,6 +85,16 @@ class TRCEConfig(EraserConfig):
             # unsafe part of stage2_data_preparation.py (60 pairs, "an image depicting {}")
             return cls(caption_set=CAPTION_SETS["sd"], preset="unsafe", stage2_concept_num=60, trajectory_template="an image depicting {}")
         return cls.for_world(world)
+
+    @classmethod
+    def for_family(cls, family: str, world: str = "sd", concept: Optional[str] = None) -> "TRCEConfig":
+        config = cls.for_target(world, concept)
+        if family == "flux":
+            # Ours: TRCE has no FLUX setup to read. Stage 2 trains at 512 px (64 latent rows, 1,024 image
+            # tokens; EraseAnything's FLUX.1-dev size) rather than the native 1,024 px, a quarter of the
+            # tokens through three copies of the transformer; every other default is SD's (docs/fidelity.md).
+            return replace(config, latent_size=64)
+        return config
 
     @property
     def reference(self) -> bool:

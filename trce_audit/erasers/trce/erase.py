@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from ...models.families import pipeline_family
+from ...models.families import load_family, pipeline_family
 from ..common import frozen_copy
 from .stage1 import run_stage1
 from .stage1_flux import run_stage1_flux
@@ -23,10 +23,11 @@ def run_stages(
     """(stats, loss curves) of the chosen stages; stage 2 fine-tunes against the model before stage 1."""
     stats: dict = {"stages": list(stages), "mode": config.mode}
     losses: dict = {}
-    original = frozen_copy(pipe.unet) if 2 in stages else None
+    family = load_family(pipeline_family(pipe))
+    original = frozen_copy(getattr(pipe, family.denoiser)) if 2 in stages else None
     started = time.perf_counter()
     if 1 in stages:
-        stage1 = run_stage1_flux if pipeline_family(pipe) == "flux" else run_stage1
+        stage1 = run_stage1_flux if family.name == "flux" else run_stage1
         stats["stage1"] = stage1(pipe, concept, config, context)
         stats["stage1"]["seconds"] = time.perf_counter() - started
     if 2 in stages:

@@ -10,7 +10,7 @@ form is applied to each with its own rows:
   with the captions' pooled rows as its prior.
 The joint blocks' ``add_k_proj``/``add_v_proj`` read the text stream after timestep-modulated norms and
 joint attention with the image tokens, so their inputs are not fixed rows and no closed form applies;
-they are left to stage 2, which is not built for FLUX yet. Reference mode is SD's arithmetic only.
+they are among what stage 2 trains on FLUX (stage2.py). Reference mode is SD's arithmetic only.
 """
 
 from __future__ import annotations

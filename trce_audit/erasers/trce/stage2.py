@@ -1,43 +1,51 @@
-"""TRCE stage 2: fine-tune attn1.* and attn2.to_q so early denoising steps of malicious prompts move
-towards the safe prediction.
+"""TRCE stage 2: fine-tune attn1.* and attn2.to_q (FLUX, an extension of ours: the joint blocks' text
+attention projections) so early denoising steps of malicious prompts move towards the safe prediction.
 
 Per iteration, on one latent x_t of a malicious trajectory (sampled by the original model):
     f_safe   = ε₀(x,t,c_safe) + g·(ε₀(x,t,c_safe) − ε₀(x,t,∅))
     f_unsafe = ε₀(x,t,c_mal)  + g·(ε₀(x,t,c_mal)  − ε₀(x,t,∅))
     hinge(ε) = ReLU(β·(d(ε, f_safe) − d(ε, f_unsafe) + m)),  d = mean squared error
     loss = ½·(hinge(ε_ft(x,t,c_mal)) + hinge(ε_ft(x,t,∅))) + λ·mean_j ‖ε_ft(x_j,t_j,∅) − ε₁(x_j,t_j,∅)‖²
-with ε₀ the original model, ε₁ the stage-1 model and x_j latents of unconditional trajectories.
+with ε₀ the original model, ε₁ the stage-1 model and x_j latents of unconditional trajectories. On a
+flow-matching family ε is the denoiser's own output (FLUX: the velocity), every call at embedded guidance 1
+(the plain conditional prediction, as ε(c) on SD); the trajectories come from trajectories.py.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from ...hashing import hash_obj
-from ...workspace import temp_sibling
 from ...models.families import load_family, pipeline_family
 from ...models.families.base import Conditioning
-from ..common import ddim_scheduler, encode_conditioning, frozen_copy, latent_shape, sample_states, seeded_noise, select_parameters
+from ..common import encode_conditioning, frozen_copy, select_parameters
+from ..uce_families import flux_t5_length
+from .trajectories import Plan, Sample, stage2_scheduler, stage2_shape, trajectory_latents
 
 if TYPE_CHECKING:
     from ...data.concepts import Concept
     from ..base import EraseContext
     from .config import TRCEConfig
 
-TRAJECTORY_CACHE_VERSION = 1
 REFERENCE_UNCOND_POOL = 2000  # unconditional trajectories the reference generates; it indexes them mod this
 REFERENCE_REG_OFFSET = 0.01  # the reference starts its regulariser sum at 0.01 (a constant; no gradient)
 
 
 def is_stage2_trainable(name: str) -> bool:
     return "attn1" in name or ("attn2" in name and "to_q" in name)
+
+
+def is_flux_stage2_trainable(name: str) -> bool:
+    """The joint blocks' text-side attention projections: downstream of stage 1's edit and the part of the
+    text path its closed form cannot reach (their inputs are not fixed rows); the image stream's stay as
+    they are (docs/fidelity.md, "TRCE on SDXL and FLUX")."""
+    return name.startswith("transformer_blocks.") and any(f".attn.{p}." in name for p in ("add_q_proj", "add_k_proj", "add_v_proj"))
+
+
+TRAINABLE: dict[str, Callable[[str], bool]] = {"flux": is_flux_stage2_trainable}  # any other family: SD's
 
 
 def guided(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
@@ -52,30 +60,13 @@ def hinge_loss(eps: torch.Tensor, f_safe: torch.Tensor, f_unsafe: torch.Tensor, 
     return torch.relu(beta * (d_safe - d_unsafe + margin))
 
 
-@dataclass(frozen=True)
-class Sample:
-    trajectory: int
-    state: int  # index of the latent along the trajectory (0 = initial noise)
-    timestep: int
-
-
-@dataclass
-class Plan:
-    """Which latents each iteration uses, drawn up front so only those latents are kept."""
-
-    prompts: list[tuple[str, str]]  # per malicious trajectory: (malicious prompt, safe prompt)
-    malicious: list[Sample]
-    regulariser: list[list[Sample | None]]  # None: a draw the reference skips (index past the end)
-    n_uncond: int
-
-
 def trajectory_prompts(concept: "Concept", config: "TRCEConfig") -> list[tuple[str, str]]:
     pairs = concept.pairs[: config.pairs_stage2]
     fill = config.trajectory_template.format
     return [(fill(bad), fill(good)) for bad, good in pairs for _ in range(config.images_per_prompt)]
 
 
-def make_plan(concept: "Concept", config: "TRCEConfig", timesteps: list[int], num_train_timesteps: int) -> Plan:
+def make_plan(concept: "Concept", config: "TRCEConfig", timesteps: list[float], num_train_timesteps: int) -> Plan:
     rng = random.Random(config.seed)
     prompts = trajectory_prompts(concept, config)
     n = len(prompts)
@@ -97,92 +88,32 @@ def make_plan(concept: "Concept", config: "TRCEConfig", timesteps: list[int], nu
         if config.reference:
             # the latent after step s with step s's own timestep: the reference draws t from step s's
             # interval but then overwrites it with the stored one (`latent, noise_pred, t = pred_list[s]`)
-            malicious.append(Sample(order[within], s + 1, int(timesteps[s])))
+            malicious.append(Sample(order[within], s + 1, timesteps[s]))
             batch: list[Sample | None] = []
             for j in range(config.reg_batch_size):
                 r = rng.randint(0, steps)
                 traj = (within * config.reg_batch_size + j) % REFERENCE_UNCOND_POOL
                 batch.append(None if r == steps else Sample(traj, r + 1, rng.randrange((steps - 1 - r) * stride, (steps - r) * stride)))
         else:
-            malicious.append(Sample(order[within], s, int(timesteps[s])))
+            malicious.append(Sample(order[within], s, timesteps[s]))
             batch = []
             for _ in range(config.reg_batch_size):
                 r = rng.randrange(steps)
-                batch.append(Sample(rng.randrange(config.n_uncond), r, int(timesteps[r])))
+                batch.append(Sample(rng.randrange(config.n_uncond), r, timesteps[r]))
         regulariser.append(batch)
     return Plan(prompts, malicious, regulariser, n_uncond)
 
 
-def trajectory_latents(
-    pipe, unet_original, plan: Plan, config: "TRCEConfig", context: "EraseContext", embeddings: dict[str, torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-    """Latents aligned with the plan: [I, C, H, W] malicious and [I, R, C, H, W] regulariser (zeros where
-    a draw is skipped). Cached in the workspace by everything that determines them."""
-    shape = latent_shape(pipe, config.latent_size)
-    key = hash_obj(
-        {
-            "v": TRAJECTORY_CACHE_VERSION,
-            "model": context.model_fingerprint or "unhashed",
-            "prompts": plan.prompts,
-            "mal": [(s.trajectory, s.state) for s in plan.malicious],
-            "reg": [[(s.trajectory, s.state) if s else None for s in b] for b in plan.regulariser],
-            "shape": shape,
-            "steps": config.steps,
-            "guidance": config.trajectory_guidance,
-            "seed": config.seed,
-            "mode": config.mode,
-        }
-    )
-    path = Path(context.cache_dir) / "trce-trajectories" / f"{key[:32]}.safetensors"
-    info = {"cache": str(path), "n_malicious": len(plan.prompts), "n_uncond": plan.n_uncond}
-    if context.model_fingerprint and path.is_file():
-        data = load_file(str(path))
-        return data["malicious"], data["regulariser"], {**info, "cache_hit": True}
-    scheduler = ddim_scheduler(pipe, config.steps, steps_offset=0 if config.reference else None)
-    wanted_mal: list[set[int]] = [set() for _ in plan.prompts]
-    for s in plan.malicious:
-        wanted_mal[s.trajectory].add(s.state)
-    wanted_reg: list[set[int]] = [set() for _ in range(plan.n_uncond)]
-    for batch in plan.regulariser:
-        for s in batch:
-            if s is not None:
-                wanted_reg[s.trajectory].add(s.state)
-    device = context.device
-    cond = embeddings["trajectory"]
-    n_mal, n_all = len(plan.prompts), len(plan.prompts) + plan.n_uncond
-    context.progress("stage 2: trajectories", 0, n_all)
-    noise = seeded_noise(n_mal, shape, config.seed * 1_000_003, device)
-    family = load_family(pipeline_family(pipe))
-    mal = sample_states(
-        unet_original, scheduler, cond, embeddings["null"], config.trajectory_guidance, noise, wanted_mal,
-        context.batch_size, lambda done: context.progress("stage 2: trajectories", done, n_all), family=family,
-    )
-    noise = seeded_noise(plan.n_uncond, shape, config.seed * 1_000_003 + 500_000, device)
-    reg = sample_states(
-        unet_original, scheduler, None, embeddings["null"], 1.0, noise, wanted_reg, context.batch_size,
-        lambda done: context.progress("stage 2: trajectories", n_mal + done, n_all), family=family,
-    )
-    context.progress("stage 2: trajectories", n_all, n_all)
-    malicious = torch.stack([mal[(s.trajectory, s.state)] for s in plan.malicious]) if plan.malicious else torch.empty((0, *shape))
-    zeros = torch.zeros(shape)
-    regulariser = (
-        torch.stack([torch.stack([reg[(s.trajectory, s.state)] if s else zeros for s in b]) for b in plan.regulariser])
-        if plan.regulariser
-        else torch.empty((0, config.reg_batch_size, *shape))
-    )
-    if context.model_fingerprint:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_sibling(path)  # erasers of one audit may run at once
-        save_file({"malicious": malicious.contiguous(), "regulariser": regulariser.contiguous()}, str(tmp))
-        tmp.replace(path)
-    return malicious, regulariser, {**info, "cache_hit": False}
-
-
 def stage2_embeddings(pipe, plan: Plan, device) -> dict[str, Conditioning]:
-    bad = encode_conditioning(pipe, [p[0] for p in plan.prompts], device)
-    good = encode_conditioning(pipe, [p[1] for p in plan.prompts], device)
-    null = encode_conditioning(pipe, [""], device)
-    return {"trajectory": bad, "malicious": bad, "safe": good, "null": null}
+    """Image-size terms are left to each call (``Family.grid_prediction``), at the latents' grid. FLUX's
+    T5 length is the one stage 1 edits at (256 schnell, 512 dev)."""
+    length = flux_t5_length(pipe) if pipeline_family(pipe) == "flux" else None
+
+    def encode(texts: list[str]) -> Conditioning:
+        return encode_conditioning(pipe, texts, device, image_terms=False, max_sequence_length=length)
+
+    bad = encode([p[0] for p in plan.prompts])
+    return {"trajectory": bad, "malicious": bad, "safe": encode([p[1] for p in plan.prompts]), "null": encode([""])}
 
 
 def stacked(parts: list[Conditioning]) -> Conditioning:
@@ -190,48 +121,51 @@ def stacked(parts: list[Conditioning]) -> Conditioning:
     return Conditioning(*(None if f[0] is None else torch.cat(f) for f in zip(*(c.fields() for c in parts))))
 
 
-def run_stage2(pipe, unet_original, concept: "Concept", config: "TRCEConfig", context: "EraseContext") -> tuple[dict[str, Any], dict[str, list[float]]]:
+def run_stage2(pipe, original, concept: "Concept", config: "TRCEConfig", context: "EraseContext") -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """Fine-tune the pipeline's denoiser against ``original`` (its frozen pre-stage-1 copy)."""
     device = context.device
-    scheduler = ddim_scheduler(pipe, config.steps, steps_offset=0 if config.reference else None)
-    plan = make_plan(concept, config, [int(t) for t in scheduler.timesteps], int(scheduler.config.num_train_timesteps))
-    emb = stage2_embeddings(pipe, plan, device)
     family = load_family(pipeline_family(pipe))
-    unet_original = unet_original.to(device)
+    scheduler = stage2_scheduler(pipe, family, config, stage2_shape(pipe, family, config), device)
+    plan = make_plan(concept, config, [t.item() for t in scheduler.timesteps], int(scheduler.config.num_train_timesteps))
+    emb = stage2_embeddings(pipe, plan, device)
+    original = original.to(device)
     started = time.perf_counter()
-    mal_latents, reg_latents, traj_info = trajectory_latents(pipe, unet_original, plan, config, context, emb)
+    mal_latents, reg_latents, traj_info = trajectory_latents(pipe, family, original, scheduler, plan, config, context, emb)
     traj_info = {**traj_info, "seconds": time.perf_counter() - started}
-    unet_stage1 = frozen_copy(pipe.unet)
-    unet = pipe.unet
-    unet.train()
-    params = [p for _, p in select_parameters(unet, is_stage2_trainable)]
+    denoiser = getattr(pipe, family.denoiser)
+    stage1 = frozen_copy(denoiser)
+    denoiser.train()
+    params = [p for _, p in select_parameters(denoiser, TRAINABLE.get(family.name, is_stage2_trainable))]
     optimizer = torch.optim.AdamW(params, lr=config.lr, betas=(0.9, 0.999), weight_decay=config.weight_decay, eps=1e-8)
     null = emb["null"]
+    timestep_dtype = scheduler.timesteps.dtype  # DDIM's integers; flow matching's sigma·1000
+
+    def predict(model, x, t, cond):  # embedded guidance 1: the plain conditional prediction (FLUX-dev)
+        return family.grid_prediction(pipe, model, x, t, cond, torch.ones(x.shape[0], device=device))
+
     target_curve: list[float] = []
     reg_curve: list[float] = []
     total = len(plan.malicious)
     for it, sample in enumerate(plan.malicious):
         x = mal_latents[it : it + 1].to(device)
-        t = torch.tensor([sample.timestep], device=device, dtype=torch.long)
+        t = torch.tensor([sample.timestep], device=device, dtype=timestep_dtype)
         k = sample.trajectory
         with torch.no_grad():
-            ref = family.call_denoiser(
-                unet_original, x.expand(3, -1, -1, -1), t.expand(3), stacked([emb["safe"].rows([k]), emb["malicious"].rows([k]), null])
-            )
+            ref = predict(original, x.expand(3, -1, -1, -1), t.expand(3), stacked([emb["safe"].rows([k]), emb["malicious"].rows([k]), null]))
             eps_safe, eps_bad, eps_null = ref.chunk(3)
             f_safe = guided(eps_safe, eps_null, config.guidance)
             f_unsafe = guided(eps_bad, eps_null, config.guidance)
         draws = [(j, s) for j, s in enumerate(plan.regulariser[it]) if s is not None]
         xs = torch.cat([x, x] + [reg_latents[it, j : j + 1].to(device) for j, _ in draws])
-        ts = torch.cat([t, t, torch.tensor([s.timestep for _, s in draws], device=device, dtype=torch.long)])
-        conds = stacked([emb["malicious"].rows([k]), null, null.expand(len(draws))])
-        out = family.call_denoiser(unet, xs, ts, conds)
+        ts = torch.cat([t, t, torch.tensor([s.timestep for _, s in draws], device=device, dtype=timestep_dtype)])
+        out = predict(denoiser, xs, ts, stacked([emb["malicious"].rows([k]), null, null.expand(len(draws))]))
         target = (
             hinge_loss(out[0:1], f_safe, f_unsafe, config.beta, config.margin)
             + hinge_loss(out[1:2], f_safe, f_unsafe, config.beta, config.margin)
         ).mean() / 2
         if draws:
             with torch.no_grad():
-                reg_ref = family.call_denoiser(unet_stage1, xs[2:], ts[2:], null.expand(len(draws)))
+                reg_ref = predict(stage1, xs[2:], ts[2:], null.expand(len(draws)))
             reg_each = ((out[2:] - reg_ref) ** 2).mean(dim=(1, 2, 3))
             reg_sum = reg_each.sum()
         else:
@@ -247,8 +181,8 @@ def run_stage2(pipe, unet_original, concept: "Concept", config: "TRCEConfig", co
         target_curve.append(float(target.detach()))
         reg_curve.append(float(reg.detach()))
         context.progress("stage 2: fine-tuning", it + 1, total)
-    unet.eval()
-    unet.requires_grad_(False)
+    denoiser.eval()
+    denoiser.requires_grad_(False)
     return _summary(plan, traj_info, target_curve, reg_curve), {"stage2_target": target_curve, "stage2_reg": reg_curve}
 
 

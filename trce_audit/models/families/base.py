@@ -147,13 +147,18 @@ class Family:
     def training_prediction(self, pipe, x_t, t, cond: Conditioning, guidance=None):
         """The denoiser's output for unpacked latents ``x_t`` at training timesteps ``t``, conditioned
         on ``cond`` (one row per latent; image-size terms are added here), unpacked like ``x_t``."""
-        rows, cols = x_t.shape[-2:]
-        scale = pipe.vae_scale_factor
-        cond = self.with_image(cond, pipe, rows * scale, cols * scale)
         if guidance is None:
             guidance = torch.ones(x_t.shape[0], device=x_t.device)
-        out = self.predict(pipe, self.pack(x_t), self.model_timestep(pipe, t), cond, guidance)
-        return self.unpack(out, rows, cols)
+        return self.grid_prediction(pipe, getattr(pipe, self.denoiser), x_t, self.model_timestep(pipe, t), cond, guidance)
+
+    def grid_prediction(self, pipe, denoiser, x, t, cond: Conditioning, guidance=None):
+        """``call_denoiser`` on unpacked latents ``x`` at the denoiser's own timesteps ``t``, with the
+        image-size terms of x's grid added here (FLUX's position ids cannot ride in a conditioning that is
+        stacked or indexed by row); unpacked like ``x``. ``denoiser`` may be a frozen or trained copy."""
+        rows, cols = x.shape[-2:]
+        scale = pipe.vae_scale_factor
+        cond = self.with_image(cond, pipe, rows * scale, cols * scale)
+        return self.unpack(self.call_denoiser(denoiser, self.pack(x), t, cond, guidance), rows, cols)
 
     def model_timestep(self, pipe, t):
         """The denoiser's timestep input for training timestep ``t``."""
