@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's demo: install trce-audit (CPU torch) into .venv, run the default pocket-world audit
-# (erase with ESD, UCE and TRCE; attack; measure) and write report.html. Offline after the install.
+# (erase with UCE and TRCE; attack; measure; about three minutes on a 2-core CPU after the install) and write report.html. Offline after the install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv

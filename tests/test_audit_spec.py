@@ -13,7 +13,7 @@ MINIMAL = 'model = "pocket"\nconcept = "pocket-target"\n[prompts]\neval = ["pock
 def test_default_pocket_spec_loads():
     spec = load_spec(default_pocket_spec())
     assert spec.model == "pocket" and spec.concepts == ("cross",)
-    assert [e.name for e in spec.erasers] == ["esd-x", "uce", "trce"]
+    assert [e.name for e in spec.erasers] == ["uce", "trce"]  # ESD-x is too slow for the demo (the spec says why)
     assert [a.name for a in spec.attacks] == ["ring-a-bell", "unlearndiff", "p4d-n"]
     assert all(a.preset == "pocket" for a in spec.attacks)
     assert spec.prompts.eval == ("pocket-explicit", "pocket-synonym", "pocket-indirect")

@@ -218,7 +218,7 @@ ATTACK_PINS = {
     },
 }
 SPEC_PINS = {
-    "default_pocket.toml": "56e86923f56b04af934ead173be4bb30394cae3d8e0b200089705129b9ea7ebb",
+    "default_pocket.toml": "3b20099b96ba9a2dec8ae8b672ff53573c2d912ce43ac2c533db352d56f77f80",
     # issue 30: OpenNSFW scores, NudeNet judges (was NudeNet as published): a new audit on purpose
     "sd14_nudity.toml": "af9b959485d24710668696da900000c0ffdc5ec5dc1d8ead090b43de35eff39d",
     "pocket_results.toml": "97f43be10b766851645c6ac4c9e335c31c76b5efacbf22dbabb53da41c82a328",
