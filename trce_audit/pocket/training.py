@@ -86,22 +86,27 @@ def train_vae(loader, steps, deadline, device, amp, fh, lr=1e-3):
 
 
 class TextPretrainer(nn.Module):
-    def __init__(self, text_encoder):
+    def __init__(self, text_encoder, d=TEXT_HIDDEN):
         super().__init__()
         self.text = text_encoder
         self.image = PocketDetector(width=16)
-        d = TEXT_HIDDEN
         self.img_proj = nn.Linear(FEATURE_DIM, d)
         self.txt_proj = nn.Linear(d, d)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
         self.aux = nn.ModuleList([nn.Linear(d, n) for n in CAPTION_TARGET_CLASSES])
 
 
-def train_text(loader, steps, deadline, device, amp, fh, lr=1e-3, contrastive=True):
+def clip_pooled(text_encoder, ids):
+    return text_encoder(input_ids=ids).pooler_output
+
+
+def train_text(loader, steps, deadline, device, amp, fh, lr=1e-3, contrastive=True, encoder=None,
+               readout=clip_pooled, width=TEXT_HIDDEN):
     """Contrastive (CLIP-style) + auxiliary attribute heads; ``contrastive=False`` trains the
-    attribute heads alone (text only, no images: the cheap CPU setting)."""
-    te = build_text_encoder().to(device)
-    model = TextPretrainer(te).to(device)
+    attribute heads alone (text only, no images: the cheap CPU setting). ``encoder`` (the pocket CLIP
+    encoder by default) is read by ``readout(encoder, ids)`` -> [B, width] (pocket-flux's T5)."""
+    te = (encoder if encoder is not None else build_text_encoder()).to(device)
+    model = TextPretrainer(te, width).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     t0, step = time.time(), 0
     for step in range(steps):
@@ -113,8 +118,7 @@ def train_text(loader, steps, deadline, device, amp, fh, lr=1e-3, contrastive=Tr
         for gr in opt.param_groups:
             gr["lr"] = cosine_lr(step, steps, lr, warmup=100, t_start=t0, deadline=deadline)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-            out = model.text(input_ids=ids)
-            pooled = out.pooler_output.float()
+            pooled = readout(model.text, ids).float()
             io = model.image(x) if contrastive else None
         lbl = torch.arange(len(pooled), device=device)
         if contrastive:
