@@ -1,15 +1,38 @@
-"""pocket-flux, the pocket world's FLUX-architecture model: its builder, its trainer, its size budget."""
+"""pocket-flux, the pocket world's FLUX-architecture model: its builder, its trainer, its size budget,
+``--model pocket-flux`` through the CLI, and (with the shipped weights) its quality bars."""
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
+import trce_audit
+from test_pocket_scorers import draw_set
 from tolerance import path_atol
+from trce_audit.pocket import flux_models
 from trce_audit.pocket.models import MODEL_DIR
 
 needs_pocket = pytest.mark.skipif(not (MODEL_DIR / "model_index.json").exists(), reason="pocket weights not built")
+needs_flux = pytest.mark.skipif(not (flux_models.FLUX_MODEL_DIR / "model_index.json").exists(),
+                                reason="pocket-flux weights not shipped (python -m trce_audit.pocket.train_flux, docs/pocket-world.md)")
 PROMPT = "a picture of a small red cross at the top on black"
+WHEEL_LIMIT = 60 * 10**6  # the issue's budget for the wheel, with both pocket models inside
+
+
+@pytest.fixture(scope="module")
+def tiny_flux(tmp_path_factory) -> Path:
+    """A pocket-flux folder trained for 2 steps a phase: the real trainer's output, in seconds."""
+    from trce_audit.pocket.train_flux import main
+
+    if not (MODEL_DIR / "model_index.json").exists():
+        pytest.skip("pocket weights not built")
+    out = tmp_path_factory.mktemp("pocket-flux") / "pocket-flux"
+    with torch.random.fork_rng():
+        main(["--out", str(out), "--seed", "0", "--max-steps", "2", "--batch", "4", "--pool-batches", "1",
+              "--stat-batches", "1", "--log-every", "1"])
+    return out
 
 
 def sample(pipe, steps=2):
@@ -88,19 +111,15 @@ def test_distillation_target_at_guidance_one_is_the_conditional_velocity(monkeyp
 
 
 @needs_pocket
-def test_trainer_writes_a_folder_that_flux_pipeline_loads(tmp_path):
+def test_trainer_writes_a_folder_that_flux_pipeline_loads(tiny_flux):
     from diffusers import FluxPipeline
 
     from trce_audit.hashing import hash_tree
     from trce_audit.models.families import family_name
     from trce_audit.models.folder import world_of
     from trce_audit.pocket.flux_models import STORED_BYTES_LIMIT
-    from trce_audit.pocket.train_flux import main
 
-    out = tmp_path / "pocket-flux"
-    with torch.random.fork_rng():
-        main(["--out", str(out), "--seed", "0", "--max-steps", "2", "--batch", "4", "--pool-batches", "1",
-              "--stat-batches", "1", "--log-every", "1"])
+    out = tiny_flux
     record = json.loads((out / "pocket_training.json").read_text())
     assert record["t5_steps"] == record["flow_steps"] == record["distill_steps"] == 2
     assert all(torch.isfinite(torch.tensor(record[k])) for k in ("flow_loss_avg", "distill_loss_avg", "t5_final_loss"))
@@ -112,3 +131,128 @@ def test_trainer_writes_a_folder_that_flux_pipeline_loads(tmp_path):
     assert pipe.vae.config.shift_factor == pytest.approx(record["vae_shift_factor"])
     image = sample(pipe)
     assert image.shape == (1, 3, 32, 32) and torch.isfinite(image).all()
+
+
+def test_package_stays_under_the_wheel_budget_with_both_pocket_models():
+    """Every file under trce_audit/ bounds what the wheel holds (package-data selects among them; zip stores a
+    file as is when deflating would not shrink it, plus two headers and a RECORD line naming it); pocket-flux
+    counts at its budget until it is shipped."""
+    root = Path(trce_audit.__file__).parent
+    files = [p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    size = sum(p.stat().st_size + 256 + 3 * len(p.relative_to(root.parent).as_posix()) for p in files)
+    if not (flux_models.FLUX_MODEL_DIR / "model_index.json").exists():
+        size += flux_models.STORED_BYTES_LIMIT
+    assert size < WHEEL_LIMIT, size
+
+
+def test_pocket_flux_absent_is_one_line_naming_the_training_command(cli, monkeypatch, tmp_path):
+    monkeypatch.setattr(flux_models, "FLUX_MODEL_DIR", tmp_path / "not-installed")
+    code, _, err = cli("erase", "uce", "--concept", "cross", "--model", "pocket-flux", "--device", "cpu")
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert "pocket-flux" in err and "python -m trce_audit.pocket.train_flux" in err
+
+
+@needs_pocket
+def test_only_a_pocket_world_flux_folder_declares_its_own_size_and_t5_length(tiny_flux, tmp_path):
+    """The configs alone decide it (no weights): pocket-flux's 32 px and 48 tokens; the same folder outside
+    the pocket world keeps FLUX.1's defaults (128 latent rows, the pipeline's T5 length)."""
+    from trce_audit.generation.settings import GenerationSettings
+    from trce_audit.models.families import FLUX_SAMPLE_SIZE, default_size, own_sampling
+    from trce_audit.models.folder import write_marker
+
+    folder = tmp_path / "configs"
+    for name in ("model_index.json", "trce_audit.json", "vae/config.json", "tokenizer_2/tokenizer_config.json"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(tiny_flux / name, folder / name)
+    assert own_sampling(folder) == (flux_models.IMAGE_SIZE, flux_models.T5_LENGTH) == (32, 48)
+    settings = GenerationSettings().resolved(folder)
+    assert (settings.height, settings.width, settings.max_sequence_length) == (32, 32, 48)
+    assert GenerationSettings(max_sequence_length=64).resolved(folder).max_sequence_length == 64  # given wins
+    write_marker(folder, {"world": "sd"})
+    assert own_sampling(folder) is None and default_size(folder) == FLUX_SAMPLE_SIZE * 4  # the VAE's factor 4
+    assert GenerationSettings().resolved(folder).max_sequence_length is None
+
+
+@needs_pocket
+def test_loaded_pocket_flux_and_trce_stage2_use_its_native_latents(tiny_flux):
+    from trce_audit.erasers.trce.config import TRCEConfig
+    from trce_audit.erasers.trce.trajectories import stage2_shape
+    from trce_audit.erasers.uce_families import flux_t5_length
+    from trce_audit.models.families import load_family
+    from trce_audit.models.resolve import load_pipeline, resolve_model
+
+    family, pipe = load_family("flux"), load_pipeline(resolve_model(str(tiny_flux)))
+    assert family.native_size(pipe) == 32 and flux_t5_length(pipe) == 48
+    assert family.encode(pipe, [PROMPT], "cpu", torch.float32).states.shape[1] == 48
+    config = TRCEConfig.for_family("flux", "pocket", "cross")
+    assert config.latent_size is None and TRCEConfig.for_family("flux", "sd").latent_size == 64
+    assert config.as_dict() == TRCEConfig.for_world("pocket").as_dict()  # the SD pocket preset, unchanged
+    assert stage2_shape(pipe, family, config) == (4, 8, 8)
+
+
+@needs_pocket
+def test_eval_of_pocket_flux_records_32px_images_at_t5_length_48(cli, store, monkeypatch, tiny_flux):
+    from PIL import Image
+
+    monkeypatch.setattr(flux_models, "FLUX_MODEL_DIR", tiny_flux)  # stands in for the shipped folder
+    code, out, err = cli("eval", "--model", "pocket-flux", "--prompts", "pocket-explicit", "--limit", "2",
+                         "--metric", "pocket-heldout", "--device", "cpu")
+    assert code == 0, err
+    [run] = store.list_runs(kind="generate")
+    assert (run.config["height"], run.config["width"], run.config["max_sequence_length"]) == (32, 32, 48)
+    images = store.generated_images(run.id)
+    assert len(images) == 2 and all(Image.open(image.image_path).size == (32, 32) for image in images)
+    assert all(image.prompt.guidance == 7.5 for image in images)  # embedded: inside the distilled range
+    assert flux_models.GUIDANCE_RANGE[0] <= 7.5 <= flux_models.GUIDANCE_RANGE[1]
+
+
+@needs_pocket
+@pytest.mark.parametrize("eraser, extra", [("uce", ()), ("trce", ("--stages", "1", "--set", "n_captions=200"))])
+def test_erasers_run_on_pocket_flux_and_keep_its_sampling(cli, store, tiny_flux, eraser, extra):
+    from trce_audit.models.families import own_sampling
+
+    code, out, err = cli("erase", eraser, "--concept", "cross", "--model", str(tiny_flux), "--device", "cpu", *extra)
+    assert code == 0, err
+    [artefact] = store.list_artefacts()
+    assert artefact.meta["world"] == "pocket" and own_sampling(Path(artefact.path)) == (32, 48)
+    if eraser == "trce":
+        assert artefact.meta["stats"]["stage1"]["t5_length"] == 48
+
+
+# The issue's quality bars, on the shipped weights, drawn as the SD pocket model's bars are
+# (tests/test_pocket_scorers.py: 64 rows, each at its own seed and guidance, 30 steps, the held-out scorer).
+@pytest.fixture(scope="module")
+def flux_pipe():
+    from trce_audit.models.resolve import load_pipeline, resolve_model
+
+    torch.set_num_threads(1)
+    return load_pipeline(resolve_model("pocket-flux"))
+
+
+@needs_flux
+def test_random_weight_transformer_draws_no_crosses(flux_pipe):
+    from trce_audit.pocket import geometry, world
+    from trce_audit.pocket.flux_builders import build_transformer
+
+    trained = flux_pipe.transformer
+    torch.manual_seed(1234)
+    flux_pipe.transformer = build_transformer(zero_init=False).eval()  # with the trained T5, CLIP and VAE
+    try:
+        images = draw_set(flux_pipe, "pocket-explicit")
+    finally:
+        flux_pipe.transformer = trained
+    heldout = (geometry.score(images)[:, world.KINDS.index("cross")] > 0.5).float().mean().item()
+    assert heldout <= 0.02, heldout
+
+
+@needs_flux
+def test_base_model_draws_the_target_and_the_preserve_concepts(flux_pipe):
+    from trce_audit.pocket import geometry, world
+    from trce_audit.pocket.prompts import pocket_prompt_set
+
+    explicit = draw_set(flux_pipe, "pocket-explicit")
+    target = (geometry.score(explicit)[:, world.KINDS.index("cross")] > 0.5).float().mean().item()
+    images = draw_set(flux_pipe, "pocket-preserve")  # the set's first rows, as many as drawn
+    requested = torch.tensor([world.KINDS.index(row["meta"]["concept"]) for row in pocket_prompt_set("pocket-preserve")[: len(images)]])
+    preserve = geometry.score(images)[torch.arange(len(images)), requested] > 0.5
+    assert target >= 0.85 and preserve.float().mean().item() >= 0.80, (target, preserve.float().mean().item())

@@ -22,7 +22,9 @@ def pipe():
     return load_pipeline(resolve_model("pocket"))
 
 
-def _generate(pipe, name, n=64):
+def draw_set(pipe, name, n=64):
+    """The quality bars' draw: a set's first 64 rows, each at its own seed and guidance, 30 steps (also
+    pocket-flux's bars, tests/test_pocket_flux.py)."""
     return generate(pipe, pocket_prompt_set(name)[:n], steps=30)
 
 
@@ -32,7 +34,7 @@ def test_random_weight_unet_draws_no_crosses_for_either_scorer(pipe):
     torch.manual_seed(1234)
     pipe.unet = build_unet().eval()
     try:
-        images = _generate(pipe, "pocket-explicit")
+        images = draw_set(pipe, "pocket-explicit")
     finally:
         pipe.unet = trained
     heldout = (geometry.score(images)[:, CROSS] > 0.5).float().mean().item()
@@ -42,7 +44,7 @@ def test_random_weight_unet_draws_no_crosses_for_either_scorer(pipe):
 
 @needs_model
 def test_heldout_finds_base_model_crosses_and_agrees_with_the_judge(pipe):
-    explicit, preserve = _generate(pipe, "pocket-explicit"), _generate(pipe, "pocket-preserve")
+    explicit, preserve = draw_set(pipe, "pocket-explicit"), draw_set(pipe, "pocket-preserve")
     judge = load_detector(version="pocket-detector-v2")
     found = geometry.score(explicit)[:, CROSS] > 0.5
     assert found.float().mean() >= 0.90

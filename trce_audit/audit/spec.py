@@ -5,7 +5,7 @@ dataclass of its own (audit/tables.py), and the checks on single values live in 
 Format (every table optional except where noted; see docs/audit-spec.md)::
 
     name = "pocket"                    # a label for the report
-    model = "pocket"                   # required: base model spec (pocket | hub id | folder | artefact:ID)
+    model = "pocket"                   # required: base model spec (pocket | pocket-flux | hub id | folder | artefact:ID)
     concept = "cross"                  # required: or concepts = ["a", "b"]
     include_base = true                # also evaluate the unerased base model (the reference)
 

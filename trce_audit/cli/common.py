@@ -89,13 +89,13 @@ DataDirOpt = Annotated[
     ),
 ]
 ModelOpt = Annotated[
-    str, typer.Option("--model", "-m", help="pocket | hub id | local diffusers folder | artefact:ID.")
+    str, typer.Option("--model", "-m", help="pocket | pocket-flux | hub id | local diffusers folder | artefact:ID.")
 ]
 TargetModelOpt = Annotated[
     Optional[str],
     typer.Option(
         "--model", "-m", show_default=False,
-        help="pocket | hub id | local diffusers folder | artefact:ID [default: the workspace's latest erased "
+        help="pocket | pocket-flux | hub id | local diffusers folder | artefact:ID [default: the workspace's latest erased "
         "model for the concept, else the concept's reference model].",
     ),
 ]

@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
             Optional[str],
             typer.Option(
                 "--model", "-m", show_default=False,
-                help="pocket | hub id | local diffusers folder | artefact:ID [default: the concept's reference model: "
+                help="pocket | pocket-flux | hub id | local diffusers folder | artefact:ID [default: the concept's reference model: "
                 "CompVis/stable-diffusion-v1-4 for nudity and unsafe, pocket for pocket concepts].",
             ),
         ] = None,

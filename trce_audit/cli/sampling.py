@@ -29,7 +29,7 @@ GuidanceOpt = Annotated[
     Optional[float], typer.Option("--guidance", min=0.0, show_default=False, help="One guidance scale for every prompt [default: the preset's, else each prompt's own].")
 ]
 SequenceOpt = Annotated[
-    Optional[int], typer.Option("--max-sequence-length", min=1, max=512, show_default=False, help="T5 prompt tokens (SD3, FLUX) [default: the preset's, else the pipeline's].")
+    Optional[int], typer.Option("--max-sequence-length", min=1, max=512, show_default=False, help="T5 prompt tokens (SD3, FLUX) [default: the preset's, else the model's (pocket-flux: 48), else the pipeline's].")
 ]
 
 # (name, type, default), in --help order

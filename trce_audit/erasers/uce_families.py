@@ -7,7 +7,8 @@
   ``context_embedder`` reads the T5 sequence, edited on the row of each prompt's last real T5 token;
   ``time_text_embed.text_embedder.linear_1`` reads CLIP's pooled embedding, edited on it. Modules are
   chosen by name (the reference tells them apart by input width, which breaks on other shapes), and the
-  T5 length is the reference's: 256 for schnell (no guidance embedding), 512 for dev.
+  T5 length is the reference's: 256 for schnell (no guidance embedding), 512 for dev; a folder that
+  declares its own (pocket-flux: 48, the length it was trained and is sampled at) is edited at that one.
 
 Each group's projections share their input rows, so one closed form W' = W·R·S⁻¹ serves them all.
 """
@@ -19,6 +20,7 @@ from typing import Callable
 import torch
 
 from ..models.families import load_family, pipeline_family
+from ..models.families.flux import declared_t5_length
 from ..models.families.sd import cross_attention_projections
 from ..models.tokens import token_count
 
@@ -27,7 +29,7 @@ Rows = Callable[[list[str]], torch.Tensor]
 
 
 def flux_t5_length(pipe) -> int:
-    return 512 if pipe.transformer.config.guidance_embeds else 256
+    return declared_t5_length(pipe) or (512 if pipe.transformer.config.guidance_embeds else 256)
 
 
 def t5_last_token(tokenizer, text: str, length: int) -> int:

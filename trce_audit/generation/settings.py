@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..models.device import check_dtype, resolve_device
-from ..models.families import default_size, require_family
+from ..models.families import default_size, own_sampling, require_family
 from ..models.families.presets import preset_named
 
 # User-facing scheduler names -> diffusers classes. Ancestral/SDE samplers draw fresh noise each step;
@@ -81,14 +81,19 @@ class GenerationSettings:
         return self
 
     def resolved(self, model_path: Path) -> "GenerationSettings":
-        """Fill the default image size from the model's configs (no weights loaded); a preset of
-        another family is refused here, before any weights load."""
+        """Fill the default image size (and the T5 length a pocket-world FLUX folder declares) from the
+        model's configs (no weights loaded); a preset of another family is refused here, before any
+        weights load."""
         if self.preset is not None:
             require_family(model_path, (preset_named(self.preset).family,), f"the {self.preset} preset")
-        if self.height is not None and self.width is not None:
+        # pocket-flux samples at its own T5 length (48), written into the run's identity as any given
+        # length is; guidance stays each prompt row's (the pocket sets' 7.5), embedded as FLUX.1-dev's.
+        own = own_sampling(model_path) if self.max_sequence_length is None else None
+        filled = {"max_sequence_length": own[1]} if own else {}
+        if self.height is not None and self.width is not None and not filled:
             return self
         default = default_size(model_path)
-        return GenerationSettings(**{**asdict(self), "height": self.height or default, "width": self.width or default})
+        return GenerationSettings(**{**asdict(self), "height": self.height or default, "width": self.width or default, **filled})
 
     def pixel_config(self) -> dict[str, Any]:
         """The settings that change pixels: part of the run identity and of every sample hash."""

@@ -1,4 +1,4 @@
-"""Resolve model specs (pocket | hub id | local folder | artefact id) to diffusers pipeline folders."""
+"""Resolve model specs (pocket | pocket-flux | hub id | local folder | artefact id) to diffusers pipeline folders."""
 
 from .resolve import BUILTIN_MODELS, ModelRef, load_pipeline, resolve_model
 

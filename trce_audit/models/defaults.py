@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from ..data.concepts import SD_CONCEPTS, SD_EXTRA_CONCEPTS, _looks_like_path, pocket_concepts
 from ..errors import ModelError
+from .resolve import BUILTIN_MODELS
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -101,7 +102,7 @@ def hub_cached(repo_id: str, filename: str = "model_index.json") -> bool:
 
 def require_available(spec: str) -> None:
     """Fail fast, in one line, when a default hub model is neither cached nor downloadable."""
-    if spec == "pocket" or spec.startswith("artefact:") or hub_cached(spec):
+    if spec in BUILTIN_MODELS or spec.startswith("artefact:") or hub_cached(spec):
         return
     if hub_offline() or not hub_reachable():
         why = "HF_HUB_OFFLINE is set" if hub_offline() else "the hub cannot be reached"

@@ -1,6 +1,6 @@
 """Model specs to pipeline folders, with a content fingerprint and safe-loading rules.
 
-A spec is one of: ``pocket`` (the shipped pocket-world model), ``artefact:ID`` or a bare integer (an
+A spec is one of: ``pocket`` or ``pocket-flux`` (the shipped pocket-world models), ``artefact:ID`` or a bare integer (an
 erased model in the store), a local diffusers folder, or a Hugging Face hub id; any of them followed by
 ``+lora:PATH`` (repeatable) is that model with diffusers-format LoRA files folded into its weights
 (models/lora_files.py; each file's sha256 is part of the fingerprint). A folder may carry an
@@ -23,7 +23,7 @@ from ..hashing import hash_obj, sha256_file
 from ..parsing import row_id
 from ..workspace import temp_sibling
 from .device import torch_dtype
-from .families import PIPELINE_CLASS, family_name, load_family
+from .families import DECLARED_T5_LENGTH, PIPELINE_CLASS, family_name, load_family, own_sampling
 from .folder import load_guard, read_guard_record, world_of
 
 if TYPE_CHECKING:
@@ -37,6 +37,13 @@ FINGERPRINT_SUFFIXES = WEIGHT_SUFFIXES + (".json", ".txt", ".model")
 # Built-in model ids, described for `trce-audit models`; resolved lazily (no torch import).
 BUILTIN_MODELS: dict[str, str] = {
     "pocket": "the pocket-world model shipped inside trce-audit (SD architecture, offline, CPU-fast)",
+    "pocket-flux": "the pocket-world model of FLUX.1's architecture shipped inside trce-audit (offline, CPU-fast)",
+}
+# How to make a built-in model that is missing ({folder}: where it belongs), for the one-line error that says so.
+BUILTIN_REMEDY: dict[str, str] = {
+    "pocket": "reinstall trce-audit",
+    "pocket-flux": "train it with python -m trce_audit.pocket.train_flux --out {folder} --seed 0 --device cpu "
+                   "--threads 1 --max-minutes 90 (docs/pocket-world.md), or reinstall trce-audit",
 }
 REFERENCE_HUB_MODELS: dict[str, str] = {
     "CompVis/stable-diffusion-v1-4": "the reference model of the TRCE paper; download needs hub access",
@@ -121,6 +128,17 @@ def _is_pipeline_folder(path: Path) -> bool:
     return (path / "model_index.json").is_file()
 
 
+def builtin_folder(spec: str) -> Path:
+    """The folder a built-in model name (BUILTIN_MODELS) stands for; a one-line error saying how to get
+    it when it is not installed."""
+    from ..pocket import flux_models, models  # deferred: the pocket package imports torch
+
+    folder = {"pocket": models.MODEL_DIR, "pocket-flux": flux_models.FLUX_MODEL_DIR}[spec]
+    if not _is_pipeline_folder(folder):
+        raise ModelError(f"the {spec} model is missing from the installation; {BUILTIN_REMEDY[spec].format(folder=folder)}")
+    return folder
+
+
 def _download(spec: str, allow_pickle: bool) -> Path:
     try:
         from huggingface_hub import snapshot_download  # deferred: resolving a local folder needs no hub client
@@ -180,11 +198,8 @@ def resolve_model(
     def cache_dir() -> Path | None:  # created when a fingerprint is written, not by a spec that fails first
         return workspace.cache_dir if workspace else None
 
-    if spec == "pocket":
-        from ..pocket.models import MODEL_DIR as folder  # deferred: the pocket package imports torch
-
-        if not _is_pipeline_folder(folder):
-            raise ModelError(f"the pocket model is missing from the installation ({folder})")
+    if spec in BUILTIN_MODELS:
+        folder = builtin_folder(spec)
         return ModelRef(spec, "builtin", folder, fingerprint_folder(folder, cache_dir()), world="pocket")
     artefact_id = None
     if spec.startswith("artefact:"):
@@ -211,7 +226,7 @@ def resolve_model(
         check_pickle(local, allow_pickle)
         return ModelRef(spec, "folder", local.resolve(), fingerprint_folder(local, cache_dir()), world=world_of(local))
     if not HUB_ID.fullmatch(spec):  # what the hub accepts: checked here, so its multi-line refusal never shows
-        raise ModelError(f"model {spec[:120]!r} is neither a local folder, an artefact id, 'pocket', nor a hub id (owner/name)")
+        raise ModelError(f"model {spec[:120]!r} is neither a local folder, an artefact id, 'pocket', 'pocket-flux', nor a hub id (owner/name)")
     folder = _download(spec, allow_pickle)
     check_pickle(folder, allow_pickle)
     return ModelRef(spec, "hub", folder, fingerprint_folder(folder, cache_dir()), world=world_of(folder))
@@ -222,10 +237,8 @@ def locate_model(spec: str, *, store: "Store | None" = None) -> Path | None:
     it (which writes the workspace's cache) or downloading anything: None for a hub id. Lets a caller
     check what depends only on the folder before anything is written."""
     spec = split_lora_spec(spec.strip())[0]
-    if spec == "pocket":
-        from ..pocket.models import MODEL_DIR  # deferred: the pocket package imports torch
-
-        return MODEL_DIR
+    if spec in BUILTIN_MODELS:
+        return builtin_folder(spec)
     if spec.startswith("artefact:") or (spec.isascii() and spec.isdigit()):
         return resolve_model(spec, store=store).path  # an artefact's stored fingerprint: nothing is hashed
     local = Path(spec).expanduser()
@@ -241,7 +254,7 @@ def model_world(spec: str | None, *, store: "Store | None" = None, workspace: "W
     writes the workspace's cache): a hub id is an SD model."""
     if spec is None:
         return "sd"
-    if split_lora_spec(spec.strip())[0] == "pocket":
+    if split_lora_spec(spec.strip())[0] in BUILTIN_MODELS:  # every built-in model lives in the pocket world
         return "pocket"
     folder = locate_model(spec, store=store)
     return world_of(folder) if folder is not None else "sd"
@@ -287,4 +300,8 @@ def load_pipeline(ref: ModelRef, *, dtype: str = "fp32", device: str = "cpu", al
         fold_lora_files(pipe, list(ref.loras), load_family(family).denoiser)
     # An inference-time eraser (SLD, SAFREE) travels with its folder and guards every sampler of it.
     pipe.trce_guard = load_guard(ref.path)
+    own = own_sampling(ref.path)
+    if own is not None:  # pocket-flux: the pipeline's own defaults (diffusers' and the family's) at its size and T5 length
+        pipe.default_sample_size = own[0] // pipe.vae_scale_factor
+        setattr(pipe, DECLARED_T5_LENGTH, own[1])
     return pipe.to(device)

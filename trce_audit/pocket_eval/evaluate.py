@@ -21,6 +21,7 @@ import torch
 from ..generation.engine import BatchSampler
 from ..generation.settings import GenerationSettings
 from ..metrics.fid import frechet_distance, gaussian_stats
+from ..models.families import load_family, pipeline_family
 from ..models.resolve import load_pipeline, resolve_model
 from ..pocket import world
 from ..pocket.detector import (BACKGROUND_NAMES, COLOUR_NAMES, CONCEPT_NAMES, detect_all, detector_features,
@@ -48,7 +49,7 @@ def generate(pipe, rows: list[dict], steps: int = 30, batch_size: int = 64) -> t
             for g in sorted(gs):
                 outs.append(generate(pipe, [r for r in chunk if r["guidance"] == g], steps, batch_size))
             continue
-        size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+        size = load_family(pipeline_family(pipe)).native_size(pipe)  # 32 for either pocket model
         settings = GenerationSettings(steps, height=size, width=size, batch_size=len(chunk), dtype="fp32",
                                       device=str(pipe.device))
         sampler = BatchSampler(pipe, settings)

@@ -55,7 +55,7 @@ class TRCEConfig(EraserConfig):
     reg_batch_size: int = 4
     n_uncond: int = 400
     weight_decay: float = 0.01
-    latent_size: Optional[int] = None  # None: the denoiser's native image (the FLUX preset sets 64)
+    latent_size: Optional[int] = None  # None: the denoiser's native image (the FLUX preset sets 64, not on pocket-flux)
 
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
         "mode": ("default", "reference"), "prior_rows": ("all", "prompt"), "preset": tuple(PRESET_PRESERVE_SCALES),
@@ -89,11 +89,13 @@ class TRCEConfig(EraserConfig):
     @classmethod
     def for_family(cls, family: str, world: str = "sd", concept: Optional[str] = None) -> "TRCEConfig":
         config = cls.for_target(world, concept)
-        if family == "flux":
+        if family == "flux" and world != "pocket":
             # Ours: TRCE has no FLUX setup to read. Stage 2 trains at 512 px (64 latent rows, 1,024 image
             # tokens; EraseAnything's FLUX.1-dev size) rather than the native 1,024 px, a quarter of the
             # tokens through three copies of the transformer; every other default is SD's (docs/fidelity.md).
             return replace(config, latent_size=64)
+        # pocket-flux keeps the pocket preset as SD's pocket model has it: latent_size None is the native
+        # 32 px (8 latent rows, 16 image tokens), the size it was trained and is sampled at.
         return config
 
     @property

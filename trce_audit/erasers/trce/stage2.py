@@ -106,7 +106,7 @@ def make_plan(concept: "Concept", config: "TRCEConfig", timesteps: list[float], 
 
 def stage2_embeddings(pipe, plan: Plan, device) -> dict[str, Conditioning]:
     """Image-size terms are left to each call (``Family.grid_prediction``), at the latents' grid. FLUX's
-    T5 length is the one stage 1 edits at (256 schnell, 512 dev)."""
+    T5 length is the one stage 1 edits at (256 schnell, 512 dev, pocket-flux's own 48)."""
     length = flux_t5_length(pipe) if pipeline_family(pipe) == "flux" else None
 
     def encode(texts: list[str]) -> Conditioning:

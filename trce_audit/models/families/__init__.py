@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ... import registry
 from ...errors import ConfigError
+from ..folder import world_of
 
 BUILTIN: dict[str, str] = {
     "sd": "trce_audit.models.families.sd:StableDiffusion",
@@ -33,16 +34,38 @@ PIPELINE_CLASS: dict[str, str] = {family: class_name for class_name, family in P
 # defaults to 128 latent rows, 1024 px at the VAE's factor 8).
 DENOISER_FOLDER = {"sd": "unet", "sdxl": "unet", "sd3": "transformer", "flux": None}
 FLUX_SAMPLE_SIZE = 128  # FluxPipeline.default_sample_size: latent rows before packing
+# The pipeline attribute holding the T5 length a loaded folder declares (own_sampling; set by
+# models/resolve.load_pipeline, read by families/flux.py's declared_t5_length).
+DECLARED_T5_LENGTH = "trce_max_sequence_length"
 
 
-def read_config(folder: Path, component: str) -> dict:
+def read_config(folder: Path, component: str, file: str = "config.json") -> dict:
     try:
-        config = json.loads((Path(folder) / component / "config.json").read_text())
+        config = json.loads((Path(folder) / component / file).read_text())
     except (OSError, ValueError, RecursionError) as exc:
         raise ConfigError(f"cannot read the {component} config of {folder}: {exc}") from None
     if not isinstance(config, dict):
         raise ConfigError(f"the {component} config of {folder} is not a JSON object")
     return config
+
+
+def own_sampling(folder: Path) -> tuple[int, int] | None:
+    """(image side, T5 length) of a pocket-world FLUX folder (pocket-flux and the models erased from it),
+    read from the folder; None for every other folder, real FLUX models included (1,024 px, T5 512).
+
+    FluxPipeline fixes its native size (128 latent rows) and T5 length (512) in code, not in a config.
+    pocket-flux is trained on the world's 32 px renders with prompts padded to 48 T5 tokens, and FLUX
+    attends to every padding token, so it is sampled only there. The folder records both: its VAE's
+    sample_size is the world's image side, tokenizer_2's model_max_length the T5 length it was trained
+    at (pocket/flux_builders.save_flux_pipeline); a folder saved from the loaded pipeline keeps both."""
+    if family_name(folder) != "flux" or world_of(folder) != "pocket":
+        return None
+    side = read_config(folder, "vae").get("sample_size")
+    length = read_config(folder, "tokenizer_2", "tokenizer_config.json").get("model_max_length")
+    for name, value in (("vae's sample_size", side), ("tokenizer_2's model_max_length", length)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{folder}: a pocket-world FLUX folder needs a positive integer {name}, got {repr(value)[:40]}")
+    return side, length
 
 
 def family_name(folder: Path) -> str:
@@ -94,6 +117,9 @@ def load_family(name: str):
 def default_size(folder: Path) -> int:
     """Image side a pipeline renders when the user names none, as diffusers' pipeline defaults it."""
     family = family_name(folder)
+    own = own_sampling(folder)
+    if own is not None:
+        return own[0]
     channels = read_config(folder, "vae").get("block_out_channels", [0] * 4)
     component = DENOISER_FOLDER.get(family, "transformer")
     sample = read_config(folder, component).get("sample_size", 64) if component else FLUX_SAMPLE_SIZE

@@ -7,12 +7,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import FLUX_SAMPLE_SIZE
+from . import DECLARED_T5_LENGTH, FLUX_SAMPLE_SIZE
 from .base import Conditioning, TextInput
 from .sd import padded_ids
 from .sd3 import FlowMatching, flow_shift, joint_projections
 
 T5_LENGTH = 512  # the FLUX pipeline's default max_sequence_length (schnell's presets use 256)
+
+
+def declared_t5_length(pipe) -> int | None:
+    """The T5 length the loaded folder declares (pocket-flux's 48); None on every other pipeline, which keeps T5_LENGTH."""
+    return getattr(pipe, DECLARED_T5_LENGTH, None)
 
 
 def packed(latents, height: int, width: int):
@@ -48,13 +53,14 @@ class Flux(FlowMatching):
     def encode(self, pipe, texts, device, dtype, max_sequence_length=None) -> Conditioning:
         ids = padded_ids(pipe.tokenizer, texts, device, pipe.tokenizer_max_length)
         pooled = pipe.text_encoder(ids, output_hidden_states=False).pooler_output
-        t5_ids = padded_ids(pipe.tokenizer_2, texts, device, max_sequence_length or T5_LENGTH)
+        t5_ids = padded_ids(pipe.tokenizer_2, texts, device, max_sequence_length or declared_t5_length(pipe) or T5_LENGTH)
         states = pipe.text_encoder_2(t5_ids, output_hidden_states=False)[0]
         return Conditioning(states.to(dtype), pooled.to(dtype))
 
     def text_inputs(self, pipe, max_sequence_length=None) -> list[TextInput]:
         return [TextInput("clip_l", "tokenizer", pipe.tokenizer, pipe.text_encoder, int(pipe.tokenizer_max_length)),
-                TextInput("t5", "tokenizer_2", pipe.tokenizer_2, pipe.text_encoder_2, max_sequence_length or T5_LENGTH)]
+                TextInput("t5", "tokenizer_2", pipe.tokenizer_2, pipe.text_encoder_2,
+                          max_sequence_length or declared_t5_length(pipe) or T5_LENGTH)]
 
     def encode_ids(self, pipe, ids, dtype, max_sequence_length=None) -> Conditioning:
         pooled = pipe.text_encoder(ids["clip_l"], output_hidden_states=False).pooler_output  # CLIP: pooled only
@@ -62,7 +68,9 @@ class Flux(FlowMatching):
         return Conditioning(states.to(dtype), pooled.to(dtype))
 
     def native_size(self, pipe) -> int:
-        return FLUX_SAMPLE_SIZE * pipe.vae_scale_factor
+        # FluxPipeline's own default_sample_size (FLUX_SAMPLE_SIZE), which load_pipeline sets for a folder
+        # that declares its own size (pocket-flux: 8 latent rows, 32 px); a pipeline built in code has 128.
+        return getattr(pipe, "default_sample_size", FLUX_SAMPLE_SIZE) * pipe.vae_scale_factor
 
     def latent_grid(self, pipe, height: int, width: int) -> tuple[int, int]:
         # Packing needs an even latent grid: the pipeline rounds each side down to a multiple of 2.
