@@ -95,6 +95,8 @@ MODEL_SPECS = st.one_of(
 @example("artefact:²")  # a superscript digit passes str.isdigit() (was exit 3: ValueError from int())
 @example("²")
 @example("artefact:99999999999999999999")  # past 64 bits (was exit 3: OverflowError in SQLite)
+@example("~0")  # a ~user naming no user (was exit 3: RuntimeError from Path.expanduser)
+@example("~nosuchuser/model+lora:~nosuchuser/x.safetensors")
 def test_model_specs_resolve_or_are_refused_in_one_line(raw):
     store, workspace, scratch = context()
     spec = raw.replace("{scratch}", str(scratch))

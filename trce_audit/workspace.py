@@ -71,3 +71,14 @@ def temp_sibling(path: Path) -> Path:
     """A temporary name beside ``path`` that no other process or thread picks: written, then
     ``os.replace``d onto ``path``, so a reader never sees half a file and two writers never share one."""
     return path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+
+
+def user_path(text: str | os.PathLike) -> Path:
+    """``text`` as a path, a leading ``~`` or ``~user`` expanded as a shell expands it. A ``~user`` that
+    names no user (or a ``~`` where there is no home) stays literal, as in a shell: pathlib raises
+    RuntimeError there, which would reach the user as a traceback instead of "no such file"."""
+    path = Path(text)
+    try:
+        return path.expanduser()
+    except RuntimeError:
+        return path

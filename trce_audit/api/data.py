@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from ..data.concepts import Concept, concept_names, load_concept
@@ -12,7 +11,7 @@ from ..data.registry import PROMPT_SETS, data_file, fetchable_names
 from ..data.sets import ensure_prompt_set, load_prompt_set, load_user_csv
 from ..errors import DataError
 from ..store import Store
-from ..workspace import Workspace
+from ..workspace import Workspace, user_path
 
 __all__ = ["add_prompt_set", "fetch_data", "list_concepts", "list_data", "show_prompt_set"]
 
@@ -54,7 +53,7 @@ def show_prompt_set(
         rows = load_prompt_set(name_or_path, data_dir=data_dir, workspace=workspace, limit=limit)
         kind, source = spec.kind, spec.provider or ""
     else:
-        path = Path(name_or_path).expanduser()
+        path = user_path(name_or_path)
         if not (os.path.lexists(path) or path.suffix.lower() == ".csv"):
             raise DataError(f"unknown prompt set {name_or_path!r}; known: {', '.join(PROMPT_SETS)}, or a CSV file path")
         rows = load_user_csv(path, limit=limit)

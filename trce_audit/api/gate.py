@@ -13,6 +13,7 @@ from ..gating.limits import AsrLimit, format_percent, parse_asr_limit, parse_poi
 from ..parsing import row_id
 from ..reports.collect import collect
 from ..store import Store
+from ..workspace import user_path
 
 __all__ = ["check_gate", "format_percent", "write_junit"]
 
@@ -26,7 +27,7 @@ def _baseline_rows(store: Store, baseline: str) -> list[dict[str, Any]]:
         except StoreError:
             raise GateDataError(f"baseline audit run {text[:40]} does not exist in the store") from None
         return [row.as_dict() for row in collect(store, audit_id=number).rows]
-    return load_baseline_file(Path(text).expanduser())
+    return load_baseline_file(user_path(text))
 
 
 def _stored_gate_spec(config: dict[str, Any]) -> GateSpec:

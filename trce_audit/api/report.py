@@ -11,6 +11,7 @@ from ..reports.collect import collect
 from ..reports.markdown import render_markdown
 from ..reports.render import ReportOptions, write_report
 from ..store import Store
+from ..workspace import user_path
 
 __all__ = ["parse_run_ids", "render_report"]
 
@@ -41,7 +42,7 @@ def render_report(
         raise ConfigError("give --audit or --runs, not both")
     if max_images < 0:
         raise ConfigError(f"--max-images must be 0 or more, got {max_images}")
-    out_path = Path(out).expanduser()
+    out_path = user_path(out)
     if out_path.is_dir():
         raise ConfigError(f"--out {out_path} is a folder; give a file name such as report.html")
     view = collect(store, audit_id=audit_id, run_ids=run_ids)

@@ -33,6 +33,7 @@ from ..errors import one_line
 from . import fields
 from .fields import SpecError
 from .tables import AttackSpec, EraserSpec, GateSpec, GenerationSpec, MetricsSpec, PromptsSpec
+from ..workspace import user_path
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -169,7 +170,7 @@ def load_spec(path_or_text: str | os.PathLike) -> AuditSpec:
 def _spec_text(path_or_text: str | os.PathLike) -> tuple[str, Path | None]:
     """The spec's text, and the file it came from (None for text)."""
     if isinstance(path_or_text, os.PathLike) or ("\n" not in str(path_or_text) and str(path_or_text).endswith(".toml")):
-        path = Path(path_or_text).expanduser()
+        path = user_path(path_or_text)
         if not os.path.isfile(path):  # False, not an OSError, for a name too long to be a file
             raise SpecError("", "the file does not exist", path)
         try:

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import DataError
 from ..hashing import sha256_file
-from ..workspace import Workspace
+from ..workspace import Workspace, user_path
 from .csvfile import decode_text, read_bytes
 from .registry import CONCEPT_FILES
 from .sets import locate
@@ -152,7 +152,7 @@ def read_concept_document(path: str | os.PathLike) -> dict[str, Any]:
 
     JSON: a list of pairs or an object with "pairs"; TOML: ``name = "…"`` and ``pairs = [["a", "b"], …]``.
     """
-    path = Path(path).expanduser()
+    path = user_path(path)
     document = _parse_document(path)
     if isinstance(document, list):
         document = {"pairs": document}
@@ -226,7 +226,7 @@ def load_concept(
     if world not in ("sd", "pocket"):
         raise DataError(f"unknown world {world!r}; expected 'sd' or 'pocket'")
     if _looks_like_path(name_or_path):
-        path = Path(name_or_path).expanduser()
+        path = user_path(name_or_path)
         document = read_concept_document(path)
         return Concept(
             name=document.get("name") or path.stem,

@@ -12,7 +12,7 @@ from ..errors import DataError
 from ..hashing import sha256_file
 from ..parsing import row_id
 from ..records import PromptRow
-from ..workspace import DOWNLOADS, Workspace
+from ..workspace import DOWNLOADS, Workspace, user_path
 from .csvfile import Table, decode_text, prompt_rows, read_bytes, user_columns
 from .registry import DEFAULT_BASE_URL, PROMPT_SETS, DataFile, PromptSetSpec, prompt_set_spec
 
@@ -31,7 +31,7 @@ def candidate_dirs(workspace: Workspace | None, data_dir: str | os.PathLike | No
     workspace = workspace or Workspace.from_options()
     found: list[Path] = []
     if data_dir is not None:
-        found.append(Path(data_dir).expanduser())
+        found.append(user_path(data_dir))
     if workspace.data_dir is not None:
         found.append(workspace.data_dir)
     if os.path.isdir(workspace.root):
@@ -77,7 +77,7 @@ def load_user_csv(path: str | os.PathLike, *, limit: int | None = None) -> list[
     """A user's own prompt file: column `prompt` or `text`; optional `seed`/`evaluation_seed` and
     `guidance`/`evaluation_guidance` (defaults: seed 42, guidance 7.5); other columns are kept as meta."""
     _check_limit(limit)
-    rows = read_prompt_csv(Path(path).expanduser(), limit=limit)
+    rows = read_prompt_csv(user_path(path), limit=limit)
     if not rows:
         raise DataError(f"{path}: the file has a header but no prompt rows")
     return rows
@@ -145,7 +145,7 @@ def ensure_prompt_set(store: "Store", name_or_id: str | int, *, workspace: Works
     meta: dict[str, Any] = {"limit": limit}
     spec = PROMPT_SETS.get(name_or_id)
     if spec is None:
-        path = Path(name_or_id).expanduser()
+        path = user_path(name_or_id)
         if not (os.path.lexists(path) or path.suffix.lower() == ".csv"):
             prompt_set_spec(name_or_id)  # raises the unknown-name error
         rows = load_user_csv(path, limit=limit)

@@ -22,6 +22,7 @@ from ..hashing import hash_tree, sha256_file
 from .base import MetricRunner
 from .detections import check_readable
 from .values import MetricValue
+from ..workspace import user_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 INCEPTION_FILE = "inception-2015-12-05.pt"
@@ -109,7 +110,7 @@ class CleanFID(MetricRunner):
             raise ConfigError(
                 f"fid needs clean-fid's Inception weights as a local file ({INCEPTION_FILE}); pass --inception-weights"
             )
-        path = Path(self.config.inception_weights).expanduser()
+        path = user_path(self.config.inception_weights)
         if path.is_dir():
             path = path / INCEPTION_FILE
         if not path.is_file():
@@ -130,7 +131,7 @@ class CleanFID(MetricRunner):
     def reference_path(self) -> Path:
         if not self.config.reference:
             raise ConfigError("fid needs a reference: a folder of images or a .npz with mu and sigma (--fid-ref)")
-        path = Path(self.config.reference).expanduser()
+        path = user_path(self.config.reference)
         if not path.exists():
             raise ConfigError(f"FID reference {path} does not exist")
         if path.is_file() and path.suffix != ".npz":

@@ -23,6 +23,7 @@ from .base import MetricRunner, detect_together
 from .detections import Detections
 from .nudenet_protocols import CLASS_PRESETS, DETECTOR_FLOOR, NUDENET_LABELS, PRESETS, select_presets
 from .values import MetricValue, wilson_interval
+from ..workspace import user_path
 
 __all__ = ["CLASS_PRESETS", "NUDENET_LABELS", "NudeNetASR", "NudeNetConfig", "PRESETS"]
 
@@ -61,7 +62,7 @@ class NudeNetASR(MetricRunner):
 
     def weights_path(self) -> Path:
         if self.config.weights:
-            path = Path(self.config.weights).expanduser()
+            path = user_path(self.config.weights)
             if not path.is_file():
                 raise ConfigError(f"NudeNet weights {path} do not exist")
             return path

@@ -27,6 +27,7 @@ from huggingface_hub.utils import logging as hub_logging
 from ..errors import ConfigError, DataError, one_line
 from ..hashing import sha256_file
 from ..models.resolve import quiet_hub_loggers
+from ..workspace import user_path
 
 CLIP_MODEL = "openai/clip-vit-large-patch14"  # CLIP ViT-L/14, as Q16's inference_images.py loads it ('ViT-L/14')
 PROMPTS_COMMIT = "33de788767bbe33cf77a5f6df931cd86c71f294f"
@@ -111,7 +112,7 @@ def read_prompts(path: Path) -> np.ndarray:
 
 def prompts_file(option: str, downloads_dir: Path | None) -> Path:
     if option:
-        path = Path(option).expanduser()
+        path = user_path(option)
         if not path.is_file():
             raise ConfigError(f"Q16 prompts file {path} does not exist")
         return path
@@ -127,7 +128,7 @@ def in_hub_cache(model: str) -> bool:
 
 def clip_missing(model: str, exc: Exception) -> Missing:
     """Why a CLIP could not be loaded, and what to download when it is a hub id not in the cache."""
-    if Path(model).expanduser().is_dir() or in_hub_cache(model):
+    if user_path(model).is_dir() or in_hub_cache(model):
         return Missing(f"CLIP {model} cannot be loaded ({type(exc).__name__}: {one_line(exc)[:200]})")
     state = "the hub is set offline" if offline() else f"it cannot be downloaded ({type(exc).__name__})"
     return Missing(f"CLIP {model!r} is not in the Hugging Face cache and {state}: download it where the hub is reachable "

@@ -22,6 +22,7 @@ from ..models.folder import save_erased_pipeline
 from ..models.families import require_family
 from ..models.resolve import ModelRef, resolve_model
 from .erase_inputs import captions_from_data, erase_context, parse_stages
+from ..workspace import user_path
 
 if TYPE_CHECKING:
     from ..data.concepts import Concept
@@ -105,12 +106,12 @@ def start_erase(
         found = existing_artefact(store, previous.id)
         if found is not None:
             return erase_record(found, previous.id, reused=True)
-    if out is not None and Path(out).expanduser().exists() and any(Path(out).expanduser().iterdir()):
-        raise ConfigError(f"output folder {Path(out).expanduser()} exists and is not empty; choose another --out")
+    if out is not None and user_path(out).exists() and any(user_path(out).iterdir()):
+        raise ConfigError(f"output folder {user_path(out)} exists and is not empty; choose another --out")
     runtime = {"device": device, "batch_size": batch_size, **(executor.runtime() if executor is not None else {})}
     run = store.start_run(runtime=runtime, model_ref=ref.spec, **run_fields)
     target = Path(out) if out is not None else workspace.artefacts_dir / run.identity[:16]
-    target = target.expanduser().resolve()
+    target = user_path(target).resolve()
     if target.exists() and any(target.iterdir()):  # a default folder left by an interrupted run
         shutil.rmtree(target)
     make_context = partial(

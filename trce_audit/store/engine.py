@@ -15,6 +15,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, Operationa
 
 from ..errors import StoreError, mask_url_secrets, one_line, scrub_url_secrets
 from .upsert import DIALECTS
+from ..workspace import user_path
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 HEAD = "head"
@@ -74,7 +75,7 @@ def _connect_args(url: URL, read_only: bool) -> dict:
 
 def read_only_sqlite(parsed: URL) -> URL:
     """The URL of an existing SQLite file opened read-only (SQLite's own mode=ro): nothing is created."""
-    path = Path(parsed.database or "").expanduser()
+    path = user_path(parsed.database or "")
     if parsed.database in (None, "", ":memory:") or not path.is_file():
         raise StoreError(f"no result store at {parsed.database or '(no path)'}")
     query = {**parsed.query, "mode": "ro", "uri": "true"}
@@ -106,7 +107,7 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
         parsed = read_only_sqlite(parsed)
     elif sqlite and parsed.database not in (None, "", ":memory:"):
         try:
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            user_path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot open database {mask_url(parsed)!r}: {exc.strerror or exc}") from None
     try:
