@@ -31,3 +31,13 @@ def test_each_parameter_set_is_the_only_one_that_moves(tmp_path, cls, allowed):
         assert {n.rsplit(".", 2)[-2] for n in result.changed_params} == {"to_k", "to_v"}
     losses = result.losses["esd"]
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_the_fine_tune_runs_on_a_half_precision_model(tmp_path):
+    # the conditioning is encoded in fp32, the model's layers take bf16 only. Not fp16: Adam's eps (1e-8)
+    # is 0 in fp16, so its first step on fp16 weights divides by zero (a matter of the optimiser, not this)
+    pipe = build_pipeline("sdxl", seed=0, dtype=torch.bfloat16)
+    config = ESDX.make_config(family="sdxl", overrides={"iterations": 3, "steps": 4, "latent_size": 8, "lr": 1e-2})
+    result = ESDX(config).erase(pipe, CONCEPT, context=EraseContext(tmp_path, device="cpu"))
+    assert result.changed_params and all("attn2." in name for name in result.changed_params)
+    assert all(torch.isfinite(torch.tensor(result.losses["esd"])))

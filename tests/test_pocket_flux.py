@@ -145,6 +145,21 @@ def test_package_stays_under_the_wheel_budget_with_both_pocket_models():
     assert size < WHEEL_LIMIT, size
 
 
+def test_trainer_refuses_a_bad_device_or_a_missing_pocket_model_with_exit_2(monkeypatch, tmp_path, capsys):
+    from trce_audit.pocket import train_flux
+
+    cases = [(["--device", "gpu0"], "is no torch device"), (["--device", "cuda"], "sees no CUDA device")]
+    for argv, message in cases[: 1 if torch.cuda.is_available() else 2]:
+        with pytest.raises(SystemExit) as exc:
+            train_flux.parse(["--out", str(tmp_path / "out"), *argv])
+        assert exc.value.code == 2 and message in capsys.readouterr().err.splitlines()[-1]
+    monkeypatch.setattr(train_flux, "MODEL_DIR", tmp_path / "absent")
+    with pytest.raises(SystemExit) as exc:
+        train_flux.parse(["--out", str(tmp_path / "out")])
+    assert exc.value.code == 2 and "pocket SD model is missing" in capsys.readouterr().err.splitlines()[-1]
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
 def test_pocket_flux_absent_is_one_line_naming_the_training_command(cli, monkeypatch, tmp_path):
     monkeypatch.setattr(flux_models, "FLUX_MODEL_DIR", tmp_path / "not-installed")
     code, _, err = cli("erase", "uce", "--concept", "cross", "--model", "pocket-flux", "--device", "cpu")
@@ -225,8 +240,12 @@ def test_erasers_run_on_pocket_flux_and_keep_its_sampling(cli, store, tiny_flux,
 def flux_pipe():
     from trce_audit.models.resolve import load_pipeline, resolve_model
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    return load_pipeline(resolve_model("pocket-flux"))
+    try:
+        yield load_pipeline(resolve_model("pocket-flux"))
+    finally:
+        torch.set_num_threads(threads)
 
 
 @needs_flux
@@ -235,8 +254,9 @@ def test_random_weight_transformer_draws_no_crosses(flux_pipe):
     from trce_audit.pocket.flux_builders import build_transformer
 
     trained = flux_pipe.transformer
-    torch.manual_seed(1234)
-    flux_pipe.transformer = build_transformer(zero_init=False).eval()  # with the trained T5, CLIP and VAE
+    with torch.random.fork_rng():  # the draw's seed stays out of the global generator other tests share
+        torch.manual_seed(1234)
+        flux_pipe.transformer = build_transformer(zero_init=False).eval()  # with the trained T5, CLIP and VAE
     try:
         images = draw_set(flux_pipe, "pocket-explicit")
     finally:

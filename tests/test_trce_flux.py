@@ -75,8 +75,9 @@ def test_stage2_early_steps_are_the_high_noise_end_of_the_flow_schedule():
         stage2_shape(pipe, family, TRCEConfig(latent_size=7))
 
 
-def test_stage2_runs_and_changes_only_its_trainable_set(tmp_path):
-    pipe = build_pipeline("flux", seed=0)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])  # bf16: FLUX's own dtype (conditioning is encoded in fp32)
+def test_stage2_runs_and_changes_only_its_trainable_set(tmp_path, dtype):
+    pipe = build_pipeline("flux", seed=0, dtype=dtype)
     trainable = {f"transformer.{n}" for n, _ in pipe.transformer.named_parameters() if is_flux_stage2_trainable(n)}
     assert trainable and all(".attn.add_" in n and "single_" not in n for n in trainable)
     result = TRCE(TRCEConfig(**QUICK_STAGE2)).erase(pipe, CONCEPT, context=EraseContext(tmp_path, device="cpu", stages=(2,)))

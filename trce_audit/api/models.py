@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..models.builtin import BUILTIN_MODELS
 from ..models.defaults import DefaultModel, default_for_erase, default_for_target, require_available
-from ..models.resolve import BUILTIN_MODELS, REFERENCE_HUB_MODELS, ModelRef, model_world, resolve_model
+from ..models.resolve import REFERENCE_HUB_MODELS, ModelRef, model_world, resolve_model
 from ..store import Store
 from ..workspace import Workspace
 

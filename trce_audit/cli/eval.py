@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 def metric_names(given: list[str]) -> list[str]:
     """The metrics ``--metric`` asks for, in order: each use names one or a comma list
     (``--metric nudenet,opennsfw`` is ``--metric nudenet --metric opennsfw``)."""
+    # not parsing.select_names: it drops empty names and duplicates, which must be errors here (eval_runs)
     names = []
     for value in given:
         parts = [part.strip() for part in value.split(",")]

@@ -149,7 +149,8 @@ def sample_states(
                 both = predict(torch.cat([x, x]), t, cast_conditioning(cond.rows(idx), unet.dtype).concat(null), scale.repeat(2))
                 eps_c, eps_u = both.chunk(2)
                 eps = eps_u + guidance * (eps_c - eps_u)
-            x = steps.step(eps, t, x).prev_sample  # DDIM's eta defaults to 0
+            # no eta= argument: DDIM's defaults to 0 (deterministic) and flow-matching steps take none
+            x = steps.step(eps, t, x).prev_sample
         if report is not None:
             report(idx[-1] + 1)
     return kept

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..models.families import load_family, pipeline_family
-from .common import ddim_scheduler, encode_conditioning, frozen_copy, latent_shape, sample_states
+from .common import cast_conditioning, ddim_scheduler, encode_conditioning, frozen_copy, latent_shape, sample_states
 from .esd_target import negative_guidance_target
 
 if TYPE_CHECKING:
@@ -80,16 +80,19 @@ def fine_tune_unet(
     unet.train()
     optimizer = torch.optim.Adam(params, lr=config.lr)
     losses: list[float] = []
+    # an fp16 model's (SDXL's) layers refuse the fp32 conditioning; the loss is taken in fp32 (every
+    # cast is a no-op on an fp32 model)
+    null = cast_conditioning(null, unet.dtype)
     for it, (k, stop, _) in enumerate(plan):
-        cond = emb.rows([k])
-        x = latents[it][None].to(device)
+        cond = cast_conditioning(emb.rows([k]), unet.dtype)
+        x = latents[it][None].to(device, unet.dtype)
         t = scheduler.timesteps[stop]
         with torch.no_grad():
             both = family.call_denoiser(base, torch.cat([x, x]), t, cond.concat(null))
-            eps_c, eps_u = both.chunk(2)
+            eps_c, eps_u = both.float().chunk(2)
             target = negative_guidance_target(eps_c, eps_u, config.negative_guidance)
         optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.mse_loss(family.call_denoiser(unet, x, t, cond), target)
+        loss = torch.nn.functional.mse_loss(family.call_denoiser(unet, x, t, cond).float(), target)
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))

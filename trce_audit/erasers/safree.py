@@ -7,6 +7,7 @@ the projection at every step; the SDXL pipeline reads no -svf).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -38,7 +39,7 @@ class SAFREEConfig(EraserConfig):
     @classmethod
     def for_family(cls, family: str, world: str = "sd", concept: str | None = None) -> "SAFREEConfig":
         if family == "sdxl":  # run_nudity_sdxl.sh passes no -svf; --re_attn_t -1,1001 covers every step
-            return cls(self_validation=False)
+            return dataclasses.replace(super().for_family(family, world, concept), self_validation=False)
         return super().for_family(family, world, concept)
 
     def validate(self) -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from ..data.concepts import SD_CONCEPTS, SD_EXTRA_CONCEPTS, _looks_like_path, pocket_concepts
 from ..errors import ModelError
-from .resolve import BUILTIN_MODELS
+from .builtin import BUILTIN_MODELS
 
 if TYPE_CHECKING:
     from ..store import Store

@@ -19,6 +19,10 @@ WORLD_MARKER = "trce_audit.json"
 GUARD_FILE = "trce_audit_guard.json"
 
 
+def is_pipeline_folder(path: Path) -> bool:
+    return (Path(path) / "model_index.json").is_file()
+
+
 def read_marker(folder: Path) -> dict[str, Any]:
     """The folder's world marker; {} when it has none or the file is not a JSON object."""
     path = Path(folder) / WORLD_MARKER

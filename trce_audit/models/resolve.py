@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ModelError, one_line
 from ..hashing import hash_obj, sha256_file
 from ..parsing import row_id
-from ..workspace import temp_sibling
+from ..workspace import temp_sibling, user_path
+from .builtin import BUILTIN_MODELS, builtin_folder
 from .device import torch_dtype
 from .families import DECLARED_T5_LENGTH, PIPELINE_CLASS, family_name, load_family, own_sampling
-from .folder import load_guard, read_guard_record, world_of
+from .folder import is_pipeline_folder, load_guard, read_guard_record, world_of
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -34,17 +35,6 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 WEIGHT_SUFFIXES = (".safetensors",) + PICKLE_SUFFIXES
 FINGERPRINT_SUFFIXES = WEIGHT_SUFFIXES + (".json", ".txt", ".model")
 
-# Built-in model ids, described for `trce-audit models`; resolved lazily (no torch import).
-BUILTIN_MODELS: dict[str, str] = {
-    "pocket": "the pocket-world model shipped inside trce-audit (SD architecture, offline, CPU-fast)",
-    "pocket-flux": "the pocket-world model of FLUX.1's architecture shipped inside trce-audit (offline, CPU-fast)",
-}
-# How to make a built-in model that is missing ({folder}: where it belongs), for the one-line error that says so.
-BUILTIN_REMEDY: dict[str, str] = {
-    "pocket": "reinstall trce-audit",
-    "pocket-flux": "train it with python -m trce_audit.pocket.train_flux --out {folder} --seed 0 --device cpu "
-                   "--threads 1 --max-minutes 90 (docs/pocket-world.md), or reinstall trce-audit",
-}
 REFERENCE_HUB_MODELS: dict[str, str] = {
     "CompVis/stable-diffusion-v1-4": "the reference model of the TRCE paper; download needs hub access",
 }
@@ -124,21 +114,6 @@ def fingerprint_folder(folder: Path, cache_dir: Path | None = None) -> str:
     return fingerprint
 
 
-def _is_pipeline_folder(path: Path) -> bool:
-    return (path / "model_index.json").is_file()
-
-
-def builtin_folder(spec: str) -> Path:
-    """The folder a built-in model name (BUILTIN_MODELS) stands for; a one-line error saying how to get
-    it when it is not installed."""
-    from ..pocket import flux_models, models  # deferred: the pocket package imports torch
-
-    folder = {"pocket": models.MODEL_DIR, "pocket-flux": flux_models.FLUX_MODEL_DIR}[spec]
-    if not _is_pipeline_folder(folder):
-        raise ModelError(f"the {spec} model is missing from the installation; {BUILTIN_REMEDY[spec].format(folder=folder)}")
-    return folder
-
-
 def _download(spec: str, allow_pickle: bool) -> Path:
     try:
         from huggingface_hub import snapshot_download  # deferred: resolving a local folder needs no hub client
@@ -168,7 +143,7 @@ def with_loras(base: ModelRef, spec: str, paths: list[str]) -> ModelRef:
     """``base`` with LoRA files to fold in: each must be a safetensors file; their sha256s join the fingerprint."""
     entries = []
     for raw in paths:
-        path = Path(raw).expanduser()
+        path = user_path(raw)
         if not raw or not path.is_file():
             raise ModelError(f"LoRA file {raw!r} of model {spec!r} does not exist")
         if path.suffix != ".safetensors":
@@ -216,12 +191,12 @@ def resolve_model(
             raise ModelError(f"artefact id must be an integer, got {artefact_id[:40]!r}")
         artefact = store.get_artefact(number)
         folder = Path(artefact.path)
-        if not _is_pipeline_folder(folder):
+        if not is_pipeline_folder(folder):
             raise ModelError(f"artefact {artefact_id} points at {folder}, which is no longer a pipeline folder")
         return ModelRef(spec, "artefact", folder, artefact.sha256, world=world_of(folder), artefact_id=artefact.id)
-    local = Path(spec).expanduser()
+    local = user_path(spec)
     if os.path.exists(local):  # False (not an OSError) for a name too long for the file system
-        if not local.is_dir() or not _is_pipeline_folder(local):
+        if not local.is_dir() or not is_pipeline_folder(local):
             raise ModelError(f"{local} is not a diffusers pipeline folder (no model_index.json)")
         check_pickle(local, allow_pickle)
         return ModelRef(spec, "folder", local.resolve(), fingerprint_folder(local, cache_dir()), world=world_of(local))
@@ -241,9 +216,9 @@ def locate_model(spec: str, *, store: "Store | None" = None) -> Path | None:
         return builtin_folder(spec)
     if spec.startswith("artefact:") or (spec.isascii() and spec.isdigit()):
         return resolve_model(spec, store=store).path  # an artefact's stored fingerprint: nothing is hashed
-    local = Path(spec).expanduser()
+    local = user_path(spec)
     if os.path.exists(local):
-        if not local.is_dir() or not _is_pipeline_folder(local):
+        if not local.is_dir() or not is_pipeline_folder(local):
             raise ModelError(f"{local} is not a diffusers pipeline folder (no model_index.json)")
         return local.resolve()
     return None

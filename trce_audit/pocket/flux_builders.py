@@ -83,6 +83,7 @@ def save_flux_pipeline(pipe: FluxPipeline, out: Path, extra: dict) -> Path:
         shutil.copytree(MODEL_DIR / "tokenizer", out / name)
     config = json.loads((out / "tokenizer_2" / "tokenizer_config.json").read_text())
     (out / "tokenizer_2" / "tokenizer_config.json").write_text(json.dumps(dict(config, model_max_length=T5_LENGTH), indent=2))
+    # models.folder.WORLD_MARKER's name, spelled out: pocket sits below models and may not import it
     (out / "trce_audit.json").write_text(json.dumps({"world": "pocket"}))
     files = {p.relative_to(out).as_posix(): sha256_file(p) for p in sorted(out.rglob("*.safetensors"))}
     record = dict(extra, weights_sha256=hash_tree(out, (".safetensors",)), weights_files=files)

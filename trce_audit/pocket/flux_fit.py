@@ -1,5 +1,5 @@
 """pocket-flux's two transformer objectives, through the FLUX family's training seam (``noised``,
-``training_target``, ``model_timestep``, ``with_image``/``pack``/``call_denoiser``/``unpack``), and the loop
+``training_target``, ``model_timestep``, ``grid_prediction``), and the loop
 that fits either (AdamW, warm-up then cosine decay by steps or wall time, EMA: the pocket SD trainer's).
 
 1. Rectified flow: x_t = (1 - s) x0 + s eps, target eps - x0, guidance input 1; the stream drops 10% of
@@ -27,10 +27,7 @@ from .training import cosine_lr, log
 
 def velocity(family, pipe, denoiser, x_t, t, cond, guidance):
     """``denoiser``'s prediction for unpacked latents ``x_t`` at integer training timesteps ``t``."""
-    rows, cols = x_t.shape[-2:]
-    cond = family.with_image(cond, pipe, rows * pipe.vae_scale_factor, cols * pipe.vae_scale_factor)
-    out = family.call_denoiser(denoiser, family.pack(x_t), family.model_timestep(pipe, t), cond, guidance)
-    return family.unpack(out, rows, cols)
+    return family.grid_prediction(pipe, denoiser, x_t, family.model_timestep(pipe, t), cond, guidance)
 
 
 def noised_batch(family, pipe, x0, gen):
@@ -58,7 +55,7 @@ def distill_objective(family, pipe, gen, teacher, uncond):
         n = len(x0)
         t, x_t, _ = noised_batch(family, pipe, x0, gen)
         w = (low + (high - low) * torch.rand(n, generator=gen, device=gen.device)).to(x0.device)
-        with torch.no_grad():  # unconditional rows first, as Conditioning.concat orders them
+        with torch.no_grad():  # unconditional rows first: concat keeps its receiver's rows first
             both = velocity(family, pipe, teacher, torch.cat([x_t, x_t]), torch.cat([t, t]),
                             uncond.expand(n).concat(cond), torch.ones(2 * n, device=x0.device))
             v_u, v_c = both.float().chunk(2)

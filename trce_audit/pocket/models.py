@@ -1,6 +1,6 @@
 """Where the pocket model lives, and its architecture (Stable Diffusion's, scaled down) as configs.
 
-Plain data: resolving ``--model pocket`` (models/resolve.py) reads ``MODEL_DIR`` from here, and should
+Plain data: resolving ``--model pocket`` (models/builtin.py) reads ``MODEL_DIR`` from here, and should
 not pay for importing diffusers and transformers. The modules themselves are built in ``builders.py``.
 """
 

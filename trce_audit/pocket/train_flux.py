@@ -58,19 +58,33 @@ def parse(argv):
     a = ap.parse_args(argv)
     if not (0 <= a.t5_frac < 1 and 0 <= a.distill_frac < 1) or min(1 if a.max_steps is None else a.max_steps, a.stat_batches, a.log_every) < 1:
         ap.error("--t5-frac and --distill-frac must lie in [0, 1); --max-steps, --stat-batches and --log-every must be >= 1")
+    try:
+        device = torch.device(a.device)
+    except RuntimeError:
+        ap.error(f"--device {a.device!r} is no torch device (cpu, cuda, cuda:N)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        ap.error(f"--device {a.device}: torch sees no CUDA device here")
+    if not (MODEL_DIR / "model_index.json").is_file():
+        ap.error(f"the pocket SD model is missing at {MODEL_DIR} (its tokenizer, text encoder and VAE are reused); reinstall trce-audit")
     return a
 
 
 def main(argv=None) -> Path:
     a = parse(argv)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / (out.name + ".train.log"), "a") as fh:  # closed on a failure too
+        train(a, argv, out, fh)
+    return out
+
+
+def train(a, argv, out: Path, fh) -> None:
+    """The phases in turn (the module's docstring) for ``parse``'s arguments ``a``, logging to ``fh``."""
     device = torch.device(a.device)
     cuda = device.type == "cuda"
     batch, workers = a.batch or (512 if cuda else 64), a.workers if a.workers is not None else (8 if cuda else 0)
     pool = a.pool_batches if a.pool_batches is not None else (0 if cuda else 240)
     cap = a.max_steps if a.max_steps is not None else float("inf")
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    fh = open(out.parent / (out.name + ".train.log"), "a")
     clock = Clock(a.max_minutes)
     torch.manual_seed(a.seed)
     gen = torch.Generator(device).manual_seed(a.seed)
@@ -107,8 +121,6 @@ def main(argv=None) -> Path:
     pipe.transformer = student
     save_flux_pipeline(pipe.to("cpu"), out, dict(stats, total_seconds=round(clock.elapsed(), 1)))
     log(f"saved {out} in {clock.elapsed():.0f}s", fh)
-    fh.close()
-    return out
 
 
 if __name__ == "__main__":

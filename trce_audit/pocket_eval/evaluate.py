@@ -49,7 +49,9 @@ def generate(pipe, rows: list[dict], steps: int = 30, batch_size: int = 64) -> t
             for g in sorted(gs):
                 outs.append(generate(pipe, [r for r in chunk if r["guidance"] == g], steps, batch_size))
             continue
-        size = load_family(pipeline_family(pipe)).native_size(pipe)  # 32 for either pocket model
+        # the model's own size (32 px for either pocket model): where it is kept differs by family (the
+        # UNet's sample_size on SD, the folder's declared size on FLUX, whose transformer has none)
+        size = load_family(pipeline_family(pipe)).native_size(pipe)
         settings = GenerationSettings(steps, height=size, width=size, batch_size=len(chunk), dtype="fp32",
                                       device=str(pipe.device))
         sampler = BatchSampler(pipe, settings)

@@ -21,7 +21,7 @@ import torch
 
 from ...models.families import load_family, pipeline_family
 from ...models.families.base import Conditioning
-from ..common import encode_conditioning, frozen_copy, select_parameters
+from ..common import cast_conditioning, encode_conditioning, frozen_copy, select_parameters
 from ..uce_families import flux_t5_length
 from .trajectories import Plan, Sample, stage2_scheduler, stage2_shape, trajectory_latents
 
@@ -141,7 +141,10 @@ def run_stage2(pipe, original, concept: "Concept", config: "TRCEConfig", context
     timestep_dtype = scheduler.timesteps.dtype  # DDIM's integers; flow matching's sigma·1000
 
     def predict(model, x, t, cond):  # embedded guidance 1: the plain conditional prediction (FLUX-dev)
-        return family.grid_prediction(pipe, model, x, t, cond, torch.ones(x.shape[0], device=device))
+        # a bf16/fp16 model's layers refuse the fp32 conditioning (and latents) encoded here; the losses
+        # are taken in fp32 (every cast is a no-op on an fp32 model)
+        x, cond = x.to(model.dtype), cast_conditioning(cond, model.dtype)
+        return family.grid_prediction(pipe, model, x, t, cond, torch.ones(x.shape[0], device=device)).float()
 
     target_curve: list[float] = []
     reg_curve: list[float] = []

@@ -19,7 +19,6 @@ from ...errors import ConfigError
 from ...generation.engine import make_scheduler
 from ...hashing import hash_obj
 from ...models.families.base import Conditioning, Family
-from ...models.families.sd3 import FlowMatching
 from ...workspace import temp_sibling
 from ..common import ddim_scheduler, sample_states, seeded_noise
 
@@ -58,7 +57,7 @@ def stage2_shape(pipe, family: Family, config: "TRCEConfig") -> tuple[int, ...]:
 
 def stage2_scheduler(pipe, family: Family, config: "TRCEConfig", shape: tuple[int, ...], device):
     """The sampling schedule of ``config.steps`` steps the trajectories and the plan's timesteps follow."""
-    if not isinstance(family, FlowMatching):
+    if not family.flow_matching:
         return ddim_scheduler(pipe, config.steps, steps_offset=0 if config.reference else None)
     scheduler = make_scheduler(pipe, None)
     family.set_timesteps(pipe, scheduler, config.steps, (1, *shape), device)
@@ -84,6 +83,8 @@ def trajectory_latents(
             "guidance": config.trajectory_guidance,
             "seed": config.seed,
             "mode": config.mode,
+            # SDXL's time ids now follow the latents' grid, not the native size (SD has none: its keys stay)
+            **({"image_terms": "grid"} if family.name != "sd" else {}),
         }
     )
     path = Path(context.cache_dir) / "trce-trajectories" / f"{key[:32]}.safetensors"

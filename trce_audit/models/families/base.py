@@ -28,7 +28,7 @@ class Conditioning:
         return Conditioning(*(None if x is None else x.expand(n, *x.shape[1:]) for x in self.fields()))
 
     def concat(self, other: "Conditioning") -> "Conditioning":
-        """Unconditional rows first, then conditional: the order classifier-free guidance splits back."""
+        """``self``'s rows, then ``other``'s: the caller's order is the one classifier-free guidance splits back."""
         return Conditioning(*(None if a is None else torch.cat([a, b]) for a, b in zip(self.fields(), other.fields())))
 
     def fields(self) -> tuple:
@@ -58,6 +58,8 @@ class Family:
     denoiser: ClassVar[str]  # the pipeline attribute of the denoiser: "unet" or "transformer"
     # FLUX.1-dev conditions on guidance through an embedding: no unconditional pass.
     embedded_guidance: ClassVar[bool] = False
+    # Rectified flow (SD3, FLUX): sampled on the model's own flow-matching scheduler, which has no DDIM form.
+    flow_matching: ClassVar[bool] = False
 
     def text_projections(self, denoiser) -> list[str]:
         """Names of the denoiser's modules that map text into the image stream (what erasers edit)."""

@@ -33,6 +33,8 @@ class FlowMatching(Family):
     with s = (t + 1) / T (the flow-matching scheduler's training sigmas, shifted by its static ``shift``
     unless it shifts by resolution), the model at timestep s * T, learning the velocity eps - x0."""
 
+    flow_matching = True
+
     def sigma(self, pipe, t, like):
         config = pipe.scheduler.config
         s = (t.to(like.device, torch.float32) + 1) / self.train_timesteps(pipe)
