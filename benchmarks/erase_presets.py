@@ -2,7 +2,7 @@
 
     python benchmarks/erase_presets.py --model pocket --concept <pocket concept>   # once the pocket model exists
     python benchmarks/erase_presets.py --model tiny --world pocket                # stand-in: tiny random SD, 8x8 latents
-    python benchmarks/erase_presets.py --model shape:sdxl-random --erasers uce,esd-x,trce --device cuda --dtype fp16
+    python benchmarks/erase_presets.py --model shape:sdxl-random --erasers uce,esd-x,trce --device cuda --dtype bf16
 
 ``--model shape:NAME`` builds random weights of a shape of trce_audit.models.tiny (any family; the
 full-size ones are for a GPU), rebuilt for each eraser, erased with that family's preset.
