@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .flux_models import GUIDANCE_RANGE
-from .training import cosine_lr, log
+from .training import cosine_lr, log, step_with_ema
 
 
 def velocity(family, pipe, denoiser, x_t, t, cond, guidance):
@@ -78,14 +78,7 @@ def fit(model, batches, objective, steps, deadline, lr, fh, tag, amp=False, warm
             group["lr"] = cosine_lr(done, steps, lr, warmup=warmup, t_start=t0, deadline=deadline)
         with torch.autocast(device_type=x0.device.type, dtype=torch.bfloat16, enabled=amp):
             loss = objective(model, x0, cond)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        decay = min(ema_decay, (1 + done) / (10 + done))
-        with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - decay)
+        step_with_ema(opt, model, ema, loss, done, ema_decay)
         avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
         if done % log_every == 0:
             trail.append([done, round(avg, 5), round(time.time() - t0, 1)])

@@ -39,6 +39,19 @@ def cosine_lr(step, total, base, warmup=200, floor=0.1, t_start=None, deadline=N
     return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
+def step_with_ema(opt, model, ema, loss, step, ema_decay):
+    """One clipped optimiser step on ``loss``, then ``ema`` moves towards ``model`` with a decay that
+    warms up from 0.1 (so the first steps are not averaged with the random initialisation)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    decay = min(ema_decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for pe, pm in zip(ema.parameters(), model.parameters()):
+            pe.lerp_(pm, 1 - decay)
+
+
 def train_vae(loader, steps, deadline, device, amp, fh, lr=1e-3):
     vae = build_vae().to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
@@ -216,14 +229,7 @@ def train_unet(loader, steps, deadline, device, amp, fh, vae, te, out_dir, tok_d
         snr = a / (1 - a)
         w = snr.clamp(max=5.0) / snr  # min-SNR-5 weighting for epsilon prediction
         loss = (w * (pred.float() - noise) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        d = min(ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, pu in zip(ema.parameters(), unet.parameters()):
-                pe.lerp_(pu, 1 - d)
+        step_with_ema(opt, unet, ema, loss, step, ema_decay)
         loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
         if step % int(os.environ.get("POCKET_LOG_EVERY", "50")) == 0:
             log(f"unet step {step} loss {loss.item():.4f} avg {loss_avg:.4f} lr {opt.param_groups[0]['lr']:.2e} "
