@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from fuzzing import register_profiles
+from pg_databases import drop_database
 
 # The property suite's Hypothesis profiles ("repeatable" by default, "deep" for 20x the examples):
 # registered here, before Hypothesis reads --hypothesis-profile (tests/fuzzing.py).
@@ -108,7 +109,7 @@ def pg_database(pg_server):
         connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
     yield pg_server.url.set(database=name).render_as_string(hide_password=False)
     with pg_server.connect() as connection:
-        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(connection, name)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

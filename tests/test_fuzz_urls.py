@@ -24,6 +24,7 @@ from fuzzing import (
 )
 from hypothesis import example, given
 from hypothesis import strategies as st
+from pg_databases import drop_database
 
 from trce_audit.errors import StoreError, mask_url_secrets
 from trce_audit.records import PromptRow
@@ -220,7 +221,7 @@ def _drop_pg_store():
 
         server = sa.create_engine(PG, isolation_level="AUTOCOMMIT")
         with server.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{sa.engine.make_url(_PG_STORE[0]).database}" WITH (FORCE)')
+            drop_database(connection, sa.engine.make_url(_PG_STORE[0]).database)
         server.dispose()
 
 
