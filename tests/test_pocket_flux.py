@@ -11,6 +11,7 @@ import torch
 import trce_audit
 from test_pocket_scorers import draw_set
 from tolerance import path_atol
+from trce_audit.models import builtin
 from trce_audit.pocket import flux_models
 from trce_audit.pocket.models import MODEL_DIR
 
@@ -19,6 +20,13 @@ needs_flux = pytest.mark.skipif(not (flux_models.FLUX_MODEL_DIR / "model_index.j
                                 reason="pocket-flux weights not shipped (python -m trce_audit.pocket.train_flux, docs/pocket-world.md)")
 PROMPT = "a picture of a small red cross at the top on black"
 WHEEL_LIMIT = 60 * 10**6  # the issue's budget for the wheel, with both pocket models inside
+
+
+def install_flux(monkeypatch, folder: Path) -> None:
+    """``folder`` stands in for the installed pocket-flux (an absolute folder replaces the weights
+    directory when builtin.py joins the two)."""
+    entry = builtin.BUILTINS["pocket-flux"]
+    monkeypatch.setitem(builtin.BUILTINS, "pocket-flux", type(entry)(entry.description, str(folder), entry.remedy))
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +169,7 @@ def test_trainer_refuses_a_bad_device_or_a_missing_pocket_model_with_exit_2(monk
 
 
 def test_pocket_flux_absent_is_one_line_naming_the_training_command(cli, monkeypatch, tmp_path):
-    monkeypatch.setattr(flux_models, "FLUX_MODEL_DIR", tmp_path / "not-installed")
+    install_flux(monkeypatch, tmp_path / "not-installed")
     code, _, err = cli("erase", "uce", "--concept", "cross", "--model", "pocket-flux", "--device", "cpu")
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
     assert "pocket-flux" in err and "python -m trce_audit.pocket.train_flux" in err
@@ -209,7 +217,7 @@ def test_loaded_pocket_flux_and_trce_stage2_use_its_native_latents(tiny_flux):
 def test_eval_of_pocket_flux_records_32px_images_at_t5_length_48(cli, store, monkeypatch, tiny_flux):
     from PIL import Image
 
-    monkeypatch.setattr(flux_models, "FLUX_MODEL_DIR", tiny_flux)  # stands in for the shipped folder
+    install_flux(monkeypatch, tiny_flux)
     code, out, err = cli("eval", "--model", "pocket-flux", "--prompts", "pocket-explicit", "--limit", "2",
                          "--metric", "pocket-heldout", "--device", "cpu")
     assert code == 0, err

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from ..models.builtin import BUILTINS, is_installed, missing_remedy
 from ..models.defaults import HUB_TIMEOUT_S, hub_cached, hub_offline, hub_reachable
 from ..models.device import resolve_device
 from ..models.resolve import REFERENCE_HUB_MODELS
@@ -82,11 +83,10 @@ def model_checks() -> list[dict[str, Any]]:
             f"huggingface-cli download {repo_id} (with network), or pass a local folder with --model; "
             "offline, --model pocket works without downloads",
         ))
-    # Found by path: importing trce_audit.pocket would import torch.
-    MODEL_DIR = Path(__file__).resolve().parent.parent / "pocket" / "weights" / "pocket-sd"
-    shipped = (MODEL_DIR / "model_index.json").is_file()
-    rows.append(_check("model pocket", shipped, "shipped with the package" if shipped else f"missing from {MODEL_DIR}",
-                       "reinstall trce-audit"))
+    for name in BUILTINS:
+        installed = is_installed(name)
+        rows.append(_check(f"model {name}", installed, "installed with the package" if installed else f"not installed ({BUILTINS[name].description})",
+                           missing_remedy(name)))
     return rows
 
 

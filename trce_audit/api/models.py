@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..models.builtin import BUILTIN_MODELS
+from ..models.builtin import BUILTIN_MODELS, is_installed
 from ..models.defaults import DefaultModel, default_for_erase, default_for_target, require_available
 from ..models.resolve import REFERENCE_HUB_MODELS, ModelRef, model_world, resolve_model
 from ..store import Store
@@ -15,7 +15,8 @@ __all__ = ["default_model", "list_models", "model_world", "resolve"]
 
 def list_models(store: Store | None = None) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = [
-        {"model": name, "kind": "builtin", "description": text} for name, text in BUILTIN_MODELS.items()
+        {"model": name, "kind": "builtin", "description": text if is_installed(name) else f"not installed: {text}"}
+        for name, text in BUILTIN_MODELS.items()
     ]
     rows += [{"model": name, "kind": "hub", "description": text} for name, text in REFERENCE_HUB_MODELS.items()]
     if store is not None:

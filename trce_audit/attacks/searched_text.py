@@ -31,7 +31,6 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..models import tokens as tk
-from ..models.families.sd3 import FlowMatching
 from . import diffusion as dm
 
 UNBOUNDED = 1_000_000  # a tokenisation length no prompt reaches: where a slot falls before truncation
@@ -227,7 +226,7 @@ def guidance(row: Any, generation: Any, device: Any) -> Any:
 
 def objective(family: Any, pipe: Any) -> str:
     """What the loss regresses, for a run's stats."""
-    if isinstance(family, FlowMatching):
+    if family.flow_matching:
         return "velocity (flow matching: eps - x0)"
     return str(pipe.scheduler.config.get("prediction_type", "epsilon"))
 
