@@ -33,6 +33,8 @@ class ClusterLike(LocalExecutor):
 
 
 def test_executor_options_are_runtime_only(store, workspace, tiny_sd_dir, tmp_path):
+    import torch
+
     from trce_audit.generation import GenerationSettings
     from trce_audit.generation.runner import ENGINE_NAME, ENGINE_VERSION, run_generation
     from trce_audit.models.resolve import resolve_model
@@ -55,7 +57,11 @@ def test_executor_options_are_runtime_only(store, workspace, tiny_sd_dir, tmp_pa
     assert {r.identity for r, _, _ in results} == {pinned}
     assert results[0][2] == results[1][2] == results[2][2]  # same images on every executor
     assert "executor" not in results[0][1].runtime and results[1][1].runtime["executor"] == "local"
-    assert results[2][1].runtime == {"batch_size": 2, "device": "cpu", **ClusterLike().runtime()}
+    # and where the shards were drawn: this process's thread count (in-process executors)
+    recorded = results[2][1].runtime
+    assert {k: v for k, v in recorded.items() if k not in ("attempt_started", "seconds")} == {
+        "batch_size": 2, "device": "cpu", **ClusterLike().runtime(), "threads": torch.get_num_threads()}
+    assert recorded["seconds"] >= 0  # the attempt's own time (store/runs.py finish)
 
 
 @pytest.mark.parametrize("options, message", [

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 from ..errors import ConfigError
-from ..models.determinism import deterministic
+from ..models.determinism import deterministic, where_it_ran
 from .config import EraserConfig, build_config
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ class Eraser:
         with torch.random.fork_rng(devices=[]), deterministic() as determinism:
             stats, losses = self.apply(pipe, concept, context)
         guard = self.guard_record(concept, context)
-        runtime = {"threads": torch.get_num_threads(), **determinism.as_dict()}
+        runtime = {**where_it_ran(), **determinism.as_dict()}
         return ErasureResult(changed_params=changed_parameters(pipe, before), stats=stats, losses=losses, guard=guard, runtime=runtime)
 
     def guard_record(self, concept: "Concept", context: EraseContext) -> dict[str, Any] | None:

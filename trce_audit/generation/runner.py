@@ -46,6 +46,7 @@ class GenerationResult:
     generated: int = 0
     reused: int = 0
     already_stored: int = 0
+    runtime: dict[str, Any] = field(default_factory=dict)  # where its first drawn shard ran; {} when none was drawn
 
     @property
     def n_images(self) -> int:
@@ -152,6 +153,7 @@ def run_generation(
     store.complete_run(
         handle.id,
         {"n_images": result.n_images, "generated": result.generated, "reused": result.reused},
+        runtime=result.runtime,
     )
     return result
 
@@ -189,7 +191,10 @@ def _fill_run(store, workspace, model, rows, settings, result: GenerationResult,
         executor = LocalExecutor()
     try:
         job = RenderJob(model, settings, allow_pickle, detectors)
+        first = None
         for index, drawn in executor.map_unordered(job, [[row for row, _ in shard] for shard in shards]):
+            if first is None or index < first:  # the lowest shard's: a record that does not depend on timing
+                first, result.runtime = index, dict(drawn.runtime)
             records = []
             for (row, digest), png in zip(shards[index], drawn.pngs):
                 path = folder / f"{row.idx:06d}_{digest[:12]}.png"

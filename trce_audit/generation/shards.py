@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import socket
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -23,6 +23,7 @@ from .. import registry
 from ..errors import ConfigError
 from ..metrics.detections import detect_all
 from ..metrics.pixels import read_once
+from ..models.determinism import where_it_ran
 from ..models.resolve import load_pipeline
 from ..records import GeneratedImage, PromptRow
 from .settings import GenerationSettings
@@ -59,10 +60,12 @@ class DetectorCheck:
 
 @dataclass(frozen=True)
 class RenderedShard:
-    """A drawn shard: its PNGs in row order and, per detector of the job, each image's detections."""
+    """A drawn shard: its PNGs in row order, per detector of the job each image's detections, and
+    where it was drawn (models/determinism.where_it_ran, for the run's runtime record)."""
 
     pngs: list[bytes]
     detections: tuple[list[Any], ...] = ()
+    runtime: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,7 @@ class RenderJob:
         if key not in samplers:  # a sampler per pixel setting (steps, size) on the cached pipeline
             samplers[key] = BatchSampler(pipe, self.settings)
         pngs = [png_bytes(image) for image in samplers[key].sample(list(shard))]
-        return RenderedShard(pngs, _score(runners, shard, pngs))
+        return RenderedShard(pngs, _score(runners, shard, pngs), where_it_ran())
 
 
 def _score(runners: Sequence[Any], shard: Sequence[PromptRow], pngs: Sequence[bytes]) -> tuple[list[Any], ...]:

@@ -78,6 +78,14 @@ def deterministic(*, record_ops: bool = True) -> Iterator[DeterminismRecord]:
                 warnings.warn_explicit(item.message, item.category, item.filename, item.lineno, source=item.source)
 
 
+def where_it_ran() -> dict[str, int]:
+    """What a run's runtime record says about the process its work ran in (this one, or the Ray worker
+    that ran the call): torch's thread count, which with the device decides how reductions split."""
+    import torch  # deferred: orchestration imports this module on torch-free paths (the api facade, --help)
+
+    return {"threads": torch.get_num_threads()}
+
+
 def unrepeatable_ops(record: DeterminismRecord) -> dict[str, list[str]]:
     """``{"nondeterministic_ops": [...]}`` for a run's stats when some op had no deterministic kernel, else {}."""
     ops = record.as_dict()["nondeterministic_ops"]

@@ -3,7 +3,7 @@ how it measures (a child eval run per prompt set) and summarises ASR."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import ConfigError
@@ -43,6 +43,7 @@ class AttackJob:
     progress: Callable[[int, int, str], None] | None
     executor: Any = None
     search: "ModelRef | None" = None  # a transfer's search model (its text encoder); None: the target
+    runtime: dict[str, Any] = field(default_factory=dict)  # where this call's search ran; {} when none ran
 
     def seed_rows(self) -> list:
         rows = self.store.prompt_rows(self.seed_set_id)

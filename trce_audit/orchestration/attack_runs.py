@@ -21,7 +21,7 @@ from ..attacks.base import AttackContext, BelowPaperBudgetWarning, check_tier
 from ..attacks.replay import PUBLISHED_SETS
 from ..errors import ConfigError, one_line
 from ..generation import GenerationSettings
-from ..models.determinism import deterministic, unrepeatable_ops
+from ..models.determinism import deterministic, unrepeatable_ops, where_it_ran
 from ..models.device import resolve_device
 from ..models.families import require_family
 from ..models.resolve import load_pipeline, model_world, resolve_model
@@ -161,7 +161,8 @@ def attack(
             **({"transfer_from": search.fingerprint} if search is not None else {}),
         },
     )
-    if run.resumed and run.status == "complete":
+    remeasure = run.resumed and run.status == "complete"
+    if remeasure:
         stored = store.get_run(run.id).summary or {}
         if stored.get("eval_metrics") == eval_metrics:
             return {**stored, "tier": tier, "run_id": run.id, "resumed": True, "warnings": warning_texts}
@@ -178,7 +179,9 @@ def attack(
         store.fail_run(run.id, one_line(f"{type(exc).__name__}: {exc}"))
         raise
     summary.update(budget_info, config=config.as_dict(), attack=cls.name, component=component, tier=tier)
-    store.complete_run(run.id, summary)
+    # where the search ran; a run that searched nothing now (a replay, a shared search) ran here, and a
+    # re-measure keeps the record of the search it reuses
+    store.complete_run(run.id, summary, runtime=job.runtime or (None if remeasure else where_it_ran()))
     return {**summary, "run_id": run.id, "resumed": False, "warnings": warning_texts}
 
 
@@ -232,7 +235,8 @@ def optimise_and_measure(job: AttackJob) -> dict[str, Any]:
             row.meta["judge_queries"] = queries
             job.store.add_attack_row(job.run_id, index, row, seed_prompt_id=seed_rows[index].id)
 
-        stats.update(optimise_on_executor(job, seed_rows, missing, corpus(attack_obj, job.concept, job.workspace), store_row))
+        found_stats, job.runtime = optimise_on_executor(job, seed_rows, missing, corpus(attack_obj, job.concept, job.workspace), store_row)
+        stats.update(found_stats)
         adversarial_set_id = store_adversarial_set(job, seed_rows, finished, stats, search_key)
     if adversarial_set_id is None:
         original_pipe = load_pipeline(job.original, device=job.device, allow_pickle=job.allow_pickle) if job.original else None
@@ -255,6 +259,7 @@ def optimise_and_measure(job: AttackJob) -> dict[str, Any]:
             # run even when no seed is missing: the search's run-level stats come from this call
             with deterministic() as determinism:
                 result = attack_obj.run(target_pipe, job.concept, seed_rows, original_pipe=original_pipe, context=context, indices=missing)
+            job.runtime = where_it_ran()
         del original_pipe
         stats.update(result.stats, **unrepeatable_ops(determinism))
         adversarial_set_id = store_adversarial_set(job, seed_rows, finished, stats, search_key)

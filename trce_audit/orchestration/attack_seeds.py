@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..attacks.base import AttackContext
 from ..generation import GenerationSettings
 from ..hashing import hash_obj
-from ..models.determinism import deterministic, unrepeatable_ops
+from ..models.determinism import deterministic, unrepeatable_ops, where_it_ran
 from ..models.resolve import load_pipeline
 from . import judging  # called through its module: tests replace detector_judge there
 
@@ -66,8 +66,9 @@ class AttackSeedJob:
                                            model_path=Path(self.target.path), scratch=scratch)
         return target, original, judge
 
-    def run(self, state: Any, indices: list[int]) -> tuple[list[tuple[int, Any, int]], dict[str, Any]]:
-        """[(seed index, adversarial row, judge queries for it)] and the search's run-level stats."""
+    def run(self, state: Any, indices: list[int]) -> tuple[list[tuple[int, Any, int]], dict[str, Any], dict[str, Any]]:
+        """[(seed index, adversarial row, judge queries for it)], the search's run-level stats and
+        where it ran (models/determinism.where_it_ran)."""
         target, original, judge = state
         rows = list(self.seed_rows)
         counter = judging.CountingJudge(judge, rows) if judge is not None else None
@@ -77,26 +78,29 @@ class AttackSeedJob:
                                 generation=GenerationSettings.from_value(self.settings))
         with deterministic() as determinism:
             result = self.attack.run(target, self.concept, rows, original_pipe=original, context=context, indices=list(indices))
-        return [(i, row, counter.per_seed[i] if counter else 0) for i, row in found], {**result.stats, **unrepeatable_ops(determinism)}
+        found_rows = [(i, row, counter.per_seed[i] if counter else 0) for i, row in found]
+        return found_rows, {**result.stats, **unrepeatable_ops(determinism)}, where_it_ran()
 
 
 def optimise_on_executor(job: "AttackJob", seed_rows: list, missing: list[int], corpus: list[str],
-                         store_seed: Callable[[int, Any, int], None]) -> dict[str, Any]:
+                         store_seed: Callable[[int, Any, int], None]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Optimise the ``missing`` seeds one shard each on ``job.executor``; ``store_seed(index, row,
-    judge_queries)`` as each returns. Returns the run-level stats of the lowest seed's call (they
-    are the same for every call; taking one fixed seed's keeps the record independent of timing)."""
+    judge_queries)`` as each returns. Returns the run-level stats and the runtime (where it ran) of
+    the lowest seed's call (the stats are the same for every call; taking one fixed seed's keeps the
+    record independent of timing)."""
     work = AttackSeedJob(job.attack, job.target, job.original, job.concept, tuple(seed_rows),
                          job.judge, job.settings, job.workspace, tuple(corpus),
                          getattr(job.executor, "device", job.device), job.allow_pickle)  # ray: the actor's own cuda
     stats: dict[str, Any] = {}
+    runtime: dict[str, Any] = {}
     first = None
     done = len(seed_rows) - len(missing)
-    for shard, (found, shard_stats) in job.executor.map_unordered(work, [[i] for i in missing]):
+    for shard, (found, shard_stats, shard_runtime) in job.executor.map_unordered(work, [[i] for i in missing]):
         for index, row, queries in found:
             store_seed(index, row, queries)
         if first is None or missing[shard] < first:
-            first, stats = missing[shard], dict(shard_stats)
+            first, stats, runtime = missing[shard], dict(shard_stats), dict(shard_runtime)
         done += 1
         if job.progress:
             job.progress(done, len(seed_rows), f"{job.attack.name} seeds")
-    return stats
+    return stats, runtime

@@ -15,6 +15,7 @@ from ..generation import GenerationSettings
 from ..generation.runner import run_generation
 from ..generation.shards import DetectorCheck
 from ..metrics.base import detect_together
+from ..models.determinism import where_it_ran
 from ..models.resolve import resolve_model
 from .prompt_sets import resolve_prompt_set
 
@@ -138,6 +139,9 @@ def evaluate(
             "n_images": generation.n_images,
             "metrics": {r["name"]: r["value"] for r in reversed(records)},  # first scorer's value per name
         },
+        # the scoring ran here (detections drawn beside the images on workers are the generate run's
+        # work, and its runtime says where); a rerun that scored nothing keeps what the first recorded
+        runtime=where_it_ran() if pending else None,
     )
     return {
         "run_id": handle.id,

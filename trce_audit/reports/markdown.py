@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .columns import JUDGE_MARK, attack_cell, attack_columns, plain_cell, plain_columns, tiers_tested
-from . import tradeoff
+from . import timing, tradeoff
 from .curves import markdown_lines
 from .seeds import seed_spreads
 from .text import markdown_cell as md_cell, markdown_text as md_text
@@ -93,6 +93,7 @@ def render_markdown(view: AuditView, *, title: str, command: str) -> str:
     lines += _agreement_lines(view)
     lines += _seed_lines(view)
     lines += _erased_lines(view)
+    lines += timing.markdown_lines(view)
     if view.problems:
         lines += ["", "## Problems", ""] + [f"- {md_text(problem)}" for problem in view.problems]
     return "\n".join(lines) + "\n"

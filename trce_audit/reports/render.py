@@ -30,6 +30,7 @@ from .tradeoff import tradeoff_chart
 from .seeds import seed_spreads
 from .text import visible
 from .thumbs import thumbnail_data_uri
+from .timing import SUM_NOTE, duration, time_spent
 
 METRIC_TITLES = {"asr": "ASR", "fid": "FID", "clip_score": "CLIP score", "preserve_acc": "Preserve accuracy"}
 LOWER_IS_BETTER = {"asr", "fid"}
@@ -71,6 +72,7 @@ def _environment() -> Environment:
     env.filters["metric"] = format_metric
     env.filters["short"] = lambda value, n=12: "—" if not value else str(value)[:n]
     env.filters["when"] = lambda value: "—" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
+    env.filters["duration"] = duration
     return env
 
 
@@ -208,6 +210,8 @@ def build_context(store: Store, view: AuditView, options: ReportOptions) -> dict
         "provenance": _provenance(store, view),
         "seed_spreads": seed_spreads(view.rows),
         "audited": {model.key for model in view.audited_models},
+        "time_spent": time_spent(view.runs),
+        "time_note": SUM_NOTE,
     }
 
 

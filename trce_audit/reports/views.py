@@ -109,6 +109,7 @@ class RunInfo:
     summary: dict[str, Any]
     created_at: datetime | None
     finished_at: datetime | None
+    runtime: dict[str, Any] = field(default_factory=dict)  # where it ran: device, threads, executor (reports/timing.py)
 
     @classmethod
     def of(cls, run: Run, prompt_set_name: str | None) -> "RunInfo":
@@ -127,6 +128,7 @@ class RunInfo:
             dict(run.summary or {}),
             run.created_at,
             run.finished_at,
+            dict(run.runtime) if isinstance(run.runtime, dict) else {},
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol, cast
 
 from sqlalchemy import select
@@ -29,6 +30,21 @@ class _PromptSets(Protocol):
     """What ``start_run`` needs from the prompt-set mixin that ``Store`` combines it with."""
 
     def get_prompt_set(self, set_id: int) -> PromptSet: ...
+
+
+def attempt(runtime: dict[str, Any] | None) -> dict[str, Any]:
+    """A run's runtime record as an attempt at it starts: when it started, for the seconds ``finish``
+    records (``created_at`` is the first attempt's, so it cannot time a run resumed after a kill)."""
+    return {**(runtime or {}), "attempt_started": utcnow().isoformat()}
+
+
+def finish(run: Run) -> None:
+    """Stamp the finish, and the attempt's seconds in the runtime record where its start is known."""
+    run.finished_at = utcnow()
+    started = (run.runtime or {}).get("attempt_started")
+    if isinstance(started, str):
+        seconds = (run.finished_at - datetime.fromisoformat(started)).total_seconds()
+        run.runtime = {**run.runtime, "seconds": round(seconds, 1)}
 
 
 class RunTables(StoreSession):
@@ -67,7 +83,8 @@ class RunTables(StoreSession):
             if existing.status == "failed":
                 existing.status = "started"
                 existing.error = None
-            existing.runtime = runtime or {}
+            if existing.status != "complete":  # a complete run is not redone: its record of where it ran stands
+                existing.runtime = attempt(runtime)
             return RunHandle(existing.id, identity, existing.status, resumed=True)
 
         def create(session: Session) -> RunHandle:
@@ -80,7 +97,7 @@ class RunTables(StoreSession):
                 component=component,
                 component_version=component_version,
                 config=config,
-                runtime=runtime or {},
+                runtime=attempt(runtime),
                 model_ref=model_ref,
                 model_fingerprint=model_fingerprint,
                 prompt_set_id=prompt_set_id,
@@ -96,15 +113,17 @@ class RunTables(StoreSession):
         return self._first_writer(create, resume)
 
     def complete_run(self, run_id: int, summary: dict[str, Any] | None = None, runtime: dict[str, Any] | None = None) -> None:
-        """Mark a run complete; ``runtime`` adds what was learnt only where the work ran (a worker's threads)."""
+        """Mark a run complete; ``runtime`` adds what was learnt only where the work ran (a worker's threads).
+        A run already complete (a re-measure, a resumed audit passing by) keeps its finish time and seconds."""
         with self.session() as session:
             run = self._run(session, run_id)
-            run.status = "complete"
-            run.finished_at = utcnow()
             if summary is not None:
                 run.summary = {**(run.summary or {}), **summary}
             if runtime:
                 run.runtime = {**(run.runtime or {}), **runtime}
+            if run.status != "complete":
+                run.status = "complete"
+                finish(run)
 
     def update_summary(self, run_id: int, summary: dict[str, Any]) -> None:
         """Record progress of a run still in flight (its status is left alone)."""
@@ -117,7 +136,7 @@ class RunTables(StoreSession):
             run = self._run(session, run_id)
             run.status = "failed"
             run.error = error
-            run.finished_at = utcnow()
+            finish(run)
 
     def _run(self, session: Session, run_id: int) -> Run:
         run = session.get(Run, run_id) if storable_id(run_id) else None
