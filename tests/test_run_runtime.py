@@ -82,7 +82,15 @@ def test_an_eval_records_where_it_drew_and_where_it_scored(store, workspace):
     assert drawn["threads"] == elsewhere and drawn["device"] == "cpu" and drawn["executor"] == "elsewhere"
     assert scored["threads"] == _driver_threads() and scored["device"] == "cpu"
 
-    again = _pocket_eval(store, workspace)  # everything stored: nothing is drawn or scored again
+    import torch
+
+    # everything stored: nothing is drawn or scored again, so a rerun under another thread count records
+    # nothing (the pocket runner's preserve_acc never appears on an eval set: it is "pending" every time)
+    try:
+        torch.set_num_threads(elsewhere)
+        again = _pocket_eval(store, workspace)
+    finally:
+        torch.set_num_threads(elsewhere - 1)
     assert again["run_id"] == result["run_id"] and again["generated"] == 0
     assert store.get_run(result["generation_run_id"]).runtime == drawn and store.get_run(result["run_id"]).runtime == scored
 

@@ -110,6 +110,7 @@ def evaluate(
         pending = [runner for runner in runners if not (runner.stored_keys() and stored.issuperset(runner.stored_keys()))]
         # Every per-image detector over one read of each image (--metric nudenet,opennsfw); each
         # runner's score below then finds its detections stored.
+        scored = False  # a metric added now: only then did scoring run here
         stage = "+".join(runner.name for runner in pending)
         detect_together(store, handle.id, generation.images, pending,
                         progress=(lambda done, total: progress(stage, done, total)) if progress else None)
@@ -126,6 +127,7 @@ def evaluate(
                     ci_high=value.ci_high, protocol={**value.protocol, **context},
                 )
                 stored.add(key)
+                scored = True
             if progress:
                 progress(runner.name, generation.n_images, generation.n_images)
     except BaseException as exc:
@@ -140,8 +142,9 @@ def evaluate(
             "metrics": {r["name"]: r["value"] for r in reversed(records)},  # first scorer's value per name
         },
         # the scoring ran here (detections drawn beside the images on workers are the generate run's
-        # work, and its runtime says where); a rerun that scored nothing keeps what the first recorded
-        runtime=where_it_ran() if pending else None,
+        # work, and its runtime says where); a rerun that added no metric keeps what the first recorded
+        # (a runner whose keys an eval set never produces, such as preserve_acc, is pending on every rerun)
+        runtime=where_it_ran() if scored else None,
     )
     return {
         "run_id": handle.id,
