@@ -134,7 +134,7 @@ def collect(store: Store, *, audit_id: int | None = None, run_ids: Iterable[int]
             label = f"{label} (transfer from {summary['transfer_from'].get('spec')})"
         row = Row(model, seed_set or "", attack=label, attack_run_id=run.id, attack_summary=summary, tier=tier)
         seconds = (run.runtime or {}).get("seconds")
-        if isinstance(seconds, (int, float)):
+        if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds >= 0:  # as timing.py reads it
             row.attack_seconds = float(seconds)
         elif run.created_at is not None and run.finished_at is not None:
             # stored before runs recorded their seconds: an attack run completes once, so this is its time
