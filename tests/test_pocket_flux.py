@@ -141,6 +141,27 @@ def test_trainer_writes_a_folder_that_flux_pipeline_loads(tiny_flux):
     assert image.shape == (1, 3, 32, 32) and torch.isfinite(image).all()
 
 
+@needs_pocket
+def test_trainer_follows_steps_not_the_clock(tiny_flux, tmp_path):
+    """The recipe is steps: the same arguments give the same weights whatever the wall clock did (the
+    learning rate never reads it), and a --max-minutes guard that stops phases says which, in the record."""
+    from trce_audit.pocket.train_flux import main
+
+    record = json.loads((tiny_flux / "pocket_training.json").read_text())
+    assert record["stopped_by_clock"] == [] and not record["flow_stopped_by_clock"]
+    again = tmp_path / "again"
+    args = ["--seed", "0", "--max-steps", "2", "--batch", "4", "--pool-batches", "1", "--stat-batches", "1", "--log-every", "1"]
+    with torch.random.fork_rng():
+        main(["--out", str(again), *args])
+    assert json.loads((again / "pocket_training.json").read_text())["weights_sha256"] == record["weights_sha256"]
+    guarded = tmp_path / "guarded"
+    with torch.random.fork_rng():
+        main(["--out", str(guarded), *args, "--max-minutes", "0.001"])  # 0.06 s: every phase past its deadline
+    stopped = json.loads((guarded / "pocket_training.json").read_text())
+    assert stopped["stopped_by_clock"] == ["t5", "flow", "distill"] and stopped["flow_steps"] == 0
+    assert "not the recipe's model" in (tmp_path / "guarded.train.log").read_text()
+
+
 def test_package_stays_under_the_wheel_budget_with_both_pocket_models():
     """Every file under trce_audit/ bounds what the wheel holds (package-data selects among them; zip stores a
     file as is when deflating would not shrink it, plus two headers and a RECORD line naming it); pocket-flux

@@ -32,7 +32,7 @@ BUILTINS: dict[str, Builtin] = {
         "the pocket-world model of FLUX.1's architecture (docs/pocket-world.md), offline, CPU-fast",
         "pocket-flux",
         "train it with python -m trce_audit.pocket.train_flux --out {folder} --seed 0 --device cpu "
-        "--threads 1 --max-minutes 90 (docs/pocket-world.md), or reinstall trce-audit",
+        "--threads 2 (docs/pocket-world.md), or reinstall trce-audit",
     ),
 }
 # Built-in model ids, described for `trce-audit models`; resolved lazily (no torch import).

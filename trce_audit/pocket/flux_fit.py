@@ -1,6 +1,8 @@
 """pocket-flux's two transformer objectives, through the FLUX family's training seam (``noised``,
 ``training_target``, ``model_timestep``, ``grid_prediction``), and the loop
-that fits either (AdamW, warm-up then cosine decay by steps or wall time, EMA: the pocket SD trainer's).
+that fits either (AdamW, warm-up then cosine decay by steps, EMA: the pocket SD trainer's). The wall
+clock only guards a phase: the learning rate never reads it, so a run's weights do not depend on the
+machine's load, and a phase the clock stops says so in its stats.
 
 1. Rectified flow: x_t = (1 - s) x0 + s eps, target eps - x0, guidance input 1; the stream drops 10% of
    captions, so the model also learns the unconditional velocity (the empty prompt's).
@@ -66,8 +68,9 @@ def distill_objective(family, pipe, gen, teacher, uncond):
 
 def fit(model, batches, objective, steps, deadline, lr, fh, tag, amp=False, warmup=300, ema_decay=0.999,
         log_every=50):
-    """Train ``model`` on ``objective(model, x0, cond)`` until ``steps`` or ``deadline``; returns its EMA
-    and ``{tag}_steps/_seconds/_loss_avg/_trail`` (the trail: [step, running loss, seconds] per log line)."""
+    """Train ``model`` on ``objective(model, x0, cond)`` for ``steps`` (the lr schedule's length), stopping
+    early at ``deadline``; returns its EMA and ``{tag}_steps/_seconds/_loss_avg/_stopped_by_clock/_trail``
+    (the trail: [step, running loss, seconds] per log line)."""
     model.train().requires_grad_(True)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
@@ -75,7 +78,7 @@ def fit(model, batches, objective, steps, deadline, lr, fh, tag, amp=False, warm
     while done < steps and time.time() < deadline:
         x0, cond = next(batches)
         for group in opt.param_groups:
-            group["lr"] = cosine_lr(done, steps, lr, warmup=warmup, t_start=t0, deadline=deadline)
+            group["lr"] = cosine_lr(done, steps, lr, warmup=warmup)
         with torch.autocast(device_type=x0.device.type, dtype=torch.bfloat16, enabled=amp):
             loss = objective(model, x0, cond)
         step_with_ema(opt, model, ema, loss, done, ema_decay)
@@ -87,7 +90,8 @@ def fit(model, batches, objective, steps, deadline, lr, fh, tag, amp=False, warm
         done += 1
     for be, bm in zip(ema.buffers(), model.buffers()):
         be.copy_(bm)
+    stopped = done < steps
     stats = {f"{tag}_steps": done, f"{tag}_seconds": round(time.time() - t0, 1), f"{tag}_loss_avg": avg,
-             f"{tag}_trail": trail}
-    log(f"{tag} done {done} steps, loss avg {avg}", fh)
+             f"{tag}_stopped_by_clock": stopped, f"{tag}_trail": trail}
+    log(f"{tag} done {done} steps, loss avg {avg}" + (f": the wall clock stopped it short of {steps}" if stopped else ""), fh)
     return ema, stats

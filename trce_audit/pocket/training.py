@@ -114,22 +114,25 @@ def clip_pooled(text_encoder, ids):
 
 
 def train_text(loader, steps, deadline, device, amp, fh, lr=1e-3, contrastive=True, encoder=None,
-               readout=clip_pooled, width=TEXT_HIDDEN):
+               readout=clip_pooled, width=TEXT_HIDDEN, lr_by_clock=True):
     """Contrastive (CLIP-style) + auxiliary attribute heads; ``contrastive=False`` trains the
     attribute heads alone (text only, no images: the cheap CPU setting). ``encoder`` (the pocket CLIP
-    encoder by default) is read by ``readout(encoder, ids)`` -> [B, width] (pocket-flux's T5)."""
+    encoder by default) is read by ``readout(encoder, ids)`` -> [B, width] (pocket-flux's T5).
+    ``lr_by_clock=False``: the learning rate follows steps alone and ``deadline`` only stops the loop
+    (recorded as ``text_stopped_by_clock``), so the weights do not depend on the machine's speed."""
     te = (encoder if encoder is not None else build_text_encoder()).to(device)
     model = TextPretrainer(te, width).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    t0, step = time.time(), 0
+    t0, step, stopped, loss = time.time(), 0, False, None
     for step in range(steps):
         if time.time() > deadline:
             log(f"text: wall budget reached at step {step}", fh)
+            stopped = True
             break
         p, ids, tg = next(loader)
         x, ids, tg, lab = to_dev(p, ids, tg, device, render=contrastive)
         for gr in opt.param_groups:
-            gr["lr"] = cosine_lr(step, steps, lr, warmup=100, t_start=t0, deadline=deadline)
+            gr["lr"] = cosine_lr(step, steps, lr, warmup=100, t_start=t0, deadline=deadline if lr_by_clock else None)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
             pooled = readout(model.text, ids).float()
             io = model.image(x) if contrastive else None
@@ -168,8 +171,8 @@ def train_text(loader, steps, deadline, device, amp, fh, lr=1e-3, contrastive=Tr
     te.eval()
     for q in te.parameters():
         q.requires_grad_(False)
-    stats = {"text_steps": step + 1, "text_seconds": round(time.time() - t0, 1),
-             "text_final_loss": float(loss.item())}
+    stats = {"text_steps": step if stopped else min(steps, step + 1), "text_seconds": round(time.time() - t0, 1),
+             "text_final_loss": None if loss is None else float(loss.item()), "text_stopped_by_clock": stopped}
     log(f"text done {stats}", fh)
     return te, stats
 
