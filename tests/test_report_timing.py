@@ -1,4 +1,4 @@
-"""The report's "Where the time went": per run kind the finished runs, their summed wall time and the
+"""The report's "Where the time went": per run kind the timed runs, their summed wall time and the
 thread counts they ran with, and the audit's span, in Markdown and HTML, from runs with known times."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from trce_audit.store.schema import Run
 
 T0 = datetime(2025, 3, 1, 8, 0)
 SPAN = "Span of the audit: 10.00 h (600 min), 2025-03-01 08:00 → 2025-03-01 18:00 UTC"
-# kind, runs, finished, summed wall time, not timed, thread tally: what the store below must give
+# kind, runs, timed, summed wall time, not timed, thread tally: what the store below must give
 EXPECTED = [
     ("erase", 3, 2, "1.50 h (90 min)", 1, "2 (2 runs), not recorded (1 run)"),
     ("generate", 1, 1, "45.0 min", 0, "4 (1 run)"),

@@ -1,4 +1,4 @@
-"""Where the time went: per run kind, how many of the report's runs finished, the sum of their wall
+"""Where the time went: per run kind, how many of the report's runs were timed, the sum of their wall
 times and the thread counts they ran with; and the audit's span from its first start to its last finish.
 
 A run's wall time is the seconds its finishing attempt recorded (store/runs.py ``finish``: from the start
@@ -21,7 +21,7 @@ from .views import AuditView, RunInfo
 KIND_ORDER = ("erase", "generate", "eval", "attack", "audit")  # the pipeline's order; other kinds follow by name
 NOT_RECORDED = "not recorded"
 FINISHED = ("complete", "failed")  # a failed run's time was spent too
-SUM_NOTE = ("Per kind, the runs this report covers: how many finished (complete or failed), the sum of their wall times "
+SUM_NOTE = ("Per kind, the runs this report covers: how many were timed (finished, complete or failed, with their seconds recorded), the sum of their wall times "
             "(each run's finishing attempt, from its start to its finish: compute wall time, so runs that ran side by side "
             "on several workers add up; an attack's time includes its own evaluations and the audit run's spans everything "
             "it ran), and torch's thread count where each ran. Not timed: still running, interrupted, or stored by a "
@@ -34,13 +34,13 @@ SPAN_NOTE = ("from the first run's start to the last run's finish. It includes a
 class KindTime:
     kind: str
     runs: int  # runs of this kind the report covers
-    finished: int  # complete or failed, with a start and a finish time
-    seconds: float  # the sum of the finished runs' wall times
+    timed: int  # complete or failed, with the seconds of the attempt that finished it
+    seconds: float  # the sum of the timed runs' wall times
     threads: list[tuple[str, int]]  # (thread count or NOT_RECORDED, runs), most runs first
 
     @property
     def not_timed(self) -> int:
-        return self.runs - self.finished
+        return self.runs - self.timed
 
     @property
     def thread_tally(self) -> str:
@@ -106,8 +106,8 @@ def markdown_lines(view: AuditView) -> list[str]:
     if not spent.kinds:
         return []
     lines = ["", "## Where the time went", "", SUM_NOTE, "",
-             "| kind | runs | finished | wall time (sum) | not timed | threads |", "|---|---|---|---|---|---|"]
+             "| kind | runs | timed | wall time (sum) | not timed | threads |", "|---|---|---|---|---|---|"]
     for kind in spent.kinds:
-        wall = duration(kind.seconds) if kind.finished else "–"
-        lines.append(f"| {md_cell(kind.kind)} | {kind.runs} | {kind.finished} | {wall} | {kind.not_timed} | {md_cell(kind.thread_tally)} |")
+        wall = duration(kind.seconds) if kind.timed else "–"
+        lines.append(f"| {md_cell(kind.kind)} | {kind.runs} | {kind.timed} | {wall} | {kind.not_timed} | {md_cell(kind.thread_tally)} |")
     return lines + ["", spent.span_line()]
