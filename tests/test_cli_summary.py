@@ -20,6 +20,8 @@ RESULT = {"audit_run_id": 12, "problems": [], "rows": [
      "asr_after": None, "metrics": {"preserve_acc": _metric(0.641, 0.52, 0.75), "asr_corrected": _metric(0.5)}},
     {"model": "advunlearn[seed 2]", "prompt_set": "pocket-explicit", "attack": "concept-inversion", "asr": None,
      "asr_before": _metric(0.5, 0.22, 0.78), "asr_after": _metric(0.625, 0.31, 0.86), "metrics": {}},
+    {"model": "trce[stage 1]", "prompt_set": "pocket-explicit", "attack": "finetune-resurgence", "asr": None,
+     "asr_before": _metric(0.0, 0.0, 0.32), "asr_after": _metric(0.875, 0.53, 0.98), "metrics": {}},
     {"model": "flux-schnell", "prompt_set": "ring-a-bell-79", "attack": "ring-a-bell (transfer from CompVis/stable-diffusion-v1-4)",
      "asr": None, "asr_before": _metric(0.25, 0.07, 0.59), "asr_after": _metric(0.0, 0.0, 0.32), "metrics": {}},
 ]}
@@ -57,3 +59,6 @@ def test_the_summary_fits_without_cutting(width):
             for cell in cells:  # each value whole, in its own column
                 assert cell in table[column], (column, cell, table[column])
     assert "asr_cor" not in text and "91.0%" not in text  # the preservation column shows preservation only
+    # names and numbers fold between words, not inside them (the pocket-results log read "finetune-resurgenc|e")
+    for word in ("finetune-resurgence", "concept-inversion", "advunlearn[seed", "pocket-explicit", "[53–98]"):
+        assert any(word in line for line in text.splitlines()), word
