@@ -102,3 +102,25 @@ def test_a_store_without_finish_times_says_so_and_guesses_nothing(store):
     assert "| erase | 1 | 0 | – | 1 | not recorded (1 run) |" in text
     assert "| audit | 1 | 0 | – | 1 | not recorded (1 run) |" in text
     assert "Span of the audit: not known" in text
+
+
+def test_an_attack_stored_without_its_seconds_is_not_timed_in_the_attack_table(store, tmp_path):
+    """Its created-to-finished span would count every pause before a resumption, so "–", never that span."""
+    from test_report_store import build_audit
+    from trce_audit.reports.collect import collect
+    from trce_audit.reports.markdown import render_markdown
+
+    built = build_audit(store, tmp_path / "images")
+
+    def minutes_cell(seconds):
+        _timed(store, built.attack_id, 0, 125, seconds=seconds)  # finished 125 minutes after it was created
+        if seconds:
+            with store.session() as session:
+                run = session.get(Run, built.attack_id)
+                run.runtime = {**run.runtime, "seconds": 90.0}
+        text = render_markdown(collect(store), title="T", command="trce-audit report")
+        row = next(line for line in text.split("## Attacks", 1)[1].splitlines() if "| ring-a-bell |" in line)
+        return row.rstrip(" |").rsplit("| ", 1)[1]
+
+    assert minutes_cell(False) == "–"
+    assert minutes_cell(True) == "1.5"

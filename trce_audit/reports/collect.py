@@ -134,12 +134,10 @@ def collect(store: Store, *, audit_id: int | None = None, run_ids: Iterable[int]
             label = f"{label} (transfer from {summary['transfer_from'].get('spec')})"
         row = Row(model, seed_set or "", attack=label, attack_run_id=run.id, attack_summary=summary, tier=tier)
         seconds = (run.runtime or {}).get("seconds")
-        if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds >= 0:  # as timing.py reads it
+        # as timing.py reads it; a run stored without its seconds is not timed ("–"): its created-to-finished
+        # span counts every pause before a resumption (a Ring-A-Bell search killed overnight read 124 minutes)
+        if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds >= 0:
             row.attack_seconds = float(seconds)
-        elif run.created_at is not None and run.finished_at is not None:
-            # stored before runs recorded their seconds: an attack run completes once, so this is its time
-            # unless it was resumed after a kill (then it counts from the first attempt)
-            row.attack_seconds = (run.finished_at - run.created_at).total_seconds()
         named_after, named_before = summary.get("eval_run_after"), summary.get("eval_run_before")
         # a weights-tier attack's intermediate checkpoints: points of its curve, neither before nor after
         between = {p.get("eval_run") for p in summary.get("curve") or [] if isinstance(p, dict)} - {named_after, named_before}
