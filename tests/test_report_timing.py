@@ -124,3 +124,19 @@ def test_an_attack_stored_without_its_seconds_is_not_timed_in_the_attack_table(s
 
     assert minutes_cell(False) == "–"
     assert minutes_cell(True) == "1.5"
+
+
+def test_an_erase_stored_before_runtime_seconds_is_timed_by_its_summary(store):
+    """An erase records its attempt's seconds in its summary (orchestration/erase_pending.py) since before
+    runs recorded them in runtime; a bool or a negative value is no duration."""
+    from trce_audit.reports.collect import collect
+    from trce_audit.reports.timing import time_spent
+
+    audit = store.start_run(kind="audit", component="audit", config={"name": "old"})
+    for tag, seconds in (("e1", 150.0), ("e2", True), ("e3", -4)):
+        run = _run(store, "erase", tag, parent=audit.id, start=0, minutes=30, threads=2, seconds=False)
+        with store.session() as session:
+            session.get(Run, run).summary = {"seconds": seconds}
+    store.complete_run(audit.id, {})
+    erase = next(kind for kind in time_spent(collect(store, audit_id=audit.id).runs).kinds if kind.kind == "erase")
+    assert (erase.runs, erase.timed, erase.seconds) == (3, 1, 150.0)

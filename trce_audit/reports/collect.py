@@ -25,6 +25,7 @@ from ..store.schema import Metric, Run
 from .agreement import judges_agreement
 from .image_views import ImageView, counted_classes, flag_rule, images, prompt_seeds
 from .linking import Reader, latest_audit_id, linked_run_ids, models_of
+from .timing import recorded_seconds
 from .views import ASR, PRESERVATION_METRICS, AuditView, MetricView, ModelView, Row, RunInfo, Scores
 
 # What readers of the store (report, gate, api) import from here; the pieces live in views, linking
@@ -133,11 +134,9 @@ def collect(store: Store, *, audit_id: int | None = None, run_ids: Iterable[int]
         if isinstance(summary.get("transfer_from"), dict):  # searched on another model's text encoder
             label = f"{label} (transfer from {summary['transfer_from'].get('spec')})"
         row = Row(model, seed_set or "", attack=label, attack_run_id=run.id, attack_summary=summary, tier=tier)
-        seconds = (run.runtime or {}).get("seconds")
-        # as timing.py reads it; a run stored without its seconds is not timed ("–"): its created-to-finished
-        # span counts every pause before a resumption (a Ring-A-Bell search killed overnight read 124 minutes)
-        if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds >= 0:
-            row.attack_seconds = float(seconds)
+        # a run stored without its seconds is not timed ("–"): its created-to-finished span counts every
+        # pause before a resumption (a Ring-A-Bell search killed overnight read 124 minutes)
+        row.attack_seconds = recorded_seconds(run.kind, run.runtime or {}, summary)
         named_after, named_before = summary.get("eval_run_after"), summary.get("eval_run_before")
         # a weights-tier attack's intermediate checkpoints: points of its curve, neither before nor after
         between = {p.get("eval_run") for p in summary.get("curve") or [] if isinstance(p, dict)} - {named_after, named_before}

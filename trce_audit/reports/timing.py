@@ -2,10 +2,11 @@
 times and the thread counts they ran with; and the audit's span from its first start to its last finish.
 
 A run's wall time is the seconds its finishing attempt recorded (store/runs.py ``finish``: from the start
-of the attempt that finished it, so a run resumed after a kill does not count the pause). Runs stored
-without them (still running, or by a trce-audit before runs recorded their seconds) are counted as not
-timed, never estimated from ``created_at``: an older trce-audit moved a complete run's finish time each
-time a resumed audit passed it by.
+of the attempt that finished it, so a run resumed after a kill does not count the pause; an erase run
+stored before that, the seconds its summary recorded for the same span). Runs stored without them
+(still running, or by a trce-audit before runs recorded their seconds) are counted as not timed, never
+estimated from ``created_at``: an older trce-audit moved a complete run's finish time each time a
+resumed audit passed it by.
 """
 
 from __future__ import annotations
@@ -71,11 +72,20 @@ def _threads(runtime: dict[str, Any]) -> str:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else NOT_RECORDED
 
 
-def _wall_seconds(run: RunInfo) -> float | None:
-    seconds = run.runtime.get("seconds")
-    if run.status not in FINISHED or not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
+def recorded_seconds(kind: str, runtime: dict[str, Any], summary: dict[str, Any]) -> float | None:
+    """The seconds a run recorded for the attempt that finished it (a bool or a negative value is none).
+    An erase has put its attempt's seconds in its summary since before runs recorded them in ``runtime``
+    (orchestration/erase_pending.py: from the run's start to its artefact), so an older erase run is timed too."""
+    seconds = runtime.get("seconds")
+    if seconds is None and kind == "erase":
+        seconds = summary.get("seconds")
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
         return None
     return float(seconds)
+
+
+def _wall_seconds(run: RunInfo) -> float | None:
+    return recorded_seconds(run.kind, run.runtime, run.summary or {}) if run.status in FINISHED else None
 
 
 def time_spent(runs: Iterable[RunInfo]) -> TimeSpent:
