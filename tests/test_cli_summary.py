@@ -59,6 +59,23 @@ def test_the_summary_fits_without_cutting(width):
             for cell in cells:  # each value whole, in its own column
                 assert cell in table[column], (column, cell, table[column])
     assert "asr_cor" not in text and "91.0%" not in text  # the preservation column shows preservation only
-    # names and numbers fold between words, not inside them (the pocket-results log read "finetune-resurgenc|e")
-    for word in ("finetune-resurgence", "concept-inversion", "advunlearn[seed", "pocket-explicit", "[53–98]"):
-        assert any(word in line for line in text.splitlines()), word
+    # the attack table's names and numbers fold between words, not inside them (the pocket-results log
+    # read "finetune-resurgenc|e" at 80 columns)
+    attack_lines = text.split("┏", 2)[2].splitlines()
+    for word in ("finetune-resurgence", "concept-inversion", "advunlearn[seed", "pocket-explicit", "[53–98]", "[0–32]"):
+        assert any(word in line for line in attack_lines), word
+
+
+def test_a_table_whose_longest_words_do_not_fit_keeps_its_short_columns_whole():
+    """`runs list` at 80 columns: six columns whose longest words need more than the room; fixed widths
+    would cut every column evenly ("complet|e"), so Rich's own collapse of the widest columns decides."""
+    from trce_audit.cli.tables import emit_table, fitted_widths
+
+    columns = ["id", "kind", "component", "status", "model", "created"]
+    rows = [[123, "attack", "finetune-resurgence", "complete", "artefact:pocket-sd-erased-by-esd-x", "2026-12-07T01:09:18.123456"]]
+    assert fitted_widths([[c, *(str(r[i]) for r in rows)] for i, c in enumerate(columns)], 80 - 3 * 6 - 1) is None
+    console = Console(width=80, record=True, file=open("/dev/null", "w"))
+    emit_table("runs", columns, rows, console=console)
+    text = console.export_text()
+    assert all(len(line) <= 80 for line in text.splitlines())
+    assert any("123" in line and "complete" in line for line in text.splitlines())

@@ -141,6 +141,36 @@ def test_trainer_writes_a_folder_that_flux_pipeline_loads(tiny_flux):
     assert image.shape == (1, 3, 32, 32) and torch.isfinite(image).all()
 
 
+def test_fit_schedule_follows_steps_whatever_the_clock_reads(monkeypatch, tmp_path):
+    """A clock that leaps to 90% of the deadline after the loop starts (a loaded machine) leaves the learning
+    rates and the weights as they are under the real clock: only a deadline passed stops the fit."""
+    from trce_audit.pocket import flux_fit
+
+    def fit_once():
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 1)
+        batches = iter(lambda: (torch.ones(2, 3), None), None)  # endless identical batches
+        with open(tmp_path / "fit.log", "w") as fh:
+            _, stats = flux_fit.fit(model, batches, lambda m, x0, cond: m(x0).pow(2).mean(), 8, flux_fit.time.time() + 1000,
+                                    0.1, fh, "t", warmup=1, log_every=1)
+        lrs = [line.split(" lr ")[1].split()[0] for line in (tmp_path / "fit.log").read_text().splitlines() if " lr " in line]
+        return torch.cat([p.detach().flatten() for p in model.parameters()]), lrs, stats
+
+    weights, lrs, stats = fit_once()
+    real, calls = flux_fit.time.time, []
+
+    def leaping():
+        calls.append(1)
+        return real() + (0 if len(calls) <= 2 else 900)  # the deadline and the fit's start read the true time
+
+    monkeypatch.setattr(flux_fit.time, "time", leaping)
+    leaped_weights, leaped_lrs, leaped = fit_once()
+    monkeypatch.undo()
+    assert stats["t_steps"] == leaped["t_steps"] == 8 and not leaped["t_stopped_by_clock"]
+    assert leaped_lrs == lrs and len(set(lrs)) > 2  # the cosine moved, by steps alone
+    assert torch.equal(leaped_weights, weights)
+
+
 @needs_pocket
 def test_trainer_follows_steps_not_the_clock(tiny_flux, tmp_path):
     """The recipe is steps: the same arguments give the same weights whatever the wall clock did (the

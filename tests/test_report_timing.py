@@ -127,7 +127,7 @@ def test_an_attack_stored_without_its_seconds_is_not_timed_in_the_attack_table(s
 
 
 def test_an_erase_stored_before_runtime_seconds_is_timed_by_its_summary(store):
-    """An erase records its attempt's seconds in its summary (orchestration/erase_pending.py) since before
+    """An erase reports its load-and-edit seconds in its summary (orchestration/erase_runs.py) since before
     runs recorded them in runtime; a bool or a negative value is no duration."""
     from trce_audit.reports.collect import collect
     from trce_audit.reports.timing import time_spent

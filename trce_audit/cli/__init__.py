@@ -60,7 +60,7 @@ def _root(
     ctx.call_on_close(ctx.obj.close)  # the root context closes when the command ends, failed or not
 
 
-_SKIP = {"common", "executor", "feedback", "groups", "sampling"}  # helpers, not commands
+_SKIP = {"common", "executor", "feedback", "groups", "sampling", "tables"}  # helpers, not commands
 for _info in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name):
     if _info.name not in _SKIP and not _info.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_info.name}").register(app)

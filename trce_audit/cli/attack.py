@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from .. import api
-from .common import AllowPickleOpt, DataDirOpt, JsonOpt, TargetModelOpt, emit, emit_table, parse_assignments, pick_model, state
+from .common import AllowPickleOpt, DataDirOpt, JsonOpt, TargetModelOpt, emit, parse_assignments, pick_model, state
+from .tables import emit_table
 from .executor import executor_command
 from .feedback import StageProgress, say_warning
 from .sampling import sampling_command

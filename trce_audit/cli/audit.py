@@ -10,7 +10,8 @@ import typer
 
 from .. import api
 from ..errors import ConfigError
-from .common import AllowPickleOpt, DataDirOpt, JsonOpt, emit, emit_table, say, state
+from .common import AllowPickleOpt, DataDirOpt, JsonOpt, emit, say, state
+from .tables import emit_table
 from .executor import executor_command
 from .feedback import PlainProgress, say_warning
 

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from .. import api
-from .common import DataDirOpt, JsonOpt, emit, emit_table, state
+from .common import DataDirOpt, JsonOpt, emit, state
+from .tables import emit_table
 
 PAIRS_SHOWN = 3
 

@@ -8,7 +8,8 @@ import typer
 
 from .. import api
 from ..errors import DataError
-from .common import DataDirOpt, JsonOpt, emit, emit_table, state
+from .common import DataDirOpt, JsonOpt, emit, state
+from .tables import emit_table
 
 
 def _short(text: object, width: int = 60) -> str:

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from .. import api
-from .common import AllowPickleOpt, DataDirOpt, DeviceOpt, JsonOpt, SetOpt, emit, emit_json, emit_table, parse_assignments, pick_model, state
+from .common import AllowPickleOpt, DataDirOpt, DeviceOpt, JsonOpt, SetOpt, emit, emit_json, parse_assignments, pick_model, state
+from .tables import emit_table
 from .executor import executor_command
 from .feedback import StageProgress
 

@@ -9,7 +9,8 @@ import typer
 
 from .. import api
 from ..errors import ConfigError
-from .common import AllowPickleOpt, DataDirOpt, JsonOpt, TargetModelOpt, emit, emit_table, pick_model, state
+from .common import AllowPickleOpt, DataDirOpt, JsonOpt, TargetModelOpt, emit, pick_model, state
+from .tables import emit_table
 from .executor import executor_command
 from .feedback import StageProgress
 from .generate import LimitOpt, PromptsOpt

@@ -9,7 +9,8 @@ import typer
 
 from .. import api
 from ..errors import StoreError
-from .common import JsonOpt, emit_json, emit_table, state
+from .common import JsonOpt, emit_json, state
+from .tables import emit_table
 
 
 def register(app: typer.Typer) -> None:

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from .. import api
-from .common import AllowPickleOpt, DataDirOpt, JsonOpt, ModelOpt, emit, emit_table, state
+from .common import AllowPickleOpt, DataDirOpt, JsonOpt, ModelOpt, emit, state
+from .tables import emit_table
 from .executor import executor_command
 from .feedback import StageProgress
 from .sampling import describe, sampling_command

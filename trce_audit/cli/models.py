@@ -5,7 +5,8 @@ from __future__ import annotations
 import typer
 
 from .. import api
-from .common import JsonOpt, emit, emit_table, state
+from .common import JsonOpt, emit, state
+from .tables import emit_table
 
 
 def register(app: typer.Typer) -> None:

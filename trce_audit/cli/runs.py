@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from .. import api
-from .common import JsonOpt, emit, emit_json, emit_table, state
+from .common import JsonOpt, emit, emit_json, state
+from .tables import emit_table
 
 
 def register(app: typer.Typer) -> None:

@@ -10,7 +10,7 @@ default, only guards: a phase it stops is recorded as ``*_stopped_by_clock`` and
   1. T5 encoder: the pocket SD trainer's text pre-training (attribute heads; CLIP-style contrastive too on
      cuda), reading the mean of T5's states over the padded prompt. Then frozen.
   2. Transformer, rectified flow (flux_fit.py), 10% empty captions, EMA.
-  3. Guidance distillation of (2)'s EMA into the guidance embedding (``--distill-frac`` of the time).
+  3. Guidance distillation of (2)'s EMA into the guidance embedding (``--distill-steps``).
 Writes a FluxPipeline folder (fp16) with ``pocket_training.json`` (steps, seconds, seeds, loss trails,
 weights sha256). Sample it at T5 length ``flux_models.T5_LENGTH``, 32x32.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import os
 import sys
 import time
@@ -90,7 +91,7 @@ def train(a, argv, out: Path, fh) -> None:
     batch, workers = a.batch or (512 if cuda else 64), a.workers if a.workers is not None else (8 if cuda else 0)
     pool = a.pool_batches if a.pool_batches is not None else (0 if cuda else 240)
     cap = a.max_steps if a.max_steps is not None else float("inf")
-    clock = Clock(a.max_minutes if a.max_minutes is not None else float("inf"))
+    clock = Clock(a.max_minutes if a.max_minutes is not None else math.inf)
     torch.manual_seed(a.seed)
     gen = torch.Generator(device).manual_seed(a.seed)
     stats = {"seed": a.seed, "command": "python -m trce_audit.pocket.train_flux " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -107,20 +108,22 @@ def train(a, argv, out: Path, fh) -> None:
     parts["vae"].register_to_config(shift_factor=shift, scaling_factor=scale)
     stats.update(vae_shift_factor=shift, vae_scaling_factor=scale)
     log(f"vae shift {shift:.4f} scale {scale:.4f}", fh)
-    budget = clock.left() - 30  # keep 30 s for saving
+    def deadline(share: float) -> float:
+        """A phase's guard: ``share`` of the minutes left, less 30 s kept for saving; none without --max-minutes."""
+        return math.inf if a.max_minutes is None else time.time() + share * max(0.0, clock.left() - 30)
+
     contrastive = bool(a.text_contrastive if a.text_contrastive is not None else cuda)
-    t5, s = train_text(loader, min(a.t5_steps, cap), time.time() + a.t5_frac * budget, device, cuda, fh,
+    t5, s = train_text(loader, min(a.t5_steps, cap), deadline(a.t5_frac), device, cuda, fh,
                        contrastive=contrastive, encoder=build_t5(), readout=t5_mean, width=T5_HIDDEN, lr_by_clock=False)
     stats.update({"t5_contrastive": contrastive, **{"t5" + k[4:]: v for k, v in s.items()}})
     pipe = assemble(build_transformer(), t5, parts).to(device)
     batches = Batches(family, pipe, make_loader(batch, a.seed * 1000 + 2, tok, 0.1, workers), device, pool, gen)
-    left = clock.left() - 30
     ema, s = fit(pipe.transformer, batches, flow_objective(family, pipe, gen), min(a.flow_steps, cap),
-                 time.time() + (1 - a.distill_frac) * left, a.lr, fh, "flow", amp=cuda, log_every=a.log_every)
+                 deadline(1 - a.distill_frac), a.lr, fh, "flow", amp=cuda, log_every=a.log_every)
     stats.update(s)
     uncond = family.unconditional(pipe, device, torch.float32, T5_LENGTH)
     student, s = fit(copy.deepcopy(ema), batches, distill_objective(family, pipe, gen, ema, uncond), min(a.distill_steps, cap),
-                     time.time() + max(0.0, clock.left() - 30), a.lr / 2, fh, "distill", amp=cuda, warmup=100,
+                     deadline(1.0), a.lr / 2, fh, "distill", amp=cuda, warmup=100,
                      log_every=a.log_every)
     stats.update(s)
     pipe.transformer = student

@@ -3,7 +3,8 @@ times and the thread counts they ran with; and the audit's span from its first s
 
 A run's wall time is the seconds its finishing attempt recorded (store/runs.py ``finish``: from the start
 of the attempt that finished it, so a run resumed after a kill does not count the pause; an erase run
-stored before that, the seconds its summary recorded for the same span). Runs stored without them
+stored before that, the seconds its eraser reported in its summary: the model's load and the edit, in
+process or on the worker, without the save or a queue's wait). Runs stored without them
 (still running, or by a trce-audit before runs recorded their seconds) are counted as not timed, never
 estimated from ``created_at``: an older trce-audit moved a complete run's finish time each time a
 resumed audit passed it by.
@@ -74,8 +75,9 @@ def _threads(runtime: dict[str, Any]) -> str:
 
 def recorded_seconds(kind: str, runtime: dict[str, Any], summary: dict[str, Any]) -> float | None:
     """The seconds a run recorded for the attempt that finished it (a bool or a negative value is none).
-    An erase has put its attempt's seconds in its summary since before runs recorded them in ``runtime``
-    (orchestration/erase_pending.py: from the run's start to its artefact), so an older erase run is timed too."""
+    An erase has reported its own seconds in its summary since before runs recorded them in ``runtime``
+    (orchestration/erase_runs.py, erase_jobs.py: load and edit, without the save or a queue's wait, so a
+    little less than ``runtime``'s span), so an older erase run is timed too."""
     seconds = runtime.get("seconds")
     if seconds is None and kind == "erase":
         seconds = summary.get("seconds")
