@@ -6,7 +6,7 @@
 Each setting is an eraser id followed by ``key=value`` config overrides (``stages=1`` selects TRCE
 stages); ``base`` is the un-erased model. Every setting is one ``trce-audit erase`` plus four
 ``trce-audit eval`` runs (the first ``--limit`` rows of pocket-explicit, -synonym, -indirect and
--preserve, ``--steps`` steps, detector ``pocket``), stored in the workspace, so a rerun reuses them.
+-preserve, ``--steps`` steps, ``--metric``: the CNN judge ``pocket`` unless told), stored in the workspace, so a rerun reuses them.
 Columns: ASR per erase set, ASR on the concept's own phrases (the bare phrases the erasers are given,
 e.g. "a plus sign", four seeds each: how far an erasure generalises from them to whole sentences), the
 cross rate on preserve prompts (leakage), preserve_acc (the requested shape is drawn) and the erase time
@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("settings", nargs="+", help='"base" or "ERASER [key=value ...]"')
     parser.add_argument("--workspace", default="ws-sweep")
     parser.add_argument("--concept", default="cross")
+    parser.add_argument("--model", default="pocket", help="the pocket model to erase: pocket (SD) or pocket-flux")
+    parser.add_argument("--metric", default="pocket", help="the detector behind every column: pocket (the CNN judge) or pocket-heldout")
     parser.add_argument("--limit", type=int, default=64)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -68,15 +70,15 @@ def main(argv: list[str] | None = None) -> int:
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for text in args.settings:
         name, overrides, stages = parse_setting(text)
-        model, seconds = "pocket", 0.0
+        model, seconds = args.model, 0.0
         if name != "base":
-            record = erase_concept_by_name(store, workspace, eraser=name, concept=args.concept, model="pocket",
+            record = erase_concept_by_name(store, workspace, eraser=name, concept=args.concept, model=args.model,
                                  overrides=overrides, stages=stages, batch_size=32)
             model = f"artefact:{record['artefact_id']}"
             seconds = 0.0 if record["reused"] else float(record["seconds"])
         cells = []
         for set_name in (*SETS[:3], own_set, SETS[3]):
-            result = evaluate_model(store, workspace, model=model, prompts=set_name, metrics=["pocket"], settings=settings,
+            result = evaluate_model(store, workspace, model=model, prompts=set_name, metrics=[args.metric], settings=settings,
                                        limit=None if set_name == own_set else args.limit, concept=args.concept)
             values = {m["name"]: m["value"] for m in result["metrics"]}
             cells.append(f"{100 * values['asr']:.1f}")

@@ -7,7 +7,9 @@ from typing import Any, Sequence
 
 from ..errors import ConfigError
 from ..parsing import row_id
+from ..reports import sections
 from ..reports.collect import collect
+from ..reports.linking import audit_id_of
 from ..reports.markdown import render_markdown
 from ..reports.render import ReportOptions, write_report
 from ..store import Store
@@ -33,10 +35,15 @@ def render_report(
     run_ids: Sequence[int] | None = None,
     unblur: bool = False,
     max_images: int = 12,
+    beside: str | None = None,
+    section: str | None = None,
 ) -> dict[str, Any]:
     """Write one self-contained HTML file comparing the models of an audit (default: the latest).
 
     Returns the data shown (the same rows `gate --json` writes, usable as a gate baseline) and file stats.
+    ``beside`` (an audit's run id or spec name) adds a table of each model's numbers beside its
+    counterpart's in that audit; ``section`` writes a Markdown report into that named section of ``out``,
+    keeping the rest of the file (reports.sections).
     """
     if audit_id is not None and run_ids is not None:
         raise ConfigError("give --audit or --runs, not both")
@@ -45,15 +52,21 @@ def render_report(
     out_path = user_path(out)
     if out_path.is_dir():
         raise ConfigError(f"--out {out_path} is a folder; give a file name such as report.html")
+    markdown = out_path.suffix.lower() == ".md"
+    if section is not None and not markdown:
+        raise ConfigError("--section writes into a Markdown document; give --out a .md file")
+    if section is not None:
+        sections.check_name(section)
     view = collect(store, audit_id=audit_id, run_ids=run_ids)
     if not view.rows:
         raise ConfigError("nothing to report: the selected runs hold no completed evaluation")
-    if out_path.suffix.lower() == ".md":
+    other = collect(store, audit_id=audit_id_of(store, beside)) if beside is not None else None
+    if markdown:
         title = f"Audit results: {view.audit.config.get('name', 'audit')}" if view.audit else "Results"
-        command = f"trce-audit report --out {out}" + (f" --audit {audit_id}" if audit_id else "")
-        text = render_markdown(view, title=title, command=command)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text(text, encoding="utf-8")
-        return {**view.as_dict(), "report": {"out": str(out_path), "bytes": len(text.encode()), "format": "markdown"}}
-    stats = write_report(store, view, out_path, ReportOptions(unblur=unblur, max_images=max_images))
+        command = " ".join(["trce-audit report --out", str(out), *(["--audit", str(audit_id)] if audit_id else []),
+                            *(["--section", section] if section else []), *(["--beside", beside] if beside else [])])
+        text = render_markdown(view, title=title, command=command, beside=other)
+        written = sections.write(out_path, text, section)
+        return {**view.as_dict(), "report": {"out": str(out_path), "bytes": len(written.encode()), "format": "markdown"}}
+    stats = write_report(store, view, out_path, ReportOptions(unblur=unblur, max_images=max_images), beside=other)
     return {**view.as_dict(), "report": stats}

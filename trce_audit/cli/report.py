@@ -22,6 +22,12 @@ def register(app: typer.Typer) -> None:
         ] = None,
         unblur: Annotated[bool, typer.Option("--unblur", help="Show detector-flagged images unblurred.")] = False,
         max_images: Annotated[int, typer.Option("--max-images", help="At most this many images per comparison (0: none).")] = 12,
+        beside: Annotated[
+            Optional[str], typer.Option("--beside", metavar="AUDIT", help="Set each model's numbers beside its counterpart's in this audit (run id or spec name).")
+        ] = None,
+        section: Annotated[
+            Optional[str], typer.Option("--section", metavar="NAME", help="Write the Markdown report into this section of --out, keeping the rest of the file.")
+        ] = None,
         json_: JsonOpt = False,
     ) -> None:
         """Write an offline HTML report: ASR tables and chart, preservation metrics, image grids, provenance."""
@@ -32,6 +38,8 @@ def register(app: typer.Typer) -> None:
             run_ids=api.parse_run_ids(runs) if runs is not None else None,
             unblur=unblur,
             max_images=max_images,
+            beside=beside,
+            section=section,
         )
         if json_:
             emit_json(result)

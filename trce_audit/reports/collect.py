@@ -131,9 +131,10 @@ def collect(store: Store, *, audit_id: int | None = None, run_ids: Iterable[int]
         label = summary.get("attack") if isinstance(summary.get("attack"), str) else run.component
         # runs stored before tiers existed carry none: the registered attack's own tier stands in
         tier = summary.get("tier") if isinstance(summary.get("tier"), str) else attack_tier(str(label))
+        name = str(label)
         if isinstance(summary.get("transfer_from"), dict):  # searched on another model's text encoder
             label = f"{label} (transfer from {summary['transfer_from'].get('spec')})"
-        row = Row(model, seed_set or "", attack=label, attack_run_id=run.id, attack_summary=summary, tier=tier)
+        row = Row(model, seed_set or "", attack=label, attack_run_id=run.id, attack_summary=summary, tier=tier, attack_name=name)
         # a run stored without its seconds is not timed ("–"): its created-to-finished span counts every
         # pause before a resumption (a Ring-A-Bell search killed overnight read 124 minutes)
         row.attack_seconds = recorded_seconds(run.kind, run.runtime or {}, summary)

@@ -52,6 +52,16 @@ def latest_audit_id(store: Store) -> int:
     return audits[0].id
 
 
+def audit_id_of(store: Store, ref: str) -> int:
+    """An audit named by its run id or by its spec's name (the latest audit of that spec)."""
+    if ref.isdigit() and ref.isascii():
+        return int(ref)
+    for run in store.list_runs(kind="audit", limit=10_000):
+        if (run.config or {}).get("name") == ref:
+            return run.id
+    raise StoreError(f"no audit of a spec named {ref[:80]!r} in the store")
+
+
 class Reader:
     """Loads runs with their prompt-set names once per collection."""
 

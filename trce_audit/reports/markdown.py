@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .columns import JUDGE_MARK, attack_cell, attack_columns, plain_cell, plain_columns, tiers_tested
-from . import timing, tradeoff
+from . import beside as beside_table, timing, tradeoff
 from .curves import markdown_lines
 from .seeds import seed_spreads
 from .text import markdown_cell as md_cell, markdown_text as md_text
@@ -28,7 +28,7 @@ def _code(value: object) -> str:
     return "`" + md_text(value).replace("`", "'").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&") + "`"
 
 
-def render_markdown(view: AuditView, *, title: str, command: str) -> str:
+def render_markdown(view: AuditView, *, title: str, command: str, beside: AuditView | None = None) -> str:
     plain = [row for row in view.rows if row.attack is None]
     attacked = [row for row in view.rows if row.attack is not None]
     sets = list(dict.fromkeys(row.prompt_set for row in plain))
@@ -56,6 +56,8 @@ def render_markdown(view: AuditView, *, title: str, command: str) -> str:
         cells += [_cell(by_cell[(model, name)].metrics.get("preserve_acc")) if (model, name) in by_cell else "–" for name in preserve_sets]
         lines.append("| " + " | ".join([md_cell(model), *cells]) + " |")
     lines += tradeoff.markdown_lines(view)
+    if beside is not None:
+        lines += beside_table.markdown_lines(view, beside)
     if attacked:
         columns = attack_columns(attacked)
         lines += ["", "## Attacks", "", "ASR on the seed prompts before the attack → on the adversarial prompts after it, under each",

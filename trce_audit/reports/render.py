@@ -11,6 +11,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
 from ..store import Store
+from .beside import audit_label, beside_lines
 from .chart import asr_chart, condition
 from .columns import JUDGE_MARK, attack_cell, attack_columns, plain_cell, plain_columns, tiers_tested
 from .collect import (
@@ -171,7 +172,7 @@ def _judge_only(rows: list[Row], max_images: int) -> list[dict[str, Any]]:
     return found
 
 
-def build_context(store: Store, view: AuditView, options: ReportOptions) -> dict[str, Any]:
+def build_context(store: Store, view: AuditView, options: ReportOptions, beside: AuditView | None = None) -> dict[str, Any]:
     preservation = [row for row in view.rows if row.attack is None and any(name in row.metrics for name in PRESERVATION_METRICS)]
     preservation_metrics = [name for name in PRESERVATION_METRICS if any(name in row.metrics for row in preservation)]
     asr_protocol = next((row.gated_asr for row in view.asr_rows if row.gated_asr.protocol), None)  # type: ignore[union-attr]
@@ -212,11 +213,15 @@ def build_context(store: Store, view: AuditView, options: ReportOptions) -> dict
         "audited": {model.key for model in view.audited_models},
         "time_spent": time_spent(view.runs),
         "time_note": SUM_NOTE,
+        "beside": beside_lines(view, beside) if beside is not None else [],
+        "beside_audit": beside.audit.id if beside is not None and beside.audit is not None else None,
+        "beside_label": audit_label(beside) if beside is not None else None,
+        "here_label": audit_label(view),
     }
 
 
-def render_html(store: Store, view: AuditView, options: ReportOptions) -> tuple[str, dict[str, Any]]:
-    context = build_context(store, view, options)
+def render_html(store: Store, view: AuditView, options: ReportOptions, beside: AuditView | None = None) -> tuple[str, dict[str, Any]]:
+    context = build_context(store, view, options, beside)
     html = _environment().get_template("report.html.j2").render(**context)
     stats = {
         "n_images": sum(len(grid.tiles) for grid in context["grids"]),
@@ -226,8 +231,8 @@ def render_html(store: Store, view: AuditView, options: ReportOptions) -> tuple[
     return html, stats
 
 
-def write_report(store: Store, view: AuditView, out: Path, options: ReportOptions) -> dict[str, Any]:
-    html, stats = render_html(store, view, options)
+def write_report(store: Store, view: AuditView, out: Path, options: ReportOptions, beside: AuditView | None = None) -> dict[str, Any]:
+    html, stats = render_html(store, view, options, beside)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(html, encoding="utf-8")

@@ -170,6 +170,7 @@ class Row:
     attack_summary: dict[str, Any] = field(default_factory=dict)
     attack_seconds: float | None = None  # the attack run's wall time (optimisation and both evaluations)
     tier: str | None = None  # the attack's threat tier (attacks.base.TIERS); None for plain rows
+    attack_name: str | None = None  # the registered attack, without a transfer's source or a run id
 
     @property
     def key(self) -> tuple[str, str, str | None]:

@@ -1,0 +1,110 @@
+"""`report --beside AUDIT`: one audit's numbers beside another's, model by model and measure by measure;
+`report --section NAME`: several reports in one Markdown document, each regenerated on its own."""
+
+from __future__ import annotations
+
+import pytest
+from test_report_store import build_audit
+
+from trce_audit.reports import sections
+
+
+@pytest.fixture
+def two_audits(store, workspace):
+    """The same models and attack twice: `other` first, then `this` with trce weaker at every step."""
+    other = build_audit(store, workspace.images_dir / "other", audit_config={"name": "other", "nonce": "1"})
+    this = build_audit(store, workspace.images_dir / "this", trce_explicit=(0,), trce_after=(0, 1, 2, 3),
+                       audit_config={"name": "this", "nonce": "2"})
+    return this, other
+
+
+def _table(text: str) -> dict[tuple[str, str], list[str]]:
+    start = text.index("| model | measure |")
+    rows = {}
+    for line in text[start:].split("\n")[2:]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows[(cells[0], cells[1])] = cells[2:]
+    return rows
+
+
+def test_markdown_sets_each_measure_beside_its_counterpart(cli, two_audits, tmp_path):
+    this, other = two_audits
+    out = tmp_path / "both.md"
+    code, _, err = cli("report", "--out", str(out), "--audit", str(this.audit_id), "--beside", "other")
+    assert code == 0, err
+    text = out.read_text()
+    assert f"## Beside other (audit {other.audit_id})" in text
+    rows = _table(text)
+    # base pairs with base, an erased model with the same key; an attack by its name
+    assert rows[("base", "ASR pocket-explicit")][:2] == ["75.0% [30, 95]", "75.0% [30, 95]"]
+    assert rows[("trce", "ASR pocket-explicit")] == ["25.0% [5, 70]", "0.0% [0, 49]", "+25.0", "yes"]
+    assert rows[("trce", "ASR after ring-a-bell (pocket-explicit)")][:3] == ["100.0% [51, 100]", "50.0% [15, 85]", "+50.0"]
+    assert rows[("esd", "preserve pocket-preserve")] == ["80.0%", "80.0%", "+0.0", "–"]  # no interval stored: not judged
+    assert list(rows).index(("trce", "preserve pocket-preserve")) < list(rows).index(("trce", "ASR after ring-a-bell (pocket-explicit)"))
+    # by run id as well as by spec name
+    code, _, err = cli("report", "--out", str(tmp_path / "by-id.md"), "--audit", str(this.audit_id), "--beside", str(other.audit_id))
+    assert code == 0, err
+    assert _table((tmp_path / "by-id.md").read_text()) == rows
+
+
+def test_html_has_the_same_table(cli, two_audits, tmp_path):
+    this, other = two_audits
+    out = tmp_path / "both.html"
+    code, _, err = cli("report", "--out", str(out), "--audit", str(this.audit_id), "--beside", "other")
+    assert code == 0, err
+    html = out.read_text()
+    table = html[html.index('id="beside-h"'): html.index("</table>", html.index('id="beside-h"'))]
+    assert f"Beside other (audit {other.audit_id})" in table
+    assert "ASR after ring-a-bell (pocket-explicit)" in table and "+50.0" in table
+
+
+def test_intervals_that_do_not_meet_are_marked(store, workspace):
+    from trce_audit.reports.beside import beside_lines
+    from trce_audit.reports.collect import collect
+
+    other = build_audit(store, workspace.images_dir / "o", trce_after=(), audit_config={"name": "o"})
+    this = build_audit(store, workspace.images_dir / "t", trce_explicit=(0, 1, 2, 3), trce_after=(0, 1, 2, 3), audit_config={"name": "t"})
+    lines = {(line.model, line.measure): line for line in beside_lines(collect(store, audit_id=this.audit_id), collect(store, audit_id=other.audit_id))}
+    after = lines[("trce", "ASR after ring-a-bell (pocket-explicit)")]
+    assert after.difference == 1.0 and after.intervals_overlap is False  # 4 of 4 against 0 of 4: [51, 100] and [0, 49]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--beside", "no-such-spec"], "no audit of a spec named 'no-such-spec'"),
+    (["--section", "Bad Name"], "--section 'Bad Name'"),
+    (["--section", "flux", "--out-html"], "--section writes into a Markdown document"),
+])
+def test_bad_beside_or_section_is_one_line_exit_2(cli, two_audits, tmp_path, args, message):
+    out = tmp_path / ("r.html" if "--out-html" in args else "r.md")
+    code, _, err = cli("report", "--out", str(out), *[a for a in args if a != "--out-html"])
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_a_section_is_replaced_in_place_and_the_rest_kept(cli, two_audits, tmp_path):
+    this, other = two_audits
+    out = tmp_path / "results.md"
+    assert cli("report", "--out", str(out), "--audit", str(other.audit_id))[0] == 0
+    whole = out.read_text()
+    assert cli("report", "--out", str(out), "--audit", str(this.audit_id), "--section", "this", "--beside", "other")[0] == 0
+    text = out.read_text()
+    assert text.startswith(whole.rstrip("\n")) and text.count("<!-- trce-audit section this -->") == 1
+    section = text[text.index("<!-- trce-audit section this -->"):]
+    assert "\n## Audit results: this\n" in section and "\n### Beside other" in section  # one level below the document's
+    assert not any(line.startswith("# ") for line in section.splitlines())
+    # writing the section again replaces it; writing the whole document again keeps it
+    assert cli("report", "--out", str(out), "--audit", str(this.audit_id), "--section", "this")[0] == 0
+    again = out.read_text()
+    assert again.count("<!-- trce-audit section this -->") == 1 and "### Beside" not in again
+    assert cli("report", "--out", str(out), "--audit", str(other.audit_id))[0] == 0
+    assert out.read_text() == again
+
+
+def test_merged_keeps_every_other_section_in_order():
+    one = sections.merged(None, "# A\ntext a\n", "a")
+    two = sections.merged(one, "# B\n", "b")
+    assert sections.sections_of(two) == [one, sections.merged(None, "# B\n", "b")]
+    assert sections.merged(two, "# A2\n", "a").index("## A2") < sections.merged(two, "# A2\n", "a").index("## B")
+    assert sections.merged(two, "# Whole\n", None) == "# Whole\n\n" + "\n".join(sections.sections_of(two))

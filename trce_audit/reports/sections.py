@@ -1,0 +1,59 @@
+"""Several Markdown reports in one document: each written into its own named section.
+
+A section is the text between ``<!-- trce-audit section NAME -->`` and ``<!-- trce-audit end section NAME -->``.
+Writing a section replaces that section (or appends it) and leaves the rest of the file as it was;
+writing the whole document keeps the sections the file already holds, after the new text. So a document
+can hold one audit's report and the sections of others (docs/results-pocket.md: the SD audit, then the
+FLUX one), each regenerated from its own store in either order. A section's headings sit one level
+below the document's.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ..errors import ConfigError
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+_SECTION = re.compile(r"<!-- trce-audit section ([a-z0-9-]+) -->\n.*?<!-- trce-audit end section \1 -->\n", re.S)
+
+
+def check_name(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise ConfigError(f"--section {name!r}: use lower-case letters, digits and hyphens (at most 64)")
+    return name
+
+
+def _wrapped(name: str, text: str) -> str:
+    demoted = "\n".join("#" + line if line.startswith("#") else line for line in text.rstrip("\n").split("\n"))
+    return f"<!-- trce-audit section {name} -->\n{demoted}\n<!-- trce-audit end section {name} -->\n"
+
+
+def sections_of(text: str) -> list[str]:
+    return [found.group(0) for found in _SECTION.finditer(text)]
+
+
+def merged(old: str | None, text: str, section: str | None) -> str:
+    """The document after writing ``text``: as section ``section``, or as the whole (None)."""
+    if section is None:
+        kept = sections_of(old or "")
+        return text if not kept else text.rstrip("\n") + "\n\n" + "\n".join(kept)
+    block = _wrapped(check_name(section), text)
+    if old is None or not old.strip():
+        return block
+    for found in _SECTION.finditer(old):
+        if found.group(1) == section:
+            return old[: found.start()] + block + old[found.end():]
+    return old.rstrip("\n") + "\n\n" + block
+
+
+def write(path: Path, text: str, section: str | None) -> str:
+    """Write atomically; returns what was written."""
+    old = path.read_text(encoding="utf-8") if path.exists() else None
+    document = merged(old, text, section)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(document, encoding="utf-8")
+    tmp.replace(path)
+    return document
