@@ -29,12 +29,15 @@ def _table(text: str) -> dict[tuple[str, str], list[str]]:
     return rows
 
 
+def _beside(cli, out, audit_id, beside) -> str:
+    code, _, err = cli("report", "--out", str(out), "--audit", str(audit_id), "--beside", str(beside))
+    assert code == 0, err
+    return out.read_text()
+
+
 def test_markdown_sets_each_measure_beside_its_counterpart(cli, two_audits, tmp_path):
     this, other = two_audits
-    out = tmp_path / "both.md"
-    code, _, err = cli("report", "--out", str(out), "--audit", str(this.audit_id), "--beside", "other")
-    assert code == 0, err
-    text = out.read_text()
+    text = _beside(cli, tmp_path / "both.md", this.audit_id, "other")
     assert f"## Beside other (audit {other.audit_id})" in text
     rows = _table(text)
     # base pairs with base, an erased model with the same key; an attack by its name
@@ -44,17 +47,12 @@ def test_markdown_sets_each_measure_beside_its_counterpart(cli, two_audits, tmp_
     assert rows[("esd", "preserve pocket-preserve")] == ["80.0%", "80.0%", "+0.0", "–"]  # no interval stored: not judged
     assert list(rows).index(("trce", "preserve pocket-preserve")) < list(rows).index(("trce", "ASR after ring-a-bell (pocket-explicit)"))
     # by run id as well as by spec name
-    code, _, err = cli("report", "--out", str(tmp_path / "by-id.md"), "--audit", str(this.audit_id), "--beside", str(other.audit_id))
-    assert code == 0, err
-    assert _table((tmp_path / "by-id.md").read_text()) == rows
+    assert _table(_beside(cli, tmp_path / "by-id.md", this.audit_id, other.audit_id)) == rows
 
 
 def test_html_has_the_same_table(cli, two_audits, tmp_path):
     this, other = two_audits
-    out = tmp_path / "both.html"
-    code, _, err = cli("report", "--out", str(out), "--audit", str(this.audit_id), "--beside", "other")
-    assert code == 0, err
-    html = out.read_text()
+    html = _beside(cli, tmp_path / "both.html", this.audit_id, "other")
     table = html[html.index('id="beside-h"'): html.index("</table>", html.index('id="beside-h"'))]
     assert f"Beside other (audit {other.audit_id})" in table
     assert "ASR after ring-a-bell (pocket-explicit)" in table and "+50.0" in table
