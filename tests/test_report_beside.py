@@ -93,7 +93,7 @@ def test_a_section_is_replaced_in_place_and_the_rest_kept(cli, two_audits, tmp_p
     assert "\n## Audit results: this\n" in section and "\n### Beside other" in section  # one level below the document's
     assert not any(line.startswith("# ") for line in section.splitlines())
     # writing the section again replaces it; writing the whole document again keeps it
-    assert cli("report", "--out", str(out), "--audit", str(this.audit_id), "--section", "this")[0] == 0
+    assert cli("report", "--out", str(out), "--audit", "this", "--section", "this")[0] == 0  # the audit by its spec name
     again = out.read_text()
     assert again.count("<!-- trce-audit section this -->") == 1 and "### Beside" not in again
     assert cli("report", "--out", str(out), "--audit", str(other.audit_id))[0] == 0

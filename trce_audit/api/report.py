@@ -31,7 +31,7 @@ def render_report(
     store: Store,
     out: str | Path,
     *,
-    audit_id: int | None = None,
+    audit_id: int | str | None = None,
     run_ids: Sequence[int] | None = None,
     unblur: bool = False,
     max_images: int = 12,
@@ -41,7 +41,7 @@ def render_report(
     """Write one self-contained HTML file comparing the models of an audit (default: the latest).
 
     Returns the data shown (the same rows `gate --json` writes, usable as a gate baseline) and file stats.
-    ``beside`` (an audit's run id or spec name) adds a table of each model's numbers beside its
+    ``audit_id`` and ``beside`` name an audit by run id or spec name; ``beside`` adds a table of each model's numbers beside its
     counterpart's in that audit; ``section`` writes a Markdown report into that named section of ``out``,
     keeping the rest of the file (reports.sections).
     """
@@ -57,7 +57,8 @@ def render_report(
         raise ConfigError("--section writes into a Markdown document; give --out a .md file")
     if section is not None:
         sections.check_name(section)
-    view = collect(store, audit_id=audit_id, run_ids=run_ids)
+    chosen = audit_id_of(store, audit_id) if isinstance(audit_id, str) else audit_id
+    view = collect(store, audit_id=chosen, run_ids=run_ids)
     if not view.rows:
         raise ConfigError("nothing to report: the selected runs hold no completed evaluation")
     other = collect(store, audit_id=audit_id_of(store, beside)) if beside is not None else None

@@ -16,7 +16,9 @@ def register(app: typer.Typer) -> None:
     def report(
         ctx: typer.Context,
         out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write (a .md name writes Markdown tables).")] = Path("report.html"),
-        audit: Annotated[Optional[int], typer.Option("--audit", help="Audit run id [default: the latest audit].")] = None,
+        audit: Annotated[
+            Optional[str], typer.Option("--audit", metavar="AUDIT", help="Audit run id or spec name [default: the latest audit].")
+        ] = None,
         runs: Annotated[
             Optional[str], typer.Option("--runs", metavar="ID,ID…", help="Report exactly these runs (eval, attack or audit runs).")
         ] = None,
