@@ -37,12 +37,20 @@ class BesideLine:
         return self.here.ci_low <= self.there.ci_high and self.there.ci_low <= self.here.ci_high  # type: ignore[union-attr,operator]
 
 
-def role(row: Row) -> str:
-    return row.model.key if row.model.erased else "base"
+def _roles(view: AuditView) -> dict[str, str]:
+    """Model key -> the name it pairs by: "base" for the audit's one un-erased model (several un-erased
+    models, as a hand-picked list of runs may hold, keep their own keys), else the key."""
+    bases = [model.key for model in view.models if not model.erased]
+    return {model.key: "base" if not model.erased and len(bases) == 1 else model.key for model in view.models}
 
 
 def _measures(view: AuditView) -> dict[tuple[str, str], MetricView | None]:
     """(role, measure) -> metric, in the view's row order."""
+    roles = _roles(view)
+
+    def role(row: Row) -> str:
+        return roles.get(row.model.key, row.model.key)
+
     plain = [row for row in view.rows if row.attack is None]
     found: dict[tuple[str, str], MetricView | None] = {}
     columns = plain_columns(plain)
