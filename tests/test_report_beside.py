@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from test_report_store import build_audit
 
@@ -106,3 +108,62 @@ def test_merged_keeps_every_other_section_in_order():
     assert sections.sections_of(two) == [one, sections.merged(None, "# B\n", "b")]
     assert sections.merged(two, "# A2\n", "a").index("## A2") < sections.merged(two, "# A2\n", "a").index("## B")
     assert sections.merged(two, "# Whole\n", None) == "# Whole\n\n" + "\n".join(sections.sections_of(two))
+
+
+def test_a_transfer_pairs_with_the_attack_it_replays(cli, store, two_audits, tmp_path):
+    from trce_audit.store.schema import Run
+
+    this, _ = two_audits
+    with store.session() as session:
+        run = session.get(Run, this.attack_id)
+        run.summary = {**run.summary, "transfer_from": {"spec": "pocket"}}
+    text = _beside(cli, tmp_path / "t.md", this.audit_id, "other")
+    assert "| trce | ring-a-bell (transfer from pocket) |" in text  # the attack table keeps the source
+    assert _table(text)[("trce", "ASR after ring-a-bell (pocket-explicit)")][:2] == ["100.0% [51, 100]", "50.0% [15, 85]"]
+
+
+def test_repeated_runs_and_several_unerased_models_keep_their_own_lines(store, two_audits):
+    import dataclasses
+
+    from trce_audit.reports.beside import beside_lines
+    from trce_audit.reports.collect import collect
+
+    this, other = two_audits
+    here, there = collect(store, audit_id=this.audit_id), collect(store, audit_id=other.audit_id)
+    attack = next(row for row in here.rows if row.attack)
+    here.rows.append(dataclasses.replace(attack, attack=f"{attack.attack}#999", attack_run_id=999))
+    measures = [line.measure for line in beside_lines(here, there) if line.model == "trce" and "after" in line.measure]
+    assert measures == ["ASR after ring-a-bell (pocket-explicit)", "ASR after ring-a-bell (pocket-explicit) (run 2)"]
+    # esd read as a second un-erased model: no model is "base" then, each keeps its key
+    plain = {model.key: dataclasses.replace(model, eraser=None) if model.key == "esd" else model for model in there.models}
+    there = dataclasses.replace(there, models=list(plain.values()),
+                                rows=[dataclasses.replace(row, model=plain[row.model.key]) for row in there.rows])
+    models = {line.model for line in beside_lines(here, there) if line.there is not None}
+    assert {"pocket", "esd", "trce"} <= models and "base" not in models
+
+
+def test_html_cells_are_in_the_order_of_their_headings(cli, two_audits, tmp_path):
+    this, other = two_audits
+    html = _beside(cli, tmp_path / "both.html", this.audit_id, "other")
+    table = html[html.index('id="beside-h"'): html.index("</table>", html.index('id="beside-h"'))]
+    heads = re.findall(r'<th scope="col">([^<]*)</th>', table)
+    assert heads[2:4] == [f"this (audit {this.audit_id})", f"other (audit {other.audit_id})"]
+    row = table[table.index("<td>ASR pocket-explicit</td>", table.index('<th scope="row">trce</th>')):]
+    cells = re.findall(r'<td class="num">([^<]*)', row)[:3]
+    assert [cell.strip() for cell in cells] == ["25.0%", "0.0%", "+25.0"]
+
+
+def test_a_document_with_broken_markers_is_refused_and_kept(cli, two_audits, tmp_path):
+    this, _ = two_audits
+    out = tmp_path / "doc.md"
+    broken = "# Mine\n<!-- trce-audit section this -->\nhalf a section, its end marker lost\n"
+    out.write_text(broken)
+    code, _, err = cli("report", "--out", str(out), "--audit", str(this.audit_id), "--section", "this")
+    assert code == 2 and "section 'this' of" in err and len(err.strip().splitlines()) == 1
+    assert out.read_text() == broken
+
+
+def test_a_section_at_the_very_end_without_a_newline_is_still_one_section():
+    block = sections.merged(None, "# A\n", "a").rstrip("\n")
+    assert sections.merged(block, "# A2\n", "a").count("trce-audit section a -->") == 1
+    assert "## A" in sections.merged(block, "# Whole\n", None)

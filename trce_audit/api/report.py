@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -62,10 +63,13 @@ def render_report(
     if not view.rows:
         raise ConfigError("nothing to report: the selected runs hold no completed evaluation")
     other = collect(store, audit_id=audit_id_of(store, beside)) if beside is not None else None
+    if other is not None and not other.rows:
+        raise ConfigError(f"--beside {beside}: that audit holds no completed evaluation")
     if markdown:
         title = f"Audit results: {view.audit.config.get('name', 'audit')}" if view.audit else "Results"
-        command = " ".join(["trce-audit report --out", str(out), *(["--audit", str(audit_id)] if audit_id else []),
-                            *(["--section", section] if section else []), *(["--beside", beside] if beside else [])])
+        words = ["--out", str(out), *(["--audit", str(audit_id)] if audit_id else []),
+                 *(["--section", section] if section else []), *(["--beside", beside] if beside else [])]
+        command = "trce-audit report " + " ".join(shlex.quote(word) for word in words)
         text = render_markdown(view, title=title, command=command, beside=other)
         written = sections.write(out_path, text, section)
         return {**view.as_dict(), "report": {"out": str(out_path), "bytes": len(written.encode()), "format": "markdown"}}

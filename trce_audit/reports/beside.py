@@ -60,12 +60,19 @@ def _measures(view: AuditView) -> dict[tuple[str, str], MetricView | None]:
                 found[(role(row), f"ASR {heading}")] = row.scores[ASR][scorer]
     for row in plain:
         if "preserve_acc" in row.metrics:
-            found[(role(row), f"preserve {row.prompt_set}")] = row.metrics["preserve_acc"]
+            kept = row.metrics["preserve_acc"]
+            found[(role(row), f"preserve {row.prompt_set}" + (f" · scorer: {kept.scorer}" if kept.scorer else ""))] = kept
     for row in view.rows:
         if row.attack is not None:
             scorer = row.primary_scorer
             label = f"ASR after {row.attack_name} ({row.prompt_set})" + (f" · scorer: {scorer}" if scorer else "")
-            found[(role(row), label)] = row.asr_after
+            # a second run of one attack on one model and set (another label or budget, a native run beside
+            # a transfer) is numbered in run order, so each audit's k-th run pairs and none hides another
+            repeat, numbered = 1, label
+            while (role(row), numbered) in found:
+                repeat += 1
+                numbered = f"{label} (run {repeat})"
+            found[(role(row), numbered)] = row.asr_after
     return found
 
 
@@ -105,7 +112,7 @@ def markdown_lines(here: AuditView, there: AuditView) -> list[str]:
     out = ["", f"## Beside {markdown_text(theirs)}", "",
            f"Each model of this audit beside its counterpart in audit {there.audit.id if there.audit else '?'}"
            + (f" (spec `{markdown_text(spec)}`)" if spec else "") + ": the un-erased models pair as `base`, an erased model",
-           "with the same eraser, label and seed; attacks pair by name (a transfer meets the attack it replays), each",
+           "with the one of the same name (eraser, and training seed where it has one); attacks pair by name (a transfer meets the attack it replays), each",
            "the ASR on its adversarial prompts under its first scorer. Difference: this audit's number minus the",
            "other's, in points; intervals overlap: whether the two Wilson 95% intervals meet (no: the two differ by",
            "more than sampling noise at these sizes). –: that audit did not measure it.", "",

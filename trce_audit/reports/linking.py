@@ -53,12 +53,16 @@ def latest_audit_id(store: Store) -> int:
 
 
 def audit_id_of(store: Store, ref: str) -> int:
-    """An audit named by its run id or by its spec's name (the latest audit of that spec)."""
+    """An audit named by its spec's name (the latest audit of that spec) or by its run id; a name made
+    of digits is a name when an audit of that spec exists."""
+    ref = ref.strip()
+    with store.session() as session:
+        named = session.execute(select(Run.id, Run.config).where(Run.kind == "audit").order_by(Run.id.desc())).all()
+    for run_id, config in named:
+        if isinstance(config, dict) and config.get("name") == ref:
+            return run_id
     if ref.isdigit() and ref.isascii():
         return int(ref)
-    for run in store.list_runs(kind="audit", limit=10_000):
-        if (run.config or {}).get("name") == ref:
-            return run.id
     raise StoreError(f"no audit of a spec named {ref[:80]!r} in the store")
 
 

@@ -16,7 +16,9 @@ from pathlib import Path
 from ..errors import ConfigError
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
-_SECTION = re.compile(r"<!-- trce-audit section ([a-z0-9-]+) -->\n.*?<!-- trce-audit end section \1 -->\n", re.S)
+_SECTION = re.compile(r"<!-- trce-audit section ([a-z0-9-]+) -->\n.*?<!-- trce-audit end section \1 -->[ \t]*(?:\r?\n|\Z)", re.S)
+_START = re.compile(r"<!-- trce-audit section ([a-z0-9-]+) -->")
+_END = re.compile(r"<!-- trce-audit end section ([a-z0-9-]+) -->")
 
 
 def check_name(name: str) -> str:
@@ -31,11 +33,20 @@ def _wrapped(name: str, text: str) -> str:
 
 
 def sections_of(text: str) -> list[str]:
-    return [found.group(0) for found in _SECTION.finditer(text)]
+    return [found.group(0).rstrip("\r\n") + "\n" for found in _SECTION.finditer(text)]
 
 
-def merged(old: str | None, text: str, section: str | None) -> str:
+def _check_balanced(text: str, where: str) -> None:
+    """Each section's markers once and in order, so that replacing one can never take another with it."""
+    starts, ends = _START.findall(text), _END.findall(text)
+    for name in dict.fromkeys(starts + ends):
+        if starts.count(name) != 1 or ends.count(name) != 1 or text.index(f"section {name} -->") > text.index(f"end section {name} -->"):
+            raise ConfigError(f"section {name!r} of {where} is not one start marker followed by one end marker; fix the file by hand")
+
+
+def merged(old: str | None, text: str, section: str | None, where: str = "the document") -> str:
     """The document after writing ``text``: as section ``section``, or as the whole (None)."""
+    _check_balanced(old or "", where)
     if section is None:
         kept = sections_of(old or "")
         return text if not kept else text.rstrip("\n") + "\n\n" + "\n".join(kept)
@@ -51,7 +62,7 @@ def merged(old: str | None, text: str, section: str | None) -> str:
 def write(path: Path, text: str, section: str | None) -> str:
     """Write atomically; returns what was written."""
     old = path.read_text(encoding="utf-8") if path.exists() else None
-    document = merged(old, text, section)
+    document = merged(old, text, section, str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(document, encoding="utf-8")
