@@ -34,6 +34,7 @@ def modules(pipe):
 @pytest.mark.parametrize("shape", sorted(TINY))
 def test_tiny_shape_runs_saves_and_reloads(shape, tmp_path):
     import diffusers
+    import torch
 
     from trce_audit.models.tiny import build_pipeline, save_pipeline
 
@@ -49,8 +50,17 @@ def test_tiny_shape_runs_saves_and_reloads(shape, tmp_path):
     assert images.shape == (1, 32, 32, 3)
     assert np.isfinite(images).all() and images.min() >= 0 and images.max() <= 1
     assert images.std() > 0
-    # Tokenizers, schedulers and weights all survive the folder: the saved model draws what the built one does.
-    np.testing.assert_array_equal(images, render(build_pipeline(shape, seed=0), extra))
+    # Weights survive the folder bit for bit; tokenizers and schedulers too, so the saved model draws what
+    # the built one does. The two draws are two computation paths (a reloaded module's tensors sit in other
+    # memory, and kernels may take another blocking or vector path: on AMD EPYC they differ by 1.5e-6), and
+    # these pipelines' rounding bound (fan-ins over a thousand, grown by guidance) is too close to the
+    # values for tests/tolerance.py to accept. So the images are compared at the resolution they are saved
+    # in: one 8-bit level. A wrong weight, tokenizer or scheduler moves them by far more.
+    built = build_pipeline(shape, seed=0)
+    for name, part in modules(built).items():
+        saved = modules(reloaded)[name].state_dict()
+        assert all(torch.equal(tensor, saved[key]) for key, tensor in part.state_dict().items()), name
+    assert np.abs(images - render(built, extra)).max() <= 1 / 255
 
 
 @pytest.mark.parametrize("shape", sorted(TINY))
