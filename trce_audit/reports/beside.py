@@ -96,7 +96,8 @@ def audit_label(view: AuditView) -> str:
     return f"{audit.model_ref or audit.config.get('name', 'audit')} (audit {audit.id})"
 
 
-def _cell(metric: MetricView | None) -> str:
+def percent_cell(metric: MetricView | None) -> str:
+    """A rate with its Wilson interval, as every Markdown table of the report writes it."""
     if metric is None:
         return "–"
     interval = "" if metric.ci_low is None or metric.ci_high is None else f" [{metric.ci_low * 100:.0f}, {metric.ci_high * 100:.0f}]"
@@ -120,5 +121,5 @@ def markdown_lines(here: AuditView, there: AuditView) -> list[str]:
     for line in lines:
         difference = "–" if line.difference is None else f"{line.difference * 100:+.1f}"
         overlap = {True: "yes", False: "**no**", None: "–"}[line.intervals_overlap]
-        out.append(f"| {markdown_cell(line.model)} | {markdown_cell(line.measure)} | {_cell(line.here)} | {_cell(line.there)} | {difference} | {overlap} |")
+        out.append(f"| {markdown_cell(line.model)} | {markdown_cell(line.measure)} | {percent_cell(line.here)} | {percent_cell(line.there)} | {difference} | {overlap} |")
     return out

@@ -12,11 +12,7 @@ from .text import markdown_cell as md_cell, markdown_text as md_text
 from .views import AuditView, MetricView
 
 
-def _cell(metric: MetricView | None) -> str:
-    if metric is None:
-        return "–"
-    interval = "" if metric.ci_low is None else f" [{metric.ci_low * 100:.0f}, {metric.ci_high * 100:.0f}]"
-    return f"{metric.value * 100:.1f}%{interval}"
+_cell = beside_table.percent_cell
 
 
 def _model_label(row: Any) -> str:
